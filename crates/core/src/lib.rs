@@ -1,0 +1,17 @@
+//! Domain types and state machines of Atelier.
+//!
+//! Nothing in this crate performs I/O: it describes what a sandbox or a workspace is,
+//! which changes are legal, and which inputs are valid, so that the store, the server
+//! and the drivers all agree on one set of rules.
+
+pub mod event;
+pub mod id;
+pub mod sandbox;
+pub mod validate;
+pub mod workspace;
+
+pub use event::{Event, EventKind};
+pub use id::{SandboxId, WorkspaceId};
+pub use sandbox::{Operation, Resources, SandboxState, TransitionError};
+pub use validate::{FieldError, ValidationErrors};
+pub use workspace::WorkspaceSpec;

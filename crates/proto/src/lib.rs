@@ -1,0 +1,411 @@
+//! Wire types between the manager and `atelier-agent`.
+//!
+//! The agent speaks HTTP/1.1 with JSON bodies under [`API_PREFIX`]. Every request carries
+//! `Authorization: Bearer <token>` with the per-sandbox token the manager handed the agent
+//! at start. Errors use the same shape as the manager's API: [`ErrorBody`].
+//!
+//! | method | path | body → response |
+//! | --- | --- | --- |
+//! | GET | `/v1/health` | → [`Health`] |
+//! | POST | `/v1/exec` | [`ExecRequest`] → [`ExecResult`] |
+//! | POST | `/v1/exec/stream` | [`ExecRequest`] → NDJSON lines of [`ExecEvent`] |
+//! | GET | `/v1/files/content?path=` | → raw bytes |
+//! | PUT | `/v1/files/content?path=&mode=` | raw bytes → [`FileStat`] (parents created; `mode` octal, e.g. `644`) |
+//! | GET | `/v1/files/list?path=` | → [`DirListing`] |
+//! | GET | `/v1/files/stat?path=` | → [`FileStat`] |
+//! | POST | `/v1/files/mkdir?path=` | → [`FileStat`] (parents created) |
+//! | DELETE | `/v1/files?path=&recursive=` | → 204 |
+//! | GET | `/v1/services` | → `[`[`ServiceStatus`]`]` |
+//! | PUT | `/v1/services/{name}` | [`ServiceSpec`] → [`ServiceStatus`] (defines, then (re)starts) |
+//! | GET | `/v1/services/{name}` | → [`ServiceStatus`] |
+//! | POST | `/v1/services/{name}/start` | → [`ServiceStatus`] |
+//! | POST | `/v1/services/{name}/stop` | → [`ServiceStatus`] |
+//! | DELETE | `/v1/services/{name}` | → 204 (stops and forgets) |
+//! | GET | `/v1/services/{name}/logs?offset=&limit=` | → [`LogChunk`] |
+//!
+//! File paths are absolute (and must lie inside one of the agent's roots) or relative to
+//! its first root. `..` components and symlinks leading out of the roots are refused (403).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub const API_PREFIX: &str = "/v1";
+/// Environment variable the agent reads its token from when no token file is given.
+pub const TOKEN_ENV: &str = "ATELIER_AGENT_TOKEN";
+/// Line printed on the agent's stdout once it listens: `ATELIER_AGENT_LISTENING <addr>`.
+pub const LISTENING_BANNER: &str = "ATELIER_AGENT_LISTENING";
+/// Default cap on captured output per stream (stdout and stderr each).
+pub const DEFAULT_OUTPUT_LIMIT: u64 = 16 * 1024 * 1024;
+/// Default exec timeout.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+
+/// Error body shared with the manager's API: `{"error":{"code","message","details"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable code, e.g. `not_found`, `invalid_value`.
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+impl ErrorBody {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+                details: serde_json::Value::Null,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    pub version: String,
+    pub uptime_ms: u64,
+    /// 1, 5 and 15 minute load averages.
+    pub load: [f64; 3],
+    pub hostname: String,
+    pub pid: u32,
+}
+
+/// What to run: an argv vector (no shell), or a string run by `/bin/sh -c`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandLine {
+    Argv(Vec<String>),
+    Shell(String),
+}
+
+impl CommandLine {
+    /// The program and its arguments as the agent will execute them.
+    pub fn to_argv(&self) -> Vec<String> {
+        match self {
+            Self::Argv(v) => v.clone(),
+            Self::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    pub command: CommandLine,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; defaults to the agent's first root.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// User name to run as (needs the agent to run as root).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Kill the process group after this many milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Bytes of stdout and of stderr kept (each); the rest is dropped and flagged.
+    #[serde(default)]
+    pub output_limit: Option<u64>,
+    /// Bytes written to the command's stdin, which is then closed.
+    #[serde(default)]
+    pub stdin: Option<String>,
+}
+
+impl ExecRequest {
+    pub fn argv<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new(CommandLine::Argv(
+            args.into_iter().map(Into::into).collect(),
+        ))
+    }
+
+    pub fn shell(script: impl Into<String>) -> Self {
+        Self::new(CommandLine::Shell(script.into()))
+    }
+
+    pub fn new(command: CommandLine) -> Self {
+        Self {
+            command,
+            env: BTreeMap::new(),
+            cwd: None,
+            user: None,
+            timeout_ms: None,
+            output_limit: None,
+            stdin: None,
+        }
+    }
+}
+
+/// How a finished command ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExitStatus {
+    /// Exit code, when the process exited normally.
+    pub exit_code: Option<i32>,
+    /// Signal number, when the process was killed by a signal.
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExecResult {
+    #[serde(flatten)]
+    pub status: ExitStatus,
+    /// Captured stdout (lossy UTF-8).
+    pub stdout: String,
+    /// Captured stderr (lossy UTF-8).
+    pub stderr: String,
+}
+
+/// One line of a streaming exec. Output chunks are lossy UTF-8 split on character boundaries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ExecEvent {
+    Stdout { data: String },
+    Stderr { data: String },
+    Exit(ExitStatus),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FileStat {
+    pub name: String,
+    /// Absolute path inside the sandbox.
+    pub path: String,
+    pub kind: FileKind,
+    pub size: u64,
+    /// Permission bits, e.g. 420 (0644).
+    pub mode: u32,
+    /// Last modification, milliseconds since the Unix epoch.
+    pub modified_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DirListing {
+    pub path: String,
+    /// Entries sorted by name.
+    pub entries: Vec<FileStat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicy {
+    Never,
+    #[default]
+    OnFailure,
+    Always,
+}
+
+/// A supervised long-running process (dev server, coding agent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub command: CommandLine,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    /// The process runs.
+    Running,
+    /// The process died and waits for its restart (after a backoff delay).
+    Backoff,
+    /// Stopped by request.
+    Stopped,
+    /// Exited and will not be restarted under its policy.
+    Exited,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub spec: ServiceSpec,
+    pub state: ServiceState,
+    pub pid: Option<u32>,
+    /// How many times the watchdog restarted it.
+    pub restarts: u32,
+    /// How its last run ended, if it ended.
+    pub last_exit: Option<ServiceExit>,
+    /// When the current (or last) run started, milliseconds since the Unix epoch.
+    pub started_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ServiceExit {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub at_ms: i64,
+}
+
+/// A slice of a service's combined stdout+stderr log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogChunk {
+    /// Byte offset of `data` in the log.
+    pub offset: u64,
+    /// Offset to ask for next.
+    pub next_offset: u64,
+    /// Current size of the log.
+    pub size: u64,
+    /// Lossy UTF-8.
+    pub data: String,
+}
+
+/// Where an agent listens (agent side) or how to reach it (manager side).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AgentAddr {
+    /// `tcp:127.0.0.1:7000`
+    Tcp(SocketAddr),
+    /// `unix:/path/to/agent.sock`
+    Unix(PathBuf),
+    /// `vsock:<cid>:<port>` — an AF_VSOCK socket (listening inside a guest, or via vhost-vsock).
+    Vsock { cid: u32, port: u32 },
+    /// `fcvsock:<uds path>:<port>` — Firecracker's hybrid vsock: a Unix socket on the host,
+    /// then `CONNECT <port>\n` / `OK <n>\n`.
+    HybridVsock { uds: PathBuf, port: u32 },
+}
+
+impl fmt::Display for AgentAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(a) => write!(f, "tcp:{a}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::Vsock { cid, port } => write!(f, "vsock:{cid}:{port}"),
+            Self::HybridVsock { uds, port } => write!(f, "fcvsock:{}:{port}", uds.display()),
+        }
+    }
+}
+
+impl FromStr for AgentAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (scheme, rest) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?}: expected <scheme>:<address>"))?;
+        match scheme {
+            "tcp" => rest
+                .parse()
+                .map(Self::Tcp)
+                .map_err(|e| format!("{s:?}: {e}")),
+            "unix" if !rest.is_empty() => Ok(Self::Unix(rest.into())),
+            "vsock" => {
+                let (cid, port) = rest
+                    .split_once(':')
+                    .ok_or_else(|| format!("{s:?}: expected vsock:<cid>:<port>"))?;
+                Ok(Self::Vsock {
+                    cid: cid.parse().map_err(|_| format!("{s:?}: bad cid"))?,
+                    port: port.parse().map_err(|_| format!("{s:?}: bad port"))?,
+                })
+            }
+            "fcvsock" => {
+                let (uds, port) = rest
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("{s:?}: expected fcvsock:<path>:<port>"))?;
+                Ok(Self::HybridVsock {
+                    uds: uds.into(),
+                    port: port.parse().map_err(|_| format!("{s:?}: bad port"))?,
+                })
+            }
+            _ => Err(format!(
+                "{s:?}: unknown transport (tcp, unix, vsock, fcvsock)"
+            )),
+        }
+    }
+}
+
+/// Parses a permission string written in octal (`644`, `0644`, `0o644`).
+pub fn parse_mode(s: &str) -> Option<u32> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip() {
+        for s in [
+            "tcp:127.0.0.1:7000",
+            "unix:/run/a.sock",
+            "vsock:3:1024",
+            "fcvsock:/srv/s/v.sock:1024",
+        ] {
+            let a: AgentAddr = s.parse().unwrap();
+            assert_eq!(a.to_string(), s);
+        }
+        for bad in ["", "tcp:nope", "unix:", "vsock:3", "ftp:x"] {
+            assert!(bad.parse::<AgentAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn commands_serialize_as_tagged_objects() {
+        let r = ExecRequest::argv(["echo", "hi"]);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["command"], serde_json::json!({"argv": ["echo", "hi"]}));
+        let s: ExecRequest = serde_json::from_str(r#"{"command":{"shell":"echo $HOME"}}"#).unwrap();
+        assert_eq!(s.command.to_argv(), ["/bin/sh", "-c", "echo $HOME"]);
+        assert!(
+            serde_json::from_str::<ExecRequest>(r#"{"command":{"shell":"x"},"bogus":1}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn exec_events_are_tagged() {
+        let line = serde_json::to_string(&ExecEvent::Stdout { data: "a".into() }).unwrap();
+        assert_eq!(line, r#"{"type":"stdout","data":"a"}"#);
+        let exit = ExecEvent::Exit(ExitStatus {
+            exit_code: Some(3),
+            signal: None,
+            timed_out: false,
+            duration_ms: 5,
+            stdout_truncated: false,
+            stderr_truncated: false,
+        });
+        let v = serde_json::to_value(&exit).unwrap();
+        assert_eq!(v["type"], "exit");
+        assert_eq!(v["exit_code"], 3);
+    }
+
+    #[test]
+    fn modes_parse_as_octal() {
+        assert_eq!(parse_mode("644"), Some(0o644));
+        assert_eq!(parse_mode("0600"), Some(0o600));
+        assert_eq!(parse_mode("0o755"), Some(0o755));
+        assert_eq!(parse_mode("9"), None);
+        assert_eq!(parse_mode("77777"), None);
+    }
+}
