@@ -12,6 +12,6 @@ pub mod workspace;
 
 pub use event::{Event, EventKind};
 pub use id::{SandboxId, WorkspaceId};
-pub use sandbox::{Operation, Resources, SandboxState, TransitionError};
+pub use sandbox::{Operation, Outcome, Resources, Sandbox, SandboxState, TransitionError};
 pub use validate::{FieldError, ValidationErrors};
-pub use workspace::WorkspaceSpec;
+pub use workspace::{Workspace, WorkspacePatch, WorkspaceSpec};

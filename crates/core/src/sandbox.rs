@@ -334,3 +334,20 @@ mod tests {
         }
     }
 }
+
+/// A sandbox as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Sandbox {
+    pub id: crate::SandboxId,
+    pub name: String,
+    pub workspace_id: Option<crate::WorkspaceId>,
+    pub state: SandboxState,
+    /// Why the sandbox is in `error` (or why its last operation failed).
+    pub error: Option<String>,
+    /// The hypervisor driver that runs it: `local`, `qemu` or `firecracker`.
+    pub driver: String,
+    pub resources: Resources,
+    pub image: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}

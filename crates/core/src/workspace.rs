@@ -696,3 +696,20 @@ mod tests {
         assert!(!dbg.contains("hunter2"));
     }
 }
+
+/// A stored workspace as the API shows it: secrets reduced to names and previews.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Workspace {
+    pub id: crate::WorkspaceId,
+    pub name: String,
+    pub repos: Vec<RepoSpec>,
+    pub init_commands: Vec<String>,
+    pub dev_commands: Vec<DevCommand>,
+    pub secrets: Vec<SecretView>,
+    pub resources: Resources,
+    pub base_image: String,
+    #[schema(value_type = Object)]
+    pub agent_config: serde_json::Value,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
