@@ -29,7 +29,7 @@ impl Store {
     }
 
     pub async fn append_event(&self, kind: EventKind) -> Result<Event> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let event = Self::append_event_tx(&mut tx, kind).await?;
         tx.commit().await?;
         Ok(event)

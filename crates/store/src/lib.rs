@@ -98,6 +98,12 @@ impl Store {
         Ok(Self { pool, sealer })
     }
 
+    /// A write transaction that takes the write lock at once (`BEGIN IMMEDIATE`), so that
+    /// what it reads stays true until it commits (no lost race on idempotency keys).
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }

@@ -62,7 +62,7 @@ impl Store {
         new: &NewSandbox,
         idempotency: Option<&Idempotency>,
     ) -> Result<(SandboxRecord, Option<Event>)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         if let Some(idem) = idempotency {
             if let Some(existing) = self.idempotent_hit(&mut tx, SCOPE, idem).await? {
                 tx.commit().await?;
@@ -164,7 +164,7 @@ impl Store {
         to: SandboxState,
         reason: Option<&str>,
     ) -> Result<Event> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let error = if to == SandboxState::Error {
             reason
         } else {

@@ -26,7 +26,7 @@ impl Store {
         spec: &WorkspaceSpec,
         idempotency: Option<&Idempotency>,
     ) -> Result<(Workspace, Option<Event>)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         if let Some(idem) = idempotency {
             if let Some(existing) = self.idempotent_hit(&mut tx, SCOPE, idem).await? {
                 tx.commit().await?;
@@ -136,7 +136,7 @@ impl Store {
         id: &WorkspaceId,
         spec: &WorkspaceSpec,
     ) -> Result<(Workspace, Event)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let updated =
             sqlx::query("UPDATE workspaces SET name = ?, spec = ?, updated_at = ? WHERE id = ?")
                 .bind(&spec.name)
@@ -175,7 +175,7 @@ impl Store {
 
     /// Deletes a workspace; refused while sandboxes made from it are not destroyed.
     pub async fn delete_workspace(&self, id: &WorkspaceId) -> Result<Event> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let live: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM sandboxes WHERE workspace_id = ? AND state != 'destroyed' ORDER BY id",
         )

@@ -1,1 +1,14 @@
-//! placeholder
+//! Hypervisor drivers.
+//!
+//! Every driver implements [`Driver`]: launch a sandbox's machine (or process), wait for
+//! its `atelier-agent`, stop, pause, destroy, and sweep what a crash left behind. The
+//! server never touches host resources directly; it persists what the driver reports
+//! ([`Runtime`]) before waiting on it, so a restart can adopt or clean up.
+
+mod driver;
+pub mod local;
+pub mod process;
+mod select;
+
+pub use driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, VmmError};
+pub use select::{select_driver, DriverChoice, DriverConfig, Selected};

@@ -1,0 +1,4 @@
+pub mod sandbox;
+pub mod serve;
+pub mod system;
+pub mod workspace;

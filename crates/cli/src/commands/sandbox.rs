@@ -1,0 +1,350 @@
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+
+use atelier_core::Sandbox;
+use atelier_proto::{ExecResult, ExitStatus};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use reqwest::Method;
+
+use super::workspace::encode;
+use crate::client::{Client, ClientError};
+use crate::output::{age, Output};
+
+#[derive(Subcommand)]
+pub enum SandboxCommand {
+    /// Create a sandbox and wait until it runs.
+    Create(CreateArgs),
+    /// List sandboxes.
+    #[command(alias = "ls")]
+    List {
+        /// Only these states (comma-separated), e.g. running,stopped.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only sandboxes of this workspace (id or name).
+        #[arg(long)]
+        workspace: Option<String>,
+        /// Include destroyed sandboxes.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one sandbox.
+    Show { id: String },
+    /// Run a command in a sandbox, streaming its output; exits with its exit code.
+    Exec(ExecArgs),
+    /// Stop a sandbox (its files stay).
+    Stop { id: String },
+    /// Start a stopped sandbox and wait until it runs.
+    Start { id: String },
+    /// Freeze a running sandbox.
+    Pause { id: String },
+    /// Thaw a paused sandbox.
+    Resume { id: String },
+    /// Destroy a sandbox and everything it owns on the host.
+    #[command(alias = "rm")]
+    Destroy { id: String },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Name (a DNS label); defaults to the workspace's.
+    #[arg(long)]
+    name: Option<String>,
+    /// Workspace (id or name) whose resources and image to use.
+    #[arg(long, short)]
+    workspace: Option<String>,
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// Memory in MiB.
+    #[arg(long, value_name = "MIB")]
+    memory: Option<u32>,
+    /// Disk in MiB.
+    #[arg(long, value_name = "MIB")]
+    disk: Option<u32>,
+    #[arg(long)]
+    image: Option<String>,
+    /// Return at once instead of waiting for the sandbox to run.
+    #[arg(long)]
+    no_wait: bool,
+    /// Idempotency key: retrying with the same key never creates a second sandbox.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    id: String,
+    /// Working directory in the sandbox.
+    #[arg(long)]
+    cwd: Option<String>,
+    /// Environment variable NAME=VALUE; repeatable.
+    #[arg(long = "env", short = 'e', value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Kill the command after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Run the command through /bin/sh -c (give it as one argument).
+    #[arg(long)]
+    shell: bool,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+pub async fn run(
+    cmd: SandboxCommand,
+    client: &Client,
+    out: &Output,
+) -> Result<ExitCode, ClientError> {
+    match cmd {
+        SandboxCommand::Create(a) => {
+            let body = serde_json::json!({
+                "name": a.name, "workspace": a.workspace, "vcpus": a.vcpus,
+                "memory_mib": a.memory, "disk_mib": a.disk, "image": a.image,
+            });
+            let body: serde_json::Map<String, serde_json::Value> = body
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let mut req = client
+                .request(Method::POST, &format!("/sandboxes?wait={}", !a.no_wait))
+                .json(&body);
+            if let Some(k) = &a.idempotency_key {
+                req = req.header("Idempotency-Key", k);
+            }
+            let spinner = (!a.no_wait).then(|| out.spinner("creating sandbox…"));
+            let result: Result<Sandbox, _> = client.json(req).await;
+            if let Some(s) = spinner {
+                s.finish_and_clear();
+            }
+            return finish(result?, out);
+        }
+        SandboxCommand::List {
+            state,
+            workspace,
+            all,
+        } => {
+            let mut query = vec![];
+            let state = if all {
+                Some(
+                    atelier_core::SandboxState::ALL
+                        .map(|s| s.as_str())
+                        .join(","),
+                )
+            } else {
+                state
+            };
+            if let Some(s) = state {
+                query.push(format!("state={}", encode(&s)));
+            }
+            if let Some(w) = workspace {
+                query.push(format!("workspace={}", encode(&w)));
+            }
+            let list: serde_json::Value = client
+                .get(&format!("/sandboxes?{}", query.join("&")))
+                .await?;
+            let sandboxes: Vec<Sandbox> = serde_json::from_value(list["sandboxes"].clone())
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            if out.json {
+                out.json(&sandboxes);
+            } else if sandboxes.is_empty() {
+                println!("No sandboxes. Create one: atelier sandbox create");
+            } else {
+                let rows = sandboxes
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.id.to_string(),
+                            s.name.clone(),
+                            s.state.to_string(),
+                            s.driver.clone(),
+                            format!("{} vCPU, {} MiB", s.resources.vcpus, s.resources.memory_mib),
+                            age(s.created_at),
+                        ]
+                    })
+                    .collect();
+                out.table(&["ID", "NAME", "STATE", "DRIVER", "RESOURCES", "AGE"], rows);
+            }
+        }
+        SandboxCommand::Show { id } => show(
+            &client.get(&format!("/sandboxes/{}", encode(&id))).await?,
+            out,
+        ),
+        SandboxCommand::Stop { id } => {
+            let spinner = out.spinner(format!("stopping {id}…"));
+            let r = client
+                .json(client.request(Method::POST, &format!("/sandboxes/{}/stop", encode(&id))))
+                .await;
+            spinner.finish_and_clear();
+            return finish(r?, out);
+        }
+        SandboxCommand::Start { id } => {
+            let spinner = out.spinner(format!("starting {id}…"));
+            let r = client
+                .json(client.request(
+                    Method::POST,
+                    &format!("/sandboxes/{}/start?wait=true", encode(&id)),
+                ))
+                .await;
+            spinner.finish_and_clear();
+            return finish(r?, out);
+        }
+        SandboxCommand::Pause { id } => {
+            return finish(
+                client
+                    .json(
+                        client.request(Method::POST, &format!("/sandboxes/{}/pause", encode(&id))),
+                    )
+                    .await?,
+                out,
+            )
+        }
+        SandboxCommand::Resume { id } => {
+            return finish(
+                client
+                    .json(
+                        client.request(Method::POST, &format!("/sandboxes/{}/resume", encode(&id))),
+                    )
+                    .await?,
+                out,
+            )
+        }
+        SandboxCommand::Destroy { id } => {
+            let spinner = out.spinner(format!("destroying {id}…"));
+            let r = client
+                .json(client.request(Method::DELETE, &format!("/sandboxes/{}", encode(&id))))
+                .await;
+            spinner.finish_and_clear();
+            return finish(r?, out);
+        }
+        SandboxCommand::Exec(args) => return exec(args, client, out).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Shows the sandbox; a sandbox that ended in `error` makes the command fail.
+fn finish(s: Sandbox, out: &Output) -> Result<ExitCode, ClientError> {
+    show(&s, out);
+    if s.state == atelier_core::SandboxState::Error {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(s: &Sandbox, out: &Output) {
+    if out.json {
+        out.json(s);
+        return;
+    }
+    println!("{} ({})  {}", s.name, s.id, s.state);
+    println!("  driver      {}", s.driver);
+    println!(
+        "  resources   {} vCPU, {} MiB RAM, {} MiB disk",
+        s.resources.vcpus, s.resources.memory_mib, s.resources.disk_mib
+    );
+    println!("  image       {}", s.image);
+    if let Some(w) = &s.workspace_id {
+        println!("  workspace   {w}");
+    }
+    println!("  created     {} ago", age(s.created_at));
+    if let Some(e) = &s.error {
+        println!("  error       {e}");
+    }
+}
+
+async fn exec(args: ExecArgs, client: &Client, out: &Output) -> Result<ExitCode, ClientError> {
+    let mut env = BTreeMap::new();
+    for e in &args.env {
+        let (k, v) = e
+            .split_once('=')
+            .ok_or_else(|| ClientError::Usage(format!("--env {e:?}: expected NAME=VALUE")))?;
+        env.insert(k.to_owned(), v.to_owned());
+    }
+    let (command, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| ClientError::Usage("no command given".into()))?;
+    let (command, rest) = if args.shell {
+        (args.command.join(" "), vec![])
+    } else {
+        (command.clone(), rest.to_vec())
+    };
+    let body = serde_json::json!({
+        "command": command, "args": rest, "shell": args.shell, "env": env, "cwd": args.cwd,
+        "timeout_ms": args.timeout.map(|t| (t * 1000.0).round() as u64),
+    });
+    let path = format!("/sandboxes/{}/exec", encode(&args.id));
+    if out.json {
+        let result: ExecResult = client.post(&path, &body).await?;
+        out.json(&result);
+        return Ok(exit_code(&result.status));
+    }
+    let response = client
+        .send(
+            client
+                .request(Method::POST, &format!("{path}/stream"))
+                .json(&body),
+        )
+        .await?;
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut status: Option<ExitStatus> = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ClientError::Protocol(format!("the output stream broke: {e}")))?;
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut event, mut data) = ("message", String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = if v.trim() == "stdout" {
+                        "stdout"
+                    } else if v.trim() == "stderr" {
+                        "stderr"
+                    } else if v.trim() == "exit" {
+                        "exit"
+                    } else {
+                        "other"
+                    };
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            let value: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+            match event {
+                "stdout" => {
+                    let mut o = std::io::stdout();
+                    let _ = o.write_all(value["data"].as_str().unwrap_or_default().as_bytes());
+                    let _ = o.flush();
+                }
+                "stderr" => {
+                    let mut e = std::io::stderr();
+                    let _ = e.write_all(value["data"].as_str().unwrap_or_default().as_bytes());
+                    let _ = e.flush();
+                }
+                "exit" => status = serde_json::from_value(value).ok(),
+                _ => {}
+            }
+        }
+    }
+    let status = status.ok_or_else(|| {
+        ClientError::Protocol("the command's stream ended without an exit status".into())
+    })?;
+    if status.timed_out {
+        eprintln!("atelier: the command timed out and was killed");
+    }
+    Ok(exit_code(&status))
+}
+
+/// The remote exit code, or 128 + signal like a shell.
+fn exit_code(status: &ExitStatus) -> ExitCode {
+    let code = status
+        .exit_code
+        .unwrap_or_else(|| 128 + status.signal.unwrap_or(0));
+    ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+}

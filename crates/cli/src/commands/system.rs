@@ -1,0 +1,42 @@
+use std::process::ExitCode;
+
+use crate::client::{Client, ClientError};
+use crate::output::Output;
+
+pub async fn run(client: &Client, out: &Output) -> Result<ExitCode, ClientError> {
+    let info: serde_json::Value = client.get("/system").await?;
+    if out.json {
+        out.json(&info);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = |k: &str| {
+        info[k]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| info[k].to_string())
+    };
+    println!("version        {}", s("version"));
+    println!(
+        "driver         {}{}",
+        s("driver"),
+        if info["isolated"] == false {
+            " (NO isolation)"
+        } else {
+            ""
+        }
+    );
+    println!("data dir       {}", s("data_dir"));
+    println!("schema         v{}", s("schema_version"));
+    println!(
+        "sandboxes      {} running / {} total",
+        info["sandboxes"]["running"], info["sandboxes"]["total"]
+    );
+    println!("uptime         {}s", info["uptime_secs"]);
+    if let Some(notes) = info["driver_notes"].as_array() {
+        println!("driver notes:");
+        for n in notes {
+            println!("  - {}", n.as_str().unwrap_or_default());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,97 @@
+//! `atelier`: the manager (`atelier serve`) and a client for everything its API does.
+
+mod client;
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::ClientError;
+
+#[derive(Parser)]
+#[command(
+    name = "atelier",
+    version,
+    about = "Run AI coding agents in sandboxes, dispatch work and review it later."
+)]
+struct Cli {
+    /// Manager URL for client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "ATELIER_URL",
+        default_value = "http://127.0.0.1:4000"
+    )]
+    url: String,
+    /// API token; defaults to <data-dir>/admin.token when the manager is local.
+    #[arg(long, global = true, env = "ATELIER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The manager's data directory (default: $XDG_DATA_HOME/atelier or ~/.local/share/atelier).
+    #[arg(long, global = true, env = "ATELIER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print JSON instead of tables (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the manager: API, event stream, sandboxes.
+    Serve(commands::serve::ServeArgs),
+    /// Show the manager's driver, versions and counts.
+    System,
+    /// Manage workspaces (repos, commands, secrets, resources).
+    #[command(subcommand, alias = "ws")]
+    Workspace(commands::workspace::WorkspaceCommand),
+    /// Manage sandboxes and run commands in them.
+    #[command(subcommand, alias = "sb")]
+    Sandbox(commands::sandbox::SandboxCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            output::print_error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .unwrap_or_else(atelier_server::default_data_dir);
+    let client = match cli.command {
+        Command::Serve(args) => {
+            return commands::serve::run(args, data_dir)
+                .await
+                .map(|_| ExitCode::SUCCESS)
+        }
+        _ => client::Client::new(&cli.url, cli.token.clone(), &data_dir)?,
+    };
+    let out = output::Output { json: cli.json };
+    match cli.command {
+        Command::Serve(_) => Ok(ExitCode::SUCCESS),
+        Command::System => commands::system::run(&client, &out).await,
+        Command::Workspace(cmd) => commands::workspace::run(cmd, &client, &out).await,
+        Command::Sandbox(cmd) => commands::sandbox::run(cmd, &client, &out).await,
+    }
+}

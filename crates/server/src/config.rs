@@ -1,0 +1,84 @@
+//! `<data-dir>/config.toml`: everything that is not a flag. Flags and environment
+//! variables win over the file; the file wins over built-in defaults.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub driver: Option<String>,
+    /// Seconds a sandbox may take to become ready before it is failed (default 120).
+    pub boot_timeout_secs: Option<u64>,
+    /// Largest JSON request body, bytes (default 1 MiB).
+    pub max_json_bytes: Option<usize>,
+    /// Largest file upload, bytes (default 256 MiB).
+    pub max_file_bytes: Option<usize>,
+    #[serde(default)]
+    pub local: LocalConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// Path of the `atelier-agent` binary (default: next to `atelier`, then PATH).
+    pub agent_binary: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl FileConfig {
+    /// Reads `<data_dir>/config.toml`; a missing file is an empty config.
+    pub fn load(data_dir: &Path) -> Result<Self, ConfigError> {
+        let path = data_dir.join("config.toml");
+        let err = |message: String| ConfigError {
+            path: path.display().to_string(),
+            message,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| err(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+}
+
+/// The default data directory: `$XDG_DATA_HOME/atelier`, else `~/.local/share/atelier`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("atelier");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/atelier")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_file_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(FileConfig::load(dir.path()).unwrap().listen.is_none());
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "listen = \"127.0.0.1:9\"\n[local]\nagent_binary = \"/x\"\n",
+        )
+        .unwrap();
+        let c = FileConfig::load(dir.path()).unwrap();
+        assert_eq!(c.listen.as_deref(), Some("127.0.0.1:9"));
+        assert_eq!(c.local.agent_binary, Some(PathBuf::from("/x")));
+        std::fs::write(dir.path().join("config.toml"), "lisen = 1\n").unwrap();
+        let e = FileConfig::load(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+    }
+}

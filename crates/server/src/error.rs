@@ -1,0 +1,182 @@
+//! The one error shape of the API: `{"error":{"code","message","details"}}`.
+
+use atelier_agent_client::Error as AgentError;
+use atelier_core::{TransitionError, ValidationErrors};
+use atelier_proto::{ErrorBody, ErrorDetail};
+use atelier_store::StoreError;
+use atelier_vmm::VmmError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: serde_json::Value,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: serde_json::Value::Null,
+        }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong API token: send `Authorization: Bearer <token>` (see <data-dir>/admin.token)",
+        )
+    }
+
+    pub fn malformed_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed_json", message)
+    }
+
+    /// 422 naming one field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let (field, message) = (field.into(), message.into());
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+            format!("{field}: {message}"),
+        )
+        .with_details(serde_json::json!({ "fields": [{ "field": field, "message": message }] }))
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into(),
+                message: self.message,
+                details: self.details,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<ValidationErrors> for ApiError {
+    fn from(errors: ValidationErrors) -> Self {
+        let message = errors.to_string();
+        let fields = serde_json::to_value(errors.into_vec()).unwrap_or_default();
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", message)
+            .with_details(serde_json::json!({ "fields": fields }))
+    }
+}
+
+impl From<TransitionError> for ApiError {
+    fn from(e: TransitionError) -> Self {
+        Self::new(StatusCode::CONFLICT, "invalid_state", e.to_string())
+            .with_details(serde_json::json!({ "state": e.state, "operation": e.operation }))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { what } => Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
+            StoreError::Conflict(m) => Self::conflict(m),
+            StoreError::IdempotencyMismatch => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency-Key: this key was already used with a different request body",
+            )
+            .with_details(serde_json::json!({ "fields": [{ "field": "Idempotency-Key", "message": "reused with a different body" }] })),
+            other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<VmmError> for ApiError {
+    fn from(e: VmmError) -> Self {
+        match e {
+            VmmError::Unsupported { .. } => {
+                Self::new(StatusCode::CONFLICT, "unsupported", e.to_string())
+            }
+            VmmError::NotAvailable { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "driver_unavailable",
+                e.to_string(),
+            ),
+            other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AgentError> for ApiError {
+    /// The agent's own 4xx answers (missing file, path escape…) pass through as they are.
+    fn from(e: AgentError) -> Self {
+        match e {
+            AgentError::Agent { status, body } if (400..500).contains(&status) && status != 401 => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+                let code = agent_code(&body.error.code);
+                Self {
+                    status,
+                    code,
+                    message: body.error.message,
+                    details: body.error.details,
+                }
+            }
+            other => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "agent_unreachable",
+                format!("the sandbox's agent failed: {other}"),
+            ),
+        }
+    }
+}
+
+/// Maps the agent's error codes onto static strings (unknown ones become `agent_error`).
+fn agent_code(code: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "not_found",
+        "forbidden_path",
+        "invalid_value",
+        "is_a_directory",
+        "not_a_directory",
+        "already_exists",
+        "conflict",
+        "payload_too_large",
+        "malformed_json",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == code)
+        .copied()
+        .unwrap_or("agent_error")
+}

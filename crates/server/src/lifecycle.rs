@@ -1,0 +1,403 @@
+//! Sandbox lifecycle: every operation persists its in-flight state before the side
+//! effect, performs it through the driver, then settles. One operation at a time per
+//! sandbox. On start-up, [`Lifecycle::reconcile`] finishes or rolls back what a crash
+//! interrupted and sweeps host resources that belong to no sandbox.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atelier_agent_client::AgentClient;
+use atelier_core::sandbox::Outcome;
+use atelier_core::{Operation, Sandbox, SandboxId, SandboxState};
+use atelier_store::{HostResource, Idempotency, NewSandbox, SandboxFilter, SandboxRecord, Store};
+use atelier_vmm::{Driver, Runtime, SandboxSpec, VmmError};
+use tokio::sync::OwnedMutexGuard;
+
+use crate::error::{ApiError, ApiResult};
+use crate::events::EventBus;
+
+#[derive(Clone)]
+pub struct Lifecycle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    driver: Arc<dyn Driver>,
+    bus: EventBus,
+    boot_timeout: Duration,
+    locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Lifecycle {
+    pub fn new(
+        store: Store,
+        driver: Arc<dyn Driver>,
+        bus: EventBus,
+        boot_timeout: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                driver,
+                bus,
+                boot_timeout,
+                locks: Mutex::default(),
+            }),
+        }
+    }
+
+    pub fn driver(&self) -> &Arc<dyn Driver> {
+        &self.inner.driver
+    }
+
+    async fn lock(&self, id: &SandboxId) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.inner.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(id.clone()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    async fn transition(
+        &self,
+        id: &SandboxId,
+        from: SandboxState,
+        to: SandboxState,
+        reason: Option<&str>,
+    ) -> ApiResult<()> {
+        let event = self.inner.store.transition(id, from, to, reason).await?;
+        self.inner.bus.publish(event);
+        Ok(())
+    }
+
+    fn spec(&self, rec: &SandboxRecord) -> SandboxSpec {
+        let s = &rec.sandbox;
+        SandboxSpec {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            resources: s.resources,
+            image: s.image.clone(),
+            agent_token: rec.agent_token.clone(),
+            env: BTreeMap::new(),
+        }
+    }
+
+    /// Records a new sandbox and brings it up in the background. A retried request with
+    /// the same idempotency key returns the first sandbox and starts nothing.
+    /// Returns the sandbox and whether it was created now (false for a replay).
+    pub async fn create(
+        &self,
+        new: NewSandbox,
+        idempotency: Option<&Idempotency>,
+    ) -> ApiResult<(Sandbox, bool)> {
+        let (rec, event) = self.inner.store.insert_sandbox(&new, idempotency).await?;
+        let created = event.is_some();
+        if let Some(event) = event {
+            self.inner.bus.publish(event);
+            let this = self.clone();
+            let id = rec.sandbox.id.clone();
+            tokio::spawn(async move { this.bring_up(&id, SandboxState::Creating).await });
+        }
+        Ok((rec.sandbox, created))
+    }
+
+    /// Launches the machine of a sandbox in `creating` or `starting`, then settles it.
+    async fn bring_up(&self, id: &SandboxId, from: SandboxState) {
+        let _guard = self.lock(id).await;
+        let rec = match self.inner.store.get_sandbox(id).await {
+            Ok(r) if r.sandbox.state == from => r,
+            _ => return, // destroyed meanwhile
+        };
+        match self.launch(&rec).await {
+            Ok(()) => {
+                if let Err(e) = self.transition(id, from, SandboxState::Running, None).await {
+                    tracing::warn!(sandbox = %id, error = %e.message, "could not record the sandbox as running");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %id, error = %e, "sandbox failed to come up");
+                let runtime = self.runtime(id).await;
+                let cleanup = if from == SandboxState::Creating {
+                    self.inner.driver.destroy(id, runtime.as_ref()).await
+                } else {
+                    self.inner.driver.stop(id, runtime.as_ref()).await
+                };
+                if let Err(c) = cleanup {
+                    tracing::warn!(sandbox = %id, error = %c, "cleanup after a failed start failed");
+                }
+                if from == SandboxState::Creating {
+                    self.forget_resources(id).await;
+                }
+                let _ = self
+                    .transition(id, from, SandboxState::Error, Some(&e.to_string()))
+                    .await;
+            }
+        }
+    }
+
+    async fn launch(&self, rec: &SandboxRecord) -> Result<(), VmmError> {
+        let id = &rec.sandbox.id;
+        for (kind, ident) in self.inner.driver.planned_resources(id) {
+            let r = HostResource {
+                sandbox_id: id.clone(),
+                kind,
+                ident,
+            };
+            self.inner
+                .store
+                .record_resource(&r)
+                .await
+                .map_err(store_io)?;
+        }
+        let spec = self.spec(rec);
+        let runtime = self.inner.driver.launch(&spec).await?;
+        // Persist the handle before waiting on it: a crash now leaves a record to adopt.
+        self.inner
+            .store
+            .set_runtime(id, Some(&runtime.to_json()))
+            .await
+            .map_err(store_io)?;
+        self.inner
+            .driver
+            .wait_ready(&spec, &runtime, self.inner.boot_timeout)
+            .await
+    }
+
+    async fn runtime(&self, id: &SandboxId) -> Option<Runtime> {
+        let rec = self.inner.store.get_sandbox(id).await.ok()?;
+        rec.runtime
+            .as_ref()
+            .and_then(|v| Runtime::from_json(v).ok())
+    }
+
+    async fn forget_resources(&self, id: &SandboxId) {
+        if let Ok(resources) = self.inner.store.host_resources(Some(id)).await {
+            for r in resources {
+                let _ = self.inner.store.forget_resource(&r).await;
+            }
+        }
+    }
+
+    /// Starts a stopped (or failed) sandbox in the background; returns it in `starting`.
+    pub async fn start(&self, id: &SandboxId) -> ApiResult<Sandbox> {
+        {
+            let _guard = self.lock(id).await;
+            let rec = self.inner.store.get_sandbox(id).await?;
+            let next = rec.sandbox.state.begin(Operation::Start)?;
+            self.transition(id, rec.sandbox.state, next, None).await?;
+        }
+        let this = self.clone();
+        let task_id = id.clone();
+        tokio::spawn(async move { this.bring_up(&task_id, SandboxState::Starting).await });
+        Ok(self.inner.store.get_sandbox(id).await?.sandbox)
+    }
+
+    pub async fn stop(&self, id: &SandboxId) -> ApiResult<Sandbox> {
+        let _guard = self.lock(id).await;
+        let rec = self.inner.store.get_sandbox(id).await?;
+        let next = rec.sandbox.state.begin(Operation::Stop)?;
+        self.transition(id, rec.sandbox.state, next, None).await?;
+        self.finish_stop(id, rec.runtime_handle().as_ref()).await?;
+        Ok(self.inner.store.get_sandbox(id).await?.sandbox)
+    }
+
+    async fn finish_stop(&self, id: &SandboxId, runtime: Option<&Runtime>) -> ApiResult<()> {
+        match self.inner.driver.stop(id, runtime).await {
+            Ok(()) => {
+                self.transition(id, SandboxState::Stopping, SandboxState::Stopped, None)
+                    .await
+            }
+            Err(e) => {
+                let reason = format!("stop failed: {e}");
+                self.transition(
+                    id,
+                    SandboxState::Stopping,
+                    SandboxState::Error,
+                    Some(&reason),
+                )
+                .await?;
+                Err(e.into())
+            }
+        }
+    }
+
+    pub async fn destroy(&self, id: &SandboxId) -> ApiResult<Sandbox> {
+        let _guard = self.lock(id).await;
+        let rec = self.inner.store.get_sandbox(id).await?;
+        let next = rec.sandbox.state.begin(Operation::Destroy)?;
+        self.transition(id, rec.sandbox.state, next, None).await?;
+        self.finish_destroy(id, rec.runtime_handle().as_ref())
+            .await?;
+        self.inner
+            .locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        Ok(self.inner.store.get_sandbox(id).await?.sandbox)
+    }
+
+    async fn finish_destroy(&self, id: &SandboxId, runtime: Option<&Runtime>) -> ApiResult<()> {
+        match self.inner.driver.destroy(id, runtime).await {
+            Ok(()) => {
+                self.forget_resources(id).await;
+                self.inner.store.set_runtime(id, None).await?;
+                self.transition(id, SandboxState::Destroying, SandboxState::Destroyed, None)
+                    .await
+            }
+            Err(e) => {
+                let reason = format!("destroy failed: {e}");
+                self.transition(
+                    id,
+                    SandboxState::Destroying,
+                    SandboxState::Error,
+                    Some(&reason),
+                )
+                .await?;
+                Err(e.into())
+            }
+        }
+    }
+
+    pub async fn pause(&self, id: &SandboxId) -> ApiResult<Sandbox> {
+        self.pause_or_resume(id, Operation::Pause).await
+    }
+
+    pub async fn resume(&self, id: &SandboxId) -> ApiResult<Sandbox> {
+        self.pause_or_resume(id, Operation::Resume).await
+    }
+
+    async fn pause_or_resume(&self, id: &SandboxId, op: Operation) -> ApiResult<Sandbox> {
+        let _guard = self.lock(id).await;
+        let rec = self.inner.store.get_sandbox(id).await?;
+        let next = rec.sandbox.state.begin(op)?;
+        let runtime = rec
+            .runtime_handle()
+            .ok_or_else(|| ApiError::conflict("the sandbox has no running machine"))?;
+        match op {
+            Operation::Pause => self.inner.driver.pause(&runtime).await?,
+            _ => self.inner.driver.resume(&runtime).await?,
+        }
+        self.transition(id, rec.sandbox.state, next, None).await?;
+        Ok(self.inner.store.get_sandbox(id).await?.sandbox)
+    }
+
+    /// A client for the agent of a running sandbox; 409 in any other state.
+    pub async fn agent(&self, id: &SandboxId) -> ApiResult<AgentClient> {
+        let rec = self.inner.store.get_sandbox(id).await?;
+        if !rec.sandbox.state.accepts_work() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "invalid_state",
+                format!("sandbox {id} is {}; it must be running", rec.sandbox.state),
+            )
+            .with_details(serde_json::json!({ "state": rec.sandbox.state })));
+        }
+        let runtime = rec
+            .runtime_handle()
+            .ok_or_else(|| ApiError::internal("a running sandbox has no runtime record"))?;
+        Ok(self.inner.driver.agent(&runtime, &rec.agent_token)?)
+    }
+
+    /// Brings the records and the host back into agreement after a (re)start.
+    pub async fn reconcile(&self) -> ApiResult<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        let records = self
+            .inner
+            .store
+            .list_sandboxes(&SandboxFilter::default())
+            .await?;
+        let mut keep = HashSet::new();
+        for rec in records {
+            let id = rec.sandbox.id.clone();
+            let runtime = rec.runtime_handle();
+            let alive = runtime
+                .as_ref()
+                .is_some_and(|r| self.inner.driver.is_alive(r));
+            let state = rec.sandbox.state;
+            let _guard = self.lock(&id).await;
+            match state {
+                SandboxState::Running | SandboxState::Paused if alive => {
+                    report.adopted.push(id.clone())
+                }
+                SandboxState::Running | SandboxState::Paused => {
+                    let _ = self.inner.driver.stop(&id, runtime.as_ref()).await;
+                    let next = state.settle(Outcome::Failed)?;
+                    self.transition(
+                        &id,
+                        state,
+                        next,
+                        Some("its process is gone (the host or the sandbox crashed)"),
+                    )
+                    .await?;
+                    report.failed.push(id.clone());
+                }
+                SandboxState::Creating | SandboxState::Starting => {
+                    // Roll back: the request that started it is gone, and a half-booted
+                    // machine is not worth guessing about.
+                    let cleanup = if state == SandboxState::Creating {
+                        self.inner.driver.destroy(&id, runtime.as_ref()).await
+                    } else {
+                        self.inner.driver.stop(&id, runtime.as_ref()).await
+                    };
+                    if let Err(e) = cleanup {
+                        tracing::warn!(sandbox = %id, error = %e, "cleanup of an interrupted sandbox failed");
+                    }
+                    let reason =
+                        format!("interrupted: the manager stopped while the sandbox was {state}");
+                    self.transition(&id, state, SandboxState::Error, Some(&reason))
+                        .await?;
+                    report.rolled_back.push(id.clone());
+                }
+                SandboxState::Stopping => {
+                    let _ = self.finish_stop(&id, runtime.as_ref()).await;
+                    report.finished.push(id.clone());
+                }
+                SandboxState::Destroying => {
+                    let _ = self.finish_destroy(&id, runtime.as_ref()).await;
+                    report.finished.push(id.clone());
+                    continue;
+                }
+                SandboxState::Stopped | SandboxState::Error | SandboxState::Destroyed => {}
+            }
+            keep.insert(id);
+        }
+        report.swept = self.inner.driver.sweep(&keep).await;
+        // Host resources recorded for sandboxes that no longer exist.
+        for r in self.inner.store.host_resources(None).await? {
+            if !keep.contains(&r.sandbox_id) {
+                let _ = self.inner.store.forget_resource(&r).await;
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ReconcileReport {
+    pub adopted: Vec<SandboxId>,
+    pub failed: Vec<SandboxId>,
+    pub rolled_back: Vec<SandboxId>,
+    pub finished: Vec<SandboxId>,
+    pub swept: Vec<String>,
+}
+
+trait RuntimeHandle {
+    fn runtime_handle(&self) -> Option<Runtime>;
+}
+
+impl RuntimeHandle for SandboxRecord {
+    fn runtime_handle(&self) -> Option<Runtime> {
+        self.runtime
+            .as_ref()
+            .and_then(|v| Runtime::from_json(v).ok())
+    }
+}
+
+fn store_io(e: atelier_store::StoreError) -> VmmError {
+    VmmError::Io {
+        context: "recording the sandbox".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}

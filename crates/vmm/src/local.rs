@@ -1,0 +1,293 @@
+//! The `local` driver: `atelier-agent` as a plain host process in a directory.
+//!
+//! No isolation at all — it exists so that everything above the hypervisor can be
+//! developed and tested fast. Layout of `<data-dir>/sandboxes/<id>/`:
+//! `root/` (the agent's file root and working directory), `state/` (service logs),
+//! `agent.sock`, `agent.token` (0600) and `agent.log`.
+
+use std::collections::HashSet;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use atelier_core::SandboxId;
+use atelier_proto::AgentAddr;
+use nix::sys::signal::Signal;
+
+use crate::driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, VmmError};
+use crate::process;
+
+/// Longest path a Unix socket address can hold.
+const SUN_PATH_MAX: usize = 107;
+
+pub struct LocalDriver {
+    sandboxes_dir: PathBuf,
+    agent_binary: PathBuf,
+    notes: Vec<String>,
+}
+
+impl LocalDriver {
+    pub fn new(
+        data_dir: &Path,
+        agent_binary: PathBuf,
+        notes: Vec<String>,
+    ) -> Result<Self, VmmError> {
+        let sandboxes_dir = data_dir.join("sandboxes");
+        std::fs::create_dir_all(&sandboxes_dir).map_err(VmmError::io(format!(
+            "creating {}",
+            sandboxes_dir.display()
+        )))?;
+        Ok(Self {
+            sandboxes_dir,
+            agent_binary,
+            notes,
+        })
+    }
+
+    fn dir(&self, id: &SandboxId) -> PathBuf {
+        self.sandboxes_dir.join(id.as_str())
+    }
+
+    fn socket(&self, id: &SandboxId) -> PathBuf {
+        self.dir(id).join("agent.sock")
+    }
+
+    fn prepare(&self, spec: &SandboxSpec) -> Result<PathBuf, VmmError> {
+        let dir = self.dir(&spec.id);
+        let socket = self.socket(&spec.id);
+        if socket.as_os_str().len() > SUN_PATH_MAX {
+            return Err(VmmError::NotAvailable {
+                driver: DriverKind::Local,
+                reason: format!(
+                    "the socket path {} is too long; use a shorter --data-dir",
+                    socket.display()
+                ),
+            });
+        }
+        for sub in ["root", "state"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p)
+                .map_err(VmmError::io(format!("creating {}", p.display())))?;
+        }
+        let token_path = dir.join("agent.token");
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&token_path)
+            .map_err(VmmError::io(format!("writing {}", token_path.display())))?;
+        f.write_all(spec.agent_token.as_bytes())
+            .map_err(VmmError::io("writing the agent token"))?;
+        Ok(dir)
+    }
+
+    async fn kill_everything_of(&self, id: &SandboxId, runtime: Option<&Runtime>) {
+        if let Some(rt) = runtime {
+            if let (Some(pid), Some(start)) = (rt.pid, rt.pid_start) {
+                if process::is_same_process(pid, start) {
+                    process::terminate_session(pid, Duration::from_secs(5)).await;
+                }
+            }
+        }
+        // Whatever else still refers to the sandbox's directory (e.g. a process spawned
+        // just before a crash, before its pid was recorded).
+        let dir = self.dir(id);
+        for pid in process::processes_using(&dir) {
+            if pid != std::process::id() {
+                process::terminate_session_of(pid, Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[async_trait]
+impl Driver for LocalDriver {
+    fn info(&self) -> DriverInfo {
+        DriverInfo {
+            kind: DriverKind::Local,
+            isolated: false,
+            can_pause: true,
+            notes: self.notes.clone(),
+        }
+    }
+
+    fn planned_resources(&self, id: &SandboxId) -> Vec<(String, String)> {
+        vec![("dir".into(), self.dir(id).display().to_string())]
+    }
+
+    async fn launch(&self, spec: &SandboxSpec) -> Result<Runtime, VmmError> {
+        let dir = self.prepare(spec)?;
+        let socket = self.socket(&spec.id);
+        let _ = std::fs::remove_file(&socket);
+        let log_path = dir.join("agent.log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(VmmError::io(format!("opening {}", log_path.display())))?;
+        let log_err = log
+            .try_clone()
+            .map_err(VmmError::io("duplicating the log handle"))?;
+        let root = dir.join("root");
+        let mut cmd = Command::new(&self.agent_binary);
+        cmd.arg("--listen")
+            .arg(format!("unix:{}", socket.display()))
+            .arg("--token-file")
+            .arg(dir.join("agent.token"))
+            .arg("--root")
+            .arg(&root)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .current_dir(&root)
+            .env("HOME", &root)
+            .env("ATELIER_SANDBOX_ID", spec.id.as_str())
+            .env("ATELIER_SANDBOX_NAME", &spec.name)
+            .envs(&spec.env)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        // SAFETY: setsid is async-signal-safe. A session of its own keeps the sandbox
+        // alive across manager restarts and lets us stop all it spawned at once.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(VmmError::io(format!(
+            "starting {}",
+            self.agent_binary.display()
+        )))?;
+        let pid = child.id();
+        let pid_start = process::start_time(pid);
+        // Reap it if it exits while we run; after a manager restart, init does.
+        std::thread::Builder::new()
+            .name(format!("reap-{pid}"))
+            .spawn(move || child.wait())
+            .map_err(VmmError::io("starting the reaper thread"))?;
+        Ok(Runtime {
+            agent: AgentAddr::Unix(socket).to_string(),
+            pid: Some(pid),
+            pid_start,
+            dir,
+        })
+    }
+
+    async fn wait_ready(
+        &self,
+        spec: &SandboxSpec,
+        runtime: &Runtime,
+        within: Duration,
+    ) -> Result<(), VmmError> {
+        let client = self.agent(runtime, &spec.agent_token)?;
+        let started = Instant::now();
+        let log = runtime.dir.join("agent.log");
+        loop {
+            if !self.is_alive(runtime) {
+                return Err(VmmError::ExitedEarly {
+                    log_tail: log_tail(&log),
+                });
+            }
+            let left = within.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(VmmError::BootTimeout {
+                    waited: within,
+                    reason: "no answer from the agent".into(),
+                    log_tail: log_tail(&log),
+                });
+            }
+            match client
+                .wait_healthy(left.min(Duration::from_millis(500)))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if started.elapsed() >= within => {
+                    return Err(VmmError::BootTimeout {
+                        waited: within,
+                        reason: e.to_string(),
+                        log_tail: log_tail(&log),
+                    })
+                }
+                Err(_) => continue,
+            }
+        }
+    }
+
+    async fn stop(&self, id: &SandboxId, runtime: Option<&Runtime>) -> Result<(), VmmError> {
+        self.kill_everything_of(id, runtime).await;
+        let _ = std::fs::remove_file(self.socket(id));
+        Ok(())
+    }
+
+    async fn destroy(&self, id: &SandboxId, runtime: Option<&Runtime>) -> Result<(), VmmError> {
+        self.kill_everything_of(id, runtime).await;
+        let dir = self.dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(VmmError::Io {
+                context: format!("removing {}", dir.display()),
+                source: e,
+            }),
+        }
+    }
+
+    async fn pause(&self, runtime: &Runtime) -> Result<(), VmmError> {
+        signal_runtime(runtime, Signal::SIGSTOP)
+    }
+
+    async fn resume(&self, runtime: &Runtime) -> Result<(), VmmError> {
+        signal_runtime(runtime, Signal::SIGCONT)
+    }
+
+    fn is_alive(&self, runtime: &Runtime) -> bool {
+        matches!((runtime.pid, runtime.pid_start), (Some(pid), Some(start)) if process::is_same_process(pid, start))
+    }
+
+    async fn sweep(&self, keep: &HashSet<SandboxId>) -> Vec<String> {
+        let mut removed = vec![];
+        let Ok(entries) = std::fs::read_dir(&self.sandboxes_dir) else {
+            return removed;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let id = SandboxId::from_trusted(name.clone());
+            if keep.contains(&id) {
+                continue;
+            }
+            self.kill_everything_of(&id, None).await;
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => removed.push(format!("directory {}", entry.path().display())),
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "could not remove a leftover")
+                }
+            }
+        }
+        removed
+    }
+}
+
+fn signal_runtime(runtime: &Runtime, signal: Signal) -> Result<(), VmmError> {
+    match (runtime.pid, runtime.pid_start) {
+        (Some(pid), Some(start)) if process::is_same_process(pid, start) => {
+            process::signal_session(pid, signal);
+            Ok(())
+        }
+        _ => Err(VmmError::Io {
+            context: "signalling the sandbox".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "its process is gone"),
+        }),
+    }
+}
