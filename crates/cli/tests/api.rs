@@ -418,6 +418,97 @@ async fn sandbox_lifecycle_exec_and_illegal_transitions() {
 }
 
 #[tokio::test]
+async fn exec_files_and_services_reject_bad_input() {
+    let (m, _d) = manager();
+    let api = m.client();
+    let id = api.running_sandbox("bad").await;
+    let exec = format!("/sandboxes/{id}/exec");
+    let cases = [
+        (json!({}), "command"),
+        (json!({"command": ""}), "command"),
+        (json!({"command": "ls", "args": "-la"}), "args"),
+        (
+            json!({"command": "echo hi", "shell": true, "args": ["x"]}),
+            "args",
+        ),
+        (json!({"command": "env", "env": {"1BAD": "x"}}), "env.1BAD"),
+        (json!({"command": "sleep", "timeout_ms": 0}), "timeout_ms"),
+        (json!({"command": "ls", "cwd": ""}), "cwd"),
+        (json!({"command": "ls", "surprise": true}), "surprise"),
+    ];
+    for (body, field) in cases {
+        let r = api.post(&exec, body.clone()).await;
+        assert_eq!(r.status, 422, "{body}: {}", r.body);
+        assert_eq!(
+            r.body["error"]["details"]["fields"][0]["field"], field,
+            "{body}: {}",
+            r.body
+        );
+    }
+    let r = api
+        .send(
+            api.req(Method::POST, &exec)
+                .header("content-type", "application/json")
+                .body("[1,"),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = api
+        .send(
+            api.req(
+                Method::PUT,
+                &format!("/sandboxes/{id}/files/content?path=a&mode=999"),
+            )
+            .body("x"),
+        )
+        .await;
+    assert_eq!(
+        (
+            r.status,
+            r.body["error"]["details"]["fields"][0]["field"].as_str()
+        ),
+        (422, Some("mode"))
+    );
+    let r = api
+        .get(&format!("/sandboxes/{id}/services/x/logs?limit=0"))
+        .await;
+    assert_eq!(r.status, 422);
+    let r = api
+        .send(
+            api.req(Method::PUT, &format!("/sandboxes/{id}/services/web"))
+                .json(&json!({"command": "npm"})),
+        )
+        .await;
+    assert_eq!(
+        (
+            r.status,
+            r.body["error"]["details"]["fields"][0]["field"].as_str()
+        ),
+        (422, Some("command")),
+        "{}",
+        r.body
+    );
+    let r = api.get(&format!("/sandboxes/{id}/services/none")).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = api.patch("/workspaces/none", json!({"name": "x"})).await;
+    assert_eq!(r.status, 404);
+    let w = api.post("/workspaces", json!({"name": "w"})).await;
+    let r = api
+        .patch(
+            &format!("/workspaces/{}", w.body["id"].as_str().unwrap()),
+            json!({"resources": {"vcpus": 2, "memory_mib": 99999, "disk_mib": 1024}}),
+        )
+        .await;
+    assert_eq!(
+        (
+            r.status,
+            r.body["error"]["details"]["fields"][0]["field"].as_str()
+        ),
+        (422, Some("resources.memory_mib"))
+    );
+}
+
+#[tokio::test]
 async fn idempotent_create_never_makes_a_second_sandbox() {
     let (m, _d) = manager();
     let api = m.client();
@@ -695,7 +786,7 @@ async fn events_stream_with_ids_and_resume_from_last_event_id() {
     let live = api.req(Method::GET, "/events").send().await.unwrap();
     assert_eq!(live.headers()["content-type"], "text/event-stream");
     let id = api.running_sandbox("ev").await;
-    let events = read_sse(live, 3, Duration::from_secs(10)).await;
+    let events = read_sse(live, 2, Duration::from_secs(10)).await;
     let kinds: Vec<(&str, serde_json::Value)> = events
         .iter()
         .map(|(_, e, d)| {

@@ -18,6 +18,11 @@ pub fn ensure_agent_built() -> PathBuf {
     let agent = atelier_bin().with_file_name("atelier-agent");
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // Same profile as the binary under test (tests: debug, benchmarks: release).
+        let release = atelier_bin()
+            .parent()
+            .and_then(|p| p.file_name())
+            .is_some_and(|n| n == "release");
         let status = Command::new(cargo)
             .args([
                 "build",
@@ -27,6 +32,7 @@ pub fn ensure_agent_built() -> PathBuf {
                 "--bin",
                 "atelier-agent",
             ])
+            .args(release.then_some("--release"))
             .status()
             .expect("run cargo to build atelier-agent");
         assert!(status.success(), "building atelier-agent failed");

@@ -1,0 +1,326 @@
+//! HTTP routes (see the endpoint table in `atelier_proto`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use atelier_proto::{ExecRequest, Health, ServiceSpec, API_PREFIX};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::{header, request::Parts, HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tokio::io::AsyncReadExt;
+
+use crate::error::{ApiError, ApiResult};
+use crate::files::{self, Roots, MAX_FILE_BYTES};
+use crate::process::ProcessContext;
+use crate::services::Supervisor;
+use crate::{exec, health};
+
+/// Largest JSON request body.
+pub const MAX_JSON_BYTES: usize = 4 * 1024 * 1024;
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    pub token: String,
+    pub started: Instant,
+    pub roots: Arc<Roots>,
+    pub procs: Arc<ProcessContext>,
+    pub services: Arc<Supervisor>,
+}
+
+type St = State<Arc<AppState>>;
+
+/// Builds the agent's router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let p = |s: &str| format!("{API_PREFIX}{s}");
+    Router::new()
+        .route(&p("/health"), get(health_h))
+        .route(&p("/exec"), post(exec_h))
+        .route(&p("/exec/stream"), post(exec_stream_h))
+        .route(
+            &p("/files/content"),
+            get(read_file_h)
+                .put(write_file_h)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(&p("/files/list"), get(list_h))
+        .route(&p("/files/stat"), get(stat_h))
+        .route(&p("/files/mkdir"), post(mkdir_h))
+        .route(&p("/files"), axum::routing::delete(delete_h))
+        .route(&p("/services"), get(services_h))
+        .route(
+            &p("/services/{name}"),
+            get(service_h).put(put_service_h).delete(delete_service_h),
+        )
+        .route(&p("/services/{name}/start"), post(start_service_h))
+        .route(&p("/services/{name}/stop"), post(stop_service_h))
+        .route(&p("/services/{name}/logs"), get(logs_h))
+        .fallback(fallback_h)
+        .method_not_allowed_fallback(method_not_allowed_h)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+/// Constant-time comparison (the length is not secret).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+async fn auth(State(st): St, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| ct_eq(t.trim().as_bytes(), st.token.as_bytes()));
+    if !ok {
+        return ApiError::unauthorized().into_response();
+    }
+    next.run(req).await
+}
+
+async fn fallback_h(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed_h(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// A JSON body whose failures answer as [`ApiError`]s (400, or 413 past the limit).
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large(MAX_JSON_BYTES as u64)
+            } else {
+                ApiError::invalid(rej.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// A query string whose failures answer as [`ApiError`]s.
+pub struct Q<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(t)| Q(t))
+            .map_err(|e| ApiError::invalid(format!("query string: {}", e.body_text())))
+    }
+}
+
+/// The `{name}` path segment.
+pub struct Name(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Name {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(n)| Name(n))
+            .map_err(|e| ApiError::invalid(e.body_text()))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+async fn health_h(State(st): St) -> Json<Health> {
+    Json(health::collect(st.started))
+}
+
+async fn exec_h(State(st): St, JsonBody(req): JsonBody<ExecRequest>) -> ApiResult<Response> {
+    let procs = st.procs.clone();
+    let prepared = blocking(move || exec::prepare(&procs, req)).await?;
+    Ok(Json(exec::run_collect(&st.procs, prepared).await?).into_response())
+}
+
+async fn exec_stream_h(State(st): St, JsonBody(req): JsonBody<ExecRequest>) -> ApiResult<Response> {
+    let procs = st.procs.clone();
+    let prepared = blocking(move || exec::prepare(&procs, req)).await?;
+    let stream = exec::run_stream(st.procs.clone(), prepared).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct PathQuery {
+    path: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WriteQuery {
+    path: Option<String>,
+    mode: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    path: Option<String>,
+    recursive: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    offset: Option<u64>,
+    limit: Option<u64>,
+}
+
+fn required(path: Option<String>) -> ApiResult<String> {
+    path.filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::invalid("query parameter `path` is required"))
+}
+
+async fn read_file_h(State(st): St, Q(q): Q<PathQuery>) -> ApiResult<Response> {
+    let path = required(q.path)?;
+    let roots = st.roots.clone();
+    let (file, len) = blocking(move || files::open_for_read(&roots, &path)).await?;
+    // Never send more than announced, even if the file grows meanwhile.
+    let reader = tokio::fs::File::from_std(file).take(len);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        Body::from_stream(tokio_util::io::ReaderStream::new(reader)),
+    )
+        .into_response())
+}
+
+async fn write_file_h(
+    State(st): St,
+    Q(q): Q<WriteQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<atelier_proto::FileStat>> {
+    let path = required(q.path)?;
+    let mode = match q.mode.as_deref() {
+        None | Some("") => 0o644,
+        Some(m) => atelier_proto::parse_mode(m)
+            .ok_or_else(|| ApiError::invalid(format!("mode {m:?} is not an octal mode")))?,
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_FILE_BYTES) {
+        return Err(ApiError::payload_too_large(MAX_FILE_BYTES));
+    }
+    let roots = st.roots.clone();
+    let plan = blocking(move || files::plan_write(&roots, &path)).await?;
+    let stat = files::write_atomic(plan, body.into_data_stream(), mode, MAX_FILE_BYTES).await?;
+    Ok(Json(stat))
+}
+
+async fn list_h(State(st): St, Q(q): Q<PathQuery>) -> ApiResult<Response> {
+    let path = required(q.path)?;
+    let roots = st.roots.clone();
+    Ok(Json(blocking(move || files::list(&roots, &path)).await?).into_response())
+}
+
+async fn stat_h(State(st): St, Q(q): Q<PathQuery>) -> ApiResult<Response> {
+    let path = required(q.path)?;
+    let roots = st.roots.clone();
+    Ok(Json(blocking(move || files::stat(&roots, &path)).await?).into_response())
+}
+
+async fn mkdir_h(State(st): St, Q(q): Q<PathQuery>) -> ApiResult<Response> {
+    let path = required(q.path)?;
+    let roots = st.roots.clone();
+    Ok(Json(blocking(move || files::mkdir(&roots, &path)).await?).into_response())
+}
+
+async fn delete_h(State(st): St, Q(q): Q<DeleteQuery>) -> ApiResult<StatusCode> {
+    let path = required(q.path)?;
+    let recursive = q.recursive.unwrap_or(false);
+    let roots = st.roots.clone();
+    blocking(move || files::delete(&roots, &path, recursive)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn services_h(State(st): St) -> ApiResult<Response> {
+    Ok(Json(st.services.list()?).into_response())
+}
+
+async fn service_h(State(st): St, Name(name): Name) -> ApiResult<Response> {
+    Ok(Json(st.services.status(&name)?).into_response())
+}
+
+async fn put_service_h(
+    State(st): St,
+    Name(name): Name,
+    JsonBody(spec): JsonBody<ServiceSpec>,
+) -> ApiResult<Response> {
+    Ok(Json(st.services.put(&name, spec).await?).into_response())
+}
+
+async fn delete_service_h(State(st): St, Name(name): Name) -> ApiResult<StatusCode> {
+    st.services.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn start_service_h(State(st): St, Name(name): Name) -> ApiResult<Response> {
+    Ok(Json(st.services.start(&name).await?).into_response())
+}
+
+async fn stop_service_h(State(st): St, Name(name): Name) -> ApiResult<Response> {
+    Ok(Json(st.services.stop(&name).await?).into_response())
+}
+
+async fn logs_h(State(st): St, Name(name): Name, Q(q): Q<LogsQuery>) -> ApiResult<Response> {
+    let services = st.services.clone();
+    let offset = q.offset.unwrap_or(0);
+    let chunk = blocking(move || services.logs(&name, offset, q.limit)).await?;
+    Ok(Json(chunk).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ct_eq;
+
+    #[test]
+    fn constant_time_eq() {
+        assert!(ct_eq(b"secret", b"secret"));
+        assert!(!ct_eq(b"secret", b"secreT"));
+        assert!(!ct_eq(b"secret", b"secret2"));
+        assert!(ct_eq(b"", b""));
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    atelier_agent::main_entry()
+}

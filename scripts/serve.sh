@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds Atelier and starts the manager with embedded defaults (SQLite in the data dir,
+# the best available driver, the API and its docs on http://127.0.0.1:4000).
+# Extra arguments go to `atelier serve`, e.g. --listen 0.0.0.0:4000 or --data-dir DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v cargo >/dev/null || { echo "cargo is needed: install Rust (https://rustup.rs)" >&2; exit 1; }
+cargo build --release --quiet -p atelier-agent -p atelier-cli
+exec cargo run --release --quiet -p atelier-cli --bin atelier -- serve "$@"
