@@ -21,7 +21,24 @@ impl Output {
         );
     }
 
-    pub fn table(&self, header: &[&str], rows: Vec<Vec<String>>) {
+    /// Prints `items` as JSON, as a table, or a hint of what to do when there are none.
+    pub fn list<T: Serialize>(
+        &self,
+        items: &[T],
+        empty_hint: &str,
+        header: &[&str],
+        row: impl Fn(&T) -> Vec<String>,
+    ) {
+        if self.json {
+            self.json(&items);
+        } else if items.is_empty() {
+            println!("{empty_hint}");
+        } else {
+            self.table(header, items.iter().map(row).collect());
+        }
+    }
+
+    fn table(&self, header: &[&str], rows: Vec<Vec<String>>) {
         let mut table = Table::new();
         table
             .load_preset(UTF8_BORDERS_ONLY)

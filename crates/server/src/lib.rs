@@ -98,6 +98,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The agent of the running sandbox named in a request path (404 / 409 otherwise).
+    async fn agent(&self, raw_id: &str) -> ApiResult<atelier_agent_client::AgentClient> {
+        self.lifecycle.agent(&routes::sandbox_id(raw_id)?).await
+    }
+
     /// Waits until a sandbox leaves `creating`/`starting` (bounded by the boot timeout).
     async fn wait_settled(&self, id: &SandboxId) -> ApiResult<Sandbox> {
         let deadline = Instant::now() + self.boot_timeout + Duration::from_secs(10);

@@ -444,7 +444,10 @@ mod tests {
         };
         s.record_resource(&res).await.unwrap();
         s.record_resource(&res).await.unwrap();
-        assert_eq!(s.host_resources(None).await.unwrap(), std::slice::from_ref(&res));
+        assert_eq!(
+            s.host_resources(None).await.unwrap(),
+            std::slice::from_ref(&res)
+        );
         assert_eq!(
             s.host_resources(Some(&r.sandbox.id)).await.unwrap().len(),
             1

@@ -149,26 +149,21 @@ pub async fn run(
                 .await?;
             let sandboxes: Vec<Sandbox> = serde_json::from_value(list["sandboxes"].clone())
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
-            if out.json {
-                out.json(&sandboxes);
-            } else if sandboxes.is_empty() {
-                println!("No sandboxes. Create one: atelier sandbox create");
-            } else {
-                let rows = sandboxes
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            s.id.to_string(),
-                            s.name.clone(),
-                            s.state.to_string(),
-                            s.driver.clone(),
-                            format!("{} vCPU, {} MiB", s.resources.vcpus, s.resources.memory_mib),
-                            age(s.created_at),
-                        ]
-                    })
-                    .collect();
-                out.table(&["ID", "NAME", "STATE", "DRIVER", "RESOURCES", "AGE"], rows);
-            }
+            out.list(
+                &sandboxes,
+                "No sandboxes. Create one: atelier sandbox create",
+                &["ID", "NAME", "STATE", "DRIVER", "RESOURCES", "AGE"],
+                |s| {
+                    vec![
+                        s.id.to_string(),
+                        s.name.clone(),
+                        s.state.to_string(),
+                        s.driver.clone(),
+                        format!("{} vCPU, {} MiB", s.resources.vcpus, s.resources.memory_mib),
+                        age(s.created_at),
+                    ]
+                },
+            );
         }
         SandboxCommand::Show { id } => show(
             &client.get(&format!("/sandboxes/{}", encode(&id))).await?,

@@ -108,30 +108,25 @@ pub async fn run(
         }
         WorkspaceCommand::List => {
             let list: Vec<Workspace> = client.get("/workspaces").await?;
-            if out.json {
-                out.json(&list);
-            } else if list.is_empty() {
-                println!("No workspaces yet. Create one: atelier workspace create --name NAME --repo URL");
-            } else {
-                let rows = list
-                    .iter()
-                    .map(|w| {
-                        vec![
-                            w.id.to_string(),
-                            w.name.clone(),
-                            w.repos
-                                .iter()
-                                .map(|r| format!("{}#{}", r.url, r.branch))
-                                .collect::<Vec<_>>()
-                                .join("\n"),
-                            format!("{} vCPU, {} MiB", w.resources.vcpus, w.resources.memory_mib),
-                            w.base_image.clone(),
-                            age(w.created_at),
-                        ]
-                    })
-                    .collect();
-                out.table(&["ID", "NAME", "REPOS", "RESOURCES", "IMAGE", "AGE"], rows);
-            }
+            out.list(
+                &list,
+                "No workspaces yet. Create one: atelier workspace create --name NAME --repo URL",
+                &["ID", "NAME", "REPOS", "RESOURCES", "IMAGE", "AGE"],
+                |w| {
+                    vec![
+                        w.id.to_string(),
+                        w.name.clone(),
+                        w.repos
+                            .iter()
+                            .map(|r| format!("{}#{}", r.url, r.branch))
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                        format!("{} vCPU, {} MiB", w.resources.vcpus, w.resources.memory_mib),
+                        w.base_image.clone(),
+                        age(w.created_at),
+                    ]
+                },
+            );
         }
         WorkspaceCommand::Show { workspace } => {
             let w: Workspace = client

@@ -9,7 +9,6 @@ use axum::Json;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::sandbox_id;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiBytes, ApiQuery};
 use crate::AppState;
@@ -60,7 +59,7 @@ pub async fn read(
     ApiQuery(q): ApiQuery<PathQuery>,
 ) -> ApiResult<Response> {
     check_path(&q.path)?;
-    let agent = state.lifecycle.agent(&sandbox_id(&id)?).await?;
+    let agent = state.agent(&id).await?;
     let bytes = agent.read_file(&q.path).await?;
     Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -87,7 +86,7 @@ pub async fn write(
             })?),
             None => None,
         };
-    let agent = state.lifecycle.agent(&sandbox_id(&id)?).await?;
+    let agent = state.agent(&id).await?;
     Ok(Json(agent.write_file(&q.path, body, mode).await?))
 }
 
@@ -100,7 +99,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<PathQuery>,
 ) -> ApiResult<Json<DirListing>> {
     check_path(&q.path)?;
-    let agent = state.lifecycle.agent(&sandbox_id(&id)?).await?;
+    let agent = state.agent(&id).await?;
     Ok(Json(agent.list_dir(&q.path).await?))
 }
 
@@ -112,7 +111,7 @@ pub async fn stat(
     ApiQuery(q): ApiQuery<PathQuery>,
 ) -> ApiResult<Json<FileStat>> {
     check_path(&q.path)?;
-    let agent = state.lifecycle.agent(&sandbox_id(&id)?).await?;
+    let agent = state.agent(&id).await?;
     Ok(Json(agent.stat(&q.path).await?))
 }
 
@@ -125,7 +124,7 @@ pub async fn mkdir(
     ApiQuery(q): ApiQuery<PathQuery>,
 ) -> ApiResult<Json<FileStat>> {
     check_path(&q.path)?;
-    let agent = state.lifecycle.agent(&sandbox_id(&id)?).await?;
+    let agent = state.agent(&id).await?;
     Ok(Json(agent.mkdir(&q.path).await?))
 }
 
@@ -138,7 +137,7 @@ pub async fn delete(
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
     check_path(&q.path)?;
-    let agent = state.lifecycle.agent(&sandbox_id(&id)?).await?;
+    let agent = state.agent(&id).await?;
     agent.delete(&q.path, q.recursive).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,7 +7,6 @@ use axum::Json;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::sandbox_id;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::AppState;
@@ -39,7 +38,7 @@ pub async fn list(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<ServiceStatus>>> {
-    let agent = state.lifecycle.agent(&sandbox_id(&id)?).await?;
+    let agent = state.agent(&id).await?;
     Ok(Json(agent.services().await?))
 }
 
@@ -54,7 +53,7 @@ pub async fn put(
     ApiJson(spec): ApiJson<ServiceSpec>,
 ) -> ApiResult<Json<ServiceStatus>> {
     check_name(&name)?;
-    let agent = state.lifecycle.agent(&sandbox_id(&id)?).await?;
+    let agent = state.agent(&id).await?;
     Ok(Json(agent.put_service(&name, &spec).await?))
 }
 
@@ -66,7 +65,7 @@ pub async fn get(
     Path((id, name)): Path<(String, String)>,
 ) -> ApiResult<Json<ServiceStatus>> {
     check_name(&name)?;
-    let agent = state.lifecycle.agent(&sandbox_id(&id)?).await?;
+    let agent = state.agent(&id).await?;
     Ok(Json(agent.service(&name).await?))
 }
 
@@ -78,7 +77,7 @@ pub async fn start(
     Path((id, name)): Path<(String, String)>,
 ) -> ApiResult<Json<ServiceStatus>> {
     check_name(&name)?;
-    let agent = state.lifecycle.agent(&sandbox_id(&id)?).await?;
+    let agent = state.agent(&id).await?;
     Ok(Json(agent.start_service(&name).await?))
 }
 
@@ -90,7 +89,7 @@ pub async fn stop(
     Path((id, name)): Path<(String, String)>,
 ) -> ApiResult<Json<ServiceStatus>> {
     check_name(&name)?;
-    let agent = state.lifecycle.agent(&sandbox_id(&id)?).await?;
+    let agent = state.agent(&id).await?;
     Ok(Json(agent.stop_service(&name).await?))
 }
 
@@ -102,7 +101,7 @@ pub async fn delete(
     Path((id, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     check_name(&name)?;
-    let agent = state.lifecycle.agent(&sandbox_id(&id)?).await?;
+    let agent = state.agent(&id).await?;
     agent.delete_service(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -130,6 +129,6 @@ pub async fn logs(
     if q.limit.is_some_and(|l| l == 0 || l > 1024 * 1024) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1048576"));
     }
-    let agent = state.lifecycle.agent(&sandbox_id(&id)?).await?;
+    let agent = state.agent(&id).await?;
     Ok(Json(agent.service_logs(&name, q.offset, q.limit).await?))
 }
