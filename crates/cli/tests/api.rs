@@ -735,6 +735,21 @@ async fn services_are_supervised_through_the_api() {
         "{}",
         r.body
     );
+    // Kill it only once it has run (else the first "started" is never written).
+    let (api0, id0) = (api.clone(), id.clone());
+    eventually(Duration::from_secs(10), "the first run to log", || {
+        let (api, id) = (api0.clone(), id0.clone());
+        async move {
+            let logs = api
+                .get(&format!("/sandboxes/{id}/services/ticker/logs?offset=0"))
+                .await;
+            logs.body["data"]
+                .as_str()?
+                .contains("started")
+                .then_some(())
+        }
+    })
+    .await;
     let pid = r.body["pid"].as_i64().unwrap();
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let api2 = api.clone();
@@ -753,19 +768,21 @@ async fn services_are_supervised_through_the_api() {
         },
     )
     .await;
-    let logs = api
-        .get(&format!("/sandboxes/{id}/services/ticker/logs?offset=0"))
-        .await;
-    assert!(
-        logs.body["data"]
-            .as_str()
-            .unwrap()
-            .matches("started")
-            .count()
-            >= 2,
-        "{}",
-        logs.body
-    );
+    let (api3, id3) = (api.clone(), id.clone());
+    eventually(
+        Duration::from_secs(10),
+        "the restarted run to log again",
+        || {
+            let (api, id) = (api3.clone(), id3.clone());
+            async move {
+                let logs = api
+                    .get(&format!("/sandboxes/{id}/services/ticker/logs?offset=0"))
+                    .await;
+                (logs.body["data"].as_str()?.matches("started").count() >= 2).then_some(())
+            }
+        },
+    )
+    .await;
     let r = api
         .post(&format!("/sandboxes/{id}/services/ticker/stop"), json!({}))
         .await;
