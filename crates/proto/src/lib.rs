@@ -409,3 +409,38 @@ mod tests {
         assert_eq!(parse_mode("77777"), None);
     }
 }
+
+/// Port the agent listens on inside a virtual machine (TCP or vsock).
+pub const GUEST_AGENT_PORT: u32 = 1024;
+
+/// What a VM driver hands the guest at boot, as JSON on a small read-only raw disk
+/// (the second virtio-blk device, `/dev/vdb`), padded with NUL bytes. Keeping it off the
+/// kernel command line keeps the token out of the host's process list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestConfig {
+    pub hostname: String,
+    /// The agent's bearer token.
+    pub token: String,
+    /// Where the agent listens in the guest, e.g. `tcp:0.0.0.0:1024` or `vsock:4294967295:1024`.
+    pub listen: String,
+    /// Host wall clock at launch, milliseconds since the Unix epoch (the guest steps to it).
+    pub clock_epoch_ms: i64,
+    /// Static network setup; `None` leaves the interface to DHCP-less user-mode defaults.
+    #[serde(default)]
+    pub network: Option<GuestNetwork>,
+    /// Extra environment for the agent and everything it runs.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestNetwork {
+    /// Address with prefix length, e.g. `10.0.2.15/24`.
+    pub address: String,
+    pub gateway: String,
+    #[serde(default)]
+    pub dns: Vec<String>,
+}
+
+/// Size of the raw config disk: one 64 KiB block of NUL-padded JSON.
+pub const GUEST_CONFIG_DISK_BYTES: usize = 64 * 1024;

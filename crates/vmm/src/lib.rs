@@ -6,9 +6,11 @@
 //! ([`Runtime`]) before waiting on it, so a restart can adopt or clean up.
 
 mod driver;
+pub mod image;
 pub mod local;
 pub mod process;
 mod select;
 
 pub use driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, VmmError};
+pub use image::{BootArtifacts, ImageResolver};
 pub use select::{select_driver, DriverChoice, DriverConfig, Selected};
