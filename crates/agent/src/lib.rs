@@ -9,6 +9,7 @@ pub mod api;
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod guest;
 pub mod health;
 pub mod init;
 pub mod process;
@@ -37,18 +38,22 @@ use crate::transport::AgentListener;
 #[command(name = "atelier-agent", version, about = "Atelier's in-VM agent")]
 pub struct Cli {
     /// Where to listen: tcp:HOST:PORT, unix:PATH or vsock:CID:PORT.
-    #[arg(long)]
-    pub listen: AgentAddr,
+    #[arg(long, required_unless_present = "guest_config")]
+    pub listen: Option<AgentAddr>,
     /// File holding the bearer token (else the ATELIER_AGENT_TOKEN environment variable).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
     /// Directory file operations are confined to; repeatable. The first is the default
     /// working directory and the base of relative paths.
-    #[arg(long = "root", required = true)]
+    #[arg(long = "root", required_unless_present = "guest_config")]
     pub roots: Vec<PathBuf>,
     /// Directory for the agent's state (service logs).
-    #[arg(long)]
-    pub state_dir: PathBuf,
+    #[arg(long, required_unless_present = "guest_config")]
+    pub state_dir: Option<PathBuf>,
+    /// Guest mode: read listen address and token from this config disk (JSON padded
+    /// with NULs), and, as PID 1, set the VM up (mounts, hostname, clock, network).
+    #[arg(long, conflicts_with_all = ["listen", "token_file", "roots", "state_dir"])]
+    pub guest_config: Option<PathBuf>,
 }
 
 /// A resolved configuration.
@@ -94,18 +99,12 @@ fn init_tracing() {
 pub fn main_entry() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let token = match load_token(cli.token_file.as_deref()) {
-        Ok(t) => t,
+    let config = match resolve_config(cli) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("atelier-agent: {e}");
             return ExitCode::from(2);
         }
-    };
-    let config = Config {
-        listen: cli.listen,
-        token,
-        roots: cli.roots,
-        state_dir: cli.state_dir,
     };
     init::init_if_pid1();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -125,6 +124,26 @@ pub fn main_entry() -> ExitCode {
             eprintln!("atelier-agent: {e}");
             std::process::exit(1)
         }
+    }
+}
+
+/// Flags, or the guest config disk (whose machine set-up PID 1 performs first, once).
+fn resolve_config(cli: Cli) -> Result<Config, String> {
+    if let Some(path) = &cli.guest_config {
+        let guest_cfg = guest::read(path)?;
+        if std::process::id() == 1 {
+            guest::set_up_machine(&guest_cfg);
+        }
+        return guest::agent_config(&guest_cfg);
+    }
+    match (cli.listen, cli.state_dir) {
+        (Some(listen), Some(state_dir)) => Ok(Config {
+            listen,
+            token: load_token(cli.token_file.as_deref())?,
+            roots: cli.roots,
+            state_dir,
+        }),
+        _ => Err("--listen, --root and --state-dir are required (or --guest-config)".into()),
     }
 }
 

@@ -48,6 +48,9 @@ enum Command {
     /// Manage workspaces (repos, commands, secrets, resources).
     #[command(subcommand, alias = "ws")]
     Workspace(commands::workspace::WorkspaceCommand),
+    /// Build and list the images sandboxes boot from.
+    #[command(subcommand)]
+    Image(commands::image::ImageCommand),
     /// Manage sandboxes and run commands in them.
     #[command(subcommand, alias = "sb")]
     Sandbox(commands::sandbox::SandboxCommand),
@@ -93,5 +96,6 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
         Command::System => commands::system::run(&client, &out).await,
         Command::Workspace(cmd) => commands::workspace::run(cmd, &client, &out).await,
         Command::Sandbox(cmd) => commands::sandbox::run(cmd, &client, &out).await,
+        Command::Image(cmd) => commands::image::run(cmd, &client, &out).await,
     }
 }

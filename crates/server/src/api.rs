@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::routes::{events, files, sandboxes, services, system, workspaces};
+use crate::routes::{events, files, images, sandboxes, services, system, workspaces};
 use crate::{AppState, ServeOptions};
 
 #[derive(OpenApi)]
@@ -34,6 +34,7 @@ use crate::{AppState, ServeOptions};
         (name = "files", description = "Files in a sandbox"),
         (name = "services", description = "Supervised processes in a sandbox"),
         (name = "events", description = "The typed event stream"),
+        (name = "images", description = "Kernels and root filesystems sandboxes boot from"),
     )
 )]
 struct ApiDoc;
@@ -80,6 +81,9 @@ fn api_routes(max_file_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(services::stop))
         .routes(routes!(services::logs))
         .routes(routes!(events::stream))
+        .routes(routes!(images::list))
+        .routes(routes!(images::build))
+        .routes(routes!(images::remove))
         .merge(uploads)
 }
 

@@ -18,6 +18,23 @@ pub struct FileConfig {
     pub max_file_bytes: Option<usize>,
     #[serde(default)]
     pub local: LocalConfig,
+    #[serde(default)]
+    pub images: ImagesConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Where kernels and images are built and cached (default: the data dir).
+    pub cache_dir: Option<PathBuf>,
+    /// A static busybox (default /bin/busybox from Debian's busybox-static).
+    pub busybox: Option<PathBuf>,
+    /// The static atelier-agent put into guests (default: scripts/build-agent.sh's output).
+    pub guest_agent: Option<PathBuf>,
+    /// A user-supplied kernel instead of Debian's cloud kernel: its bzImage…
+    pub kernel_bzimage: Option<PathBuf>,
+    /// …and the directory of its modules (`…/lib/modules/<version>`).
+    pub kernel_modules: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -41,6 +41,10 @@ pub struct ServeOptions {
     pub max_json_bytes: usize,
     pub max_file_bytes: usize,
     pub agent_binary: Option<PathBuf>,
+    /// Inputs of image builds (busybox, guest agent, custom kernel).
+    pub images: atelier_vmm::images::ImageConfig,
+    /// Where kernels and images are cached (default: the data dir).
+    pub image_cache: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -56,6 +60,16 @@ impl ServeOptions {
             max_json_bytes: file.max_json_bytes.unwrap_or(1024 * 1024),
             max_file_bytes: file.max_file_bytes.unwrap_or(256 * 1024 * 1024),
             agent_binary: file.local.agent_binary.clone(),
+            images: atelier_vmm::images::ImageConfig {
+                busybox: file.images.busybox.clone(),
+                guest_agent: file.images.guest_agent.clone(),
+                kernel: file
+                    .images
+                    .kernel_bzimage
+                    .clone()
+                    .zip(file.images.kernel_modules.clone()),
+            },
+            image_cache: file.images.cache_dir.clone(),
             data_dir,
         })
     }
@@ -95,6 +109,9 @@ pub struct AppState {
     started: Instant,
     shutdown: CancellationToken,
     boot_timeout: Duration,
+    images: Arc<atelier_vmm::images::ImageStore>,
+    /// Why each driver was or was not taken.
+    driver_notes: Arc<Vec<String>>,
 }
 
 impl AppState {
@@ -151,12 +168,14 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
         &data_dir,
         &DriverConfig {
             agent_binary: opts.agent_binary.clone(),
+            images: opts.images.clone(),
+            image_cache: opts.image_cache.clone(),
         },
     )?;
     for reason in &selected.reasons {
         tracing::info!("driver {reason}");
     }
-    if !selected.driver.info().isolated {
+    if !selected.default.info().isolated {
         tracing::warn!(
             "THE LOCAL DRIVER GIVES NO ISOLATION: sandboxes run as plain processes of this user on this host. \
              Use it for development and tests only."
@@ -166,7 +185,8 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
     let bus = EventBus::new(store.clone());
     let lifecycle = Lifecycle::new(
         store.clone(),
-        selected.driver.clone(),
+        selected.default.clone(),
+        selected.all.clone(),
         bus.clone(),
         opts.boot_timeout,
     );
@@ -196,6 +216,8 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
         started: Instant::now(),
         shutdown: shutdown.clone(),
         boot_timeout: opts.boot_timeout,
+        images: selected.images.clone(),
+        driver_notes: Arc::new(selected.reasons.clone()),
     };
     let app = api::router(state, &opts);
     let listener = tokio::net::TcpListener::bind(opts.listen)
@@ -209,7 +231,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
     let signals = Signals::install().map_err(ServeError::Serve)?;
     on_ready(Ready {
         addr,
-        driver: selected.driver.kind().to_string(),
+        driver: selected.default.kind().to_string(),
         token_path: data_dir.join("admin.token"),
         new_token: token_created.then_some(admin_token),
     });

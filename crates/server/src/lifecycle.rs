@@ -24,7 +24,10 @@ pub struct Lifecycle {
 
 struct Inner {
     store: Store,
-    driver: Arc<dyn Driver>,
+    /// The driver new sandboxes get.
+    default: Arc<dyn Driver>,
+    /// Every usable driver; a sandbox stays with the driver that made it.
+    drivers: Vec<Arc<dyn Driver>>,
     bus: EventBus,
     boot_timeout: Duration,
     locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
@@ -33,14 +36,16 @@ struct Inner {
 impl Lifecycle {
     pub fn new(
         store: Store,
-        driver: Arc<dyn Driver>,
+        default: Arc<dyn Driver>,
+        drivers: Vec<Arc<dyn Driver>>,
         bus: EventBus,
         boot_timeout: Duration,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
-                driver,
+                default,
+                drivers,
                 bus,
                 boot_timeout,
                 locks: Mutex::default(),
@@ -48,8 +53,31 @@ impl Lifecycle {
         }
     }
 
+    /// The driver new sandboxes get.
     pub fn driver(&self) -> &Arc<dyn Driver> {
-        &self.inner.driver
+        &self.inner.default
+    }
+
+    pub fn drivers(&self) -> &[Arc<dyn Driver>] {
+        &self.inner.drivers
+    }
+
+    /// The driver named on a sandbox record (the default when that one is not loaded:
+    /// its handle — pid, start time, directory — is generic enough to stop and clean up).
+    fn driver_named(&self, kind: &str) -> Arc<dyn Driver> {
+        self.inner
+            .drivers
+            .iter()
+            .find(|d| d.kind().as_str() == kind)
+            .cloned()
+            .unwrap_or_else(|| self.inner.default.clone())
+    }
+
+    async fn driver_of(&self, id: &SandboxId) -> Arc<dyn Driver> {
+        match self.inner.store.get_sandbox(id).await {
+            Ok(rec) => self.driver_named(&rec.sandbox.driver),
+            Err(_) => self.inner.default.clone(),
+        }
     }
 
     async fn lock(&self, id: &SandboxId) -> OwnedMutexGuard<()> {
@@ -120,9 +148,9 @@ impl Lifecycle {
                 tracing::warn!(sandbox = %id, error = %e, "sandbox failed to come up");
                 let runtime = self.runtime(id).await;
                 let cleanup = if from == SandboxState::Creating {
-                    self.inner.driver.destroy(id, runtime.as_ref()).await
+                    self.driver_of(id).await.destroy(id, runtime.as_ref()).await
                 } else {
-                    self.inner.driver.stop(id, runtime.as_ref()).await
+                    self.driver_of(id).await.stop(id, runtime.as_ref()).await
                 };
                 if let Err(c) = cleanup {
                     tracing::warn!(sandbox = %id, error = %c, "cleanup after a failed start failed");
@@ -139,7 +167,7 @@ impl Lifecycle {
 
     async fn launch(&self, rec: &SandboxRecord) -> Result<(), VmmError> {
         let id = &rec.sandbox.id;
-        for (kind, ident) in self.inner.driver.planned_resources(id) {
+        for (kind, ident) in self.driver_named(&rec.sandbox.driver).planned_resources(id) {
             let r = HostResource {
                 sandbox_id: id.clone(),
                 kind,
@@ -152,15 +180,15 @@ impl Lifecycle {
                 .map_err(store_io)?;
         }
         let spec = self.spec(rec);
-        let runtime = self.inner.driver.launch(&spec).await?;
+        let driver = self.driver_named(&rec.sandbox.driver);
+        let runtime = driver.launch(&spec).await?;
         // Persist the handle before waiting on it: a crash now leaves a record to adopt.
         self.inner
             .store
             .set_runtime(id, Some(&runtime.to_json()))
             .await
             .map_err(store_io)?;
-        self.inner
-            .driver
+        driver
             .wait_ready(&spec, &runtime, self.inner.boot_timeout)
             .await
     }
@@ -199,12 +227,34 @@ impl Lifecycle {
         let rec = self.inner.store.get_sandbox(id).await?;
         let next = rec.sandbox.state.begin(Operation::Stop)?;
         self.transition(id, rec.sandbox.state, next, None).await?;
+        if rec.sandbox.state == SandboxState::Running {
+            self.flush_guest(&rec).await;
+        }
         self.finish_stop(id, rec.runtime_handle().as_ref()).await?;
         Ok(self.inner.store.get_sandbox(id).await?.sandbox)
     }
 
+    /// Asks the guest to write its caches to disk before its machine is stopped: a VM
+    /// killed from outside would lose what its kernel had not flushed yet.
+    async fn flush_guest(&self, rec: &SandboxRecord) {
+        let Some(runtime) = rec.runtime_handle() else {
+            return;
+        };
+        let Ok(agent) = self
+            .driver_named(&rec.sandbox.driver)
+            .agent(&runtime, &rec.agent_token)
+        else {
+            return;
+        };
+        let mut sync = atelier_proto::ExecRequest::argv(["sync"]);
+        sync.timeout_ms = Some(10_000);
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(12), agent.exec(&sync)).await {
+            tracing::warn!(sandbox = %rec.sandbox.id, error = %e, "the guest did not sync before stopping");
+        }
+    }
+
     async fn finish_stop(&self, id: &SandboxId, runtime: Option<&Runtime>) -> ApiResult<()> {
-        match self.inner.driver.stop(id, runtime).await {
+        match self.driver_of(id).await.stop(id, runtime).await {
             Ok(()) => {
                 self.transition(id, SandboxState::Stopping, SandboxState::Stopped, None)
                     .await
@@ -239,7 +289,7 @@ impl Lifecycle {
     }
 
     async fn finish_destroy(&self, id: &SandboxId, runtime: Option<&Runtime>) -> ApiResult<()> {
-        match self.inner.driver.destroy(id, runtime).await {
+        match self.driver_of(id).await.destroy(id, runtime).await {
             Ok(()) => {
                 self.forget_resources(id).await;
                 self.inner.store.set_runtime(id, None).await?;
@@ -276,8 +326,8 @@ impl Lifecycle {
             .runtime_handle()
             .ok_or_else(|| ApiError::conflict("the sandbox has no running machine"))?;
         match op {
-            Operation::Pause => self.inner.driver.pause(&runtime).await?,
-            _ => self.inner.driver.resume(&runtime).await?,
+            Operation::Pause => self.driver_of(id).await.pause(&runtime).await?,
+            _ => self.driver_of(id).await.resume(&runtime).await?,
         }
         self.transition(id, rec.sandbox.state, next, None).await?;
         Ok(self.inner.store.get_sandbox(id).await?.sandbox)
@@ -297,7 +347,9 @@ impl Lifecycle {
         let runtime = rec
             .runtime_handle()
             .ok_or_else(|| ApiError::internal("a running sandbox has no runtime record"))?;
-        Ok(self.inner.driver.agent(&runtime, &rec.agent_token)?)
+        Ok(self
+            .driver_named(&rec.sandbox.driver)
+            .agent(&runtime, &rec.agent_token)?)
     }
 
     /// Brings the records and the host back into agreement after a (re)start.
@@ -314,7 +366,7 @@ impl Lifecycle {
             let runtime = rec.runtime_handle();
             let alive = runtime
                 .as_ref()
-                .is_some_and(|r| self.inner.driver.is_alive(r));
+                .is_some_and(|r| self.driver_named(&rec.sandbox.driver).is_alive(r));
             let state = rec.sandbox.state;
             let _guard = self.lock(&id).await;
             match state {
@@ -322,7 +374,7 @@ impl Lifecycle {
                     report.adopted.push(id.clone())
                 }
                 SandboxState::Running | SandboxState::Paused => {
-                    let _ = self.inner.driver.stop(&id, runtime.as_ref()).await;
+                    let _ = self.driver_of(&id).await.stop(&id, runtime.as_ref()).await;
                     let next = state.settle(Outcome::Failed)?;
                     self.transition(
                         &id,
@@ -337,9 +389,12 @@ impl Lifecycle {
                     // Roll back: the request that started it is gone, and a half-booted
                     // machine is not worth guessing about.
                     let cleanup = if state == SandboxState::Creating {
-                        self.inner.driver.destroy(&id, runtime.as_ref()).await
+                        self.driver_of(&id)
+                            .await
+                            .destroy(&id, runtime.as_ref())
+                            .await
                     } else {
-                        self.inner.driver.stop(&id, runtime.as_ref()).await
+                        self.driver_of(&id).await.stop(&id, runtime.as_ref()).await
                     };
                     if let Err(e) = cleanup {
                         tracing::warn!(sandbox = %id, error = %e, "cleanup of an interrupted sandbox failed");
@@ -363,7 +418,7 @@ impl Lifecycle {
             }
             keep.insert(id);
         }
-        report.swept = self.inner.driver.sweep(&keep).await;
+        report.swept = self.inner.default.sweep(&keep).await;
         // Host resources recorded for sandboxes that no longer exist.
         for r in self.inner.store.host_resources(None).await? {
             if !keep.contains(&r.sandbox_id) {

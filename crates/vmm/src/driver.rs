@@ -121,6 +121,13 @@ pub enum VmmError {
     ExitedEarly { log_tail: String },
     #[error("corrupt runtime record: {0}")]
     Corrupt(String),
+    /// Firecracker refused an API request; `fault` is its `fault_message`.
+    #[error("Firecracker answered {status} to {request}: {fault}")]
+    Firecracker {
+        request: String,
+        status: u16,
+        fault: String,
+    },
 }
 
 fn format_tail(tail: &str) -> String {

@@ -7,10 +7,12 @@
 
 mod driver;
 pub mod image;
+pub mod images;
 pub mod local;
 pub mod process;
+pub mod qemu;
 mod select;
 
 pub use driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, VmmError};
 pub use image::{BootArtifacts, ImageResolver};
-pub use select::{select_driver, DriverChoice, DriverConfig, Selected};
+pub use select::{find_agent_binary, select_driver, DriverChoice, DriverConfig, Selected};

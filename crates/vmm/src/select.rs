@@ -1,12 +1,16 @@
-//! Choosing a driver: an explicit choice must work; `auto` takes the best usable one and
-//! says why.
+//! Choosing drivers: an explicit choice must work; `auto` takes the best usable one and
+//! says why. Every usable driver is kept, so sandboxes made by one keep being managed by it.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::driver::{Driver, DriverKind, VmmError};
+use crate::image::ImageResolver;
+use crate::images::{ImageConfig, ImageStore};
 use crate::local::LocalDriver;
+use crate::qemu::{choose_accel, find_qemu, QemuDriver};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriverChoice {
@@ -29,46 +33,119 @@ impl FromStr for DriverChoice {
 
 #[derive(Debug, Clone, Default)]
 pub struct DriverConfig {
-    /// The `atelier-agent` binary; found next to the running executable when unset.
+    /// The `atelier-agent` binary for the local driver; found next to the running
+    /// executable when unset.
     pub agent_binary: Option<PathBuf>,
+    pub images: ImageConfig,
+    /// Where kernels and images are built and cached (default: the data dir).
+    pub image_cache: Option<PathBuf>,
 }
 
 pub struct Selected {
-    pub driver: Arc<dyn Driver>,
+    /// The driver new sandboxes get.
+    pub default: Arc<dyn Driver>,
+    /// Every usable driver (the default among them), by kind.
+    pub all: Vec<Arc<dyn Driver>>,
+    pub images: Arc<ImageStore>,
     /// One line per driver considered, saying why it was or was not taken.
     pub reasons: Vec<String>,
 }
 
-/// Builds the driver to use under `data_dir`.
+/// Builds the drivers usable under `data_dir` and picks the default one.
 pub fn select_driver(
     choice: DriverChoice,
     data_dir: &Path,
     config: &DriverConfig,
 ) -> Result<Selected, VmmError> {
+    let cache = config
+        .image_cache
+        .clone()
+        .unwrap_or_else(|| data_dir.to_path_buf());
+    let images = Arc::new(ImageStore::new(&cache, config.images.clone()));
     let mut reasons = vec![];
-    // Virtual-machine drivers come first when they are usable; this build has none yet.
-    for vm in [DriverKind::Firecracker, DriverKind::Qemu] {
+    let mut all: Vec<Arc<dyn Driver>> = vec![];
+    let wants = |k: DriverKind| choice == DriverChoice::Auto || choice == DriverChoice::Only(k);
+
+    if wants(DriverKind::Firecracker) {
         let why = "not available in this build of Atelier".to_owned();
-        if choice == DriverChoice::Only(vm) {
+        if choice == DriverChoice::Only(DriverKind::Firecracker) {
             return Err(VmmError::NotAvailable {
-                driver: vm,
+                driver: DriverKind::Firecracker,
                 reason: why,
             });
         }
-        reasons.push(format!("{vm}: skipped ({why})"));
+        reasons.push(format!("firecracker: skipped ({why})"));
     }
-    let agent = find_agent_binary(config)?;
-    let chosen = match choice {
-        DriverChoice::Auto => "local: chosen (no virtual-machine driver is usable)",
-        DriverChoice::Only(_) => "local: chosen (asked for)",
-    };
-    reasons.push(chosen.to_owned());
-    reasons.push("local: sandboxes are plain host processes with NO isolation".to_owned());
-    let driver = LocalDriver::new(data_dir, agent, reasons.clone())?;
+    if wants(DriverKind::Qemu) {
+        match qemu_driver(data_dir, &cache, images.clone()) {
+            Ok(d) => {
+                reasons.push(format!("qemu: usable ({})", d.accel().reason));
+                all.push(Arc::new(d));
+            }
+            Err(why) if choice == DriverChoice::Only(DriverKind::Qemu) => {
+                return Err(VmmError::NotAvailable {
+                    driver: DriverKind::Qemu,
+                    reason: why,
+                });
+            }
+            Err(why) => reasons.push(format!("qemu: skipped ({why})")),
+        }
+    }
+    match find_agent_binary(config) {
+        Ok(agent) => {
+            let local = LocalDriver::new(data_dir, agent, vec![])?;
+            all.push(Arc::new(local));
+        }
+        Err(e) if choice == DriverChoice::Only(DriverKind::Local) => return Err(e),
+        Err(e) if all.is_empty() => return Err(e),
+        Err(e) => reasons.push(format!("local: unavailable ({e})")),
+    }
+    let default = all.first().cloned().ok_or_else(|| VmmError::NotAvailable {
+        driver: DriverKind::Local,
+        reason: "no driver is usable".into(),
+    })?;
+    reasons.push(format!("{}: chosen for new sandboxes", default.kind()));
+    if default.kind() == DriverKind::Local {
+        reasons.push("local: sandboxes are plain host processes with NO isolation".to_owned());
+    }
     Ok(Selected {
-        driver: Arc::new(driver),
+        default,
+        all,
+        images,
         reasons,
     })
+}
+
+/// The QEMU driver, after building the default image and choosing KVM or TCG.
+fn qemu_driver(
+    data_dir: &Path,
+    cache: &Path,
+    images: Arc<ImageStore>,
+) -> Result<QemuDriver, String> {
+    let binary = find_qemu()?;
+    which("qemu-img").ok_or("qemu-img is not installed (apt-get install qemu-utils)")?;
+    let artifacts = images.resolve("minimal").map_err(|e| e.to_string())?;
+    let accel = choose_accel(
+        &binary,
+        &artifacts,
+        &cache.join("qemu-accel.json"),
+        Duration::from_secs(15),
+    );
+    QemuDriver::new(
+        data_dir,
+        binary,
+        images as Arc<dyn ImageResolver>,
+        accel,
+        vec![],
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
 }
 
 /// The agent binary: configured, `ATELIER_AGENT_BIN`, next to this executable, or on PATH.
@@ -104,12 +181,7 @@ pub fn find_agent_binary(config: &DriverConfig) -> Result<PathBuf, VmmError> {
     if let Some(p) = beside {
         return Ok(p);
     }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("atelier-agent"))
-            .find(|p| p.is_file())
-    });
-    on_path.ok_or_else(|| {
+    which("atelier-agent").ok_or_else(|| {
         missing(
             "atelier-agent was not found next to atelier nor on PATH; build it with \
              `cargo build -p atelier-agent` or set agent_binary in config.toml"

@@ -1,3 +1,4 @@
+pub mod image;
 pub mod sandbox;
 pub mod serve;
 pub mod system;

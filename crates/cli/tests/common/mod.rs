@@ -71,6 +71,12 @@ impl Manager {
         let mut child = Command::new(atelier_bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            // Tests of everything above the hypervisor use the fast local driver.
+            .args(if extra_args.contains(&"--driver") {
+                &[][..]
+            } else {
+                &["--driver", "local"][..]
+            })
             .args(extra_args)
             .env_remove("ATELIER_TOKEN")
             .env_remove("ATELIER_URL")

@@ -1,5 +1,6 @@
 pub mod events;
 pub mod files;
+pub mod images;
 pub mod sandboxes;
 pub mod services;
 pub mod system;

@@ -33,6 +33,8 @@ pub struct SystemInfo {
     pub can_pause: bool,
     /// Why this driver was chosen, one line per driver considered.
     pub driver_notes: Vec<String>,
+    /// Every usable driver (sandboxes keep the driver that made them).
+    pub drivers: Vec<String>,
     pub data_dir: String,
     pub schema_version: i64,
     pub sandboxes: SandboxCounts,
@@ -56,7 +58,18 @@ pub async fn system(State(state): State<AppState>) -> ApiResult<Json<SystemInfo>
         driver: info.kind.to_string(),
         isolated: info.isolated,
         can_pause: info.can_pause,
-        driver_notes: info.notes,
+        driver_notes: state
+            .driver_notes
+            .iter()
+            .cloned()
+            .chain(info.notes)
+            .collect(),
+        drivers: state
+            .lifecycle
+            .drivers()
+            .iter()
+            .map(|d| d.kind().to_string())
+            .collect(),
         data_dir: state.data_dir.display().to_string(),
         schema_version: state.store.schema_version().await?,
         sandboxes: SandboxCounts {

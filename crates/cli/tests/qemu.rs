@@ -1,0 +1,266 @@
+//! Real microVMs under QEMU (KVM when the boot probe passes, TCG otherwise): the same API
+//! as the local driver, against a guest with its own kernel.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{eventually, processes_under, Manager};
+use serde_json::json;
+
+/// Why these tests cannot run here, if they cannot.
+fn skip_reason() -> Option<String> {
+    let have = |tool: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    for (tool, package) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("qemu-img", "qemu-utils"),
+        ("apt-get", "apt"),
+        ("mkfs.ext4", "e2fsprogs"),
+    ] {
+        if !have(tool) {
+            return Some(format!("{tool} is not installed ({package})"));
+        }
+    }
+    if !std::path::Path::new("/bin/busybox").exists() {
+        return Some("busybox-static is not installed".into());
+    }
+    None
+}
+
+/// The static guest agent, built by scripts/build-agent.sh when missing.
+fn ensure_guest_agent() {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent.sh");
+    let status = std::process::Command::new(&script)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run build-agent.sh");
+    assert!(status.success(), "scripts/build-agent.sh failed");
+}
+
+/// A data dir whose config shares one image cache across tests and runs.
+fn qemu_data_dir(dir: &std::path::Path, extra: &str) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let cache = PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/atelier/test-images");
+    std::fs::write(
+        data.join("config.toml"),
+        format!("{extra}\n[images]\ncache_dir = \"{}\"\n", cache.display()),
+    )
+    .unwrap();
+    data
+}
+
+macro_rules! require_qemu {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        ensure_guest_agent();
+    };
+}
+
+fn host_kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_microvm_sandbox_runs_its_own_kernel_and_the_whole_api() {
+    require_qemu!();
+    let dir = tempfile::tempdir().unwrap();
+    let data = qemu_data_dir(dir.path(), "");
+    let m = Manager::start_with(&data, &["--driver", "qemu"]);
+    let api = m.client();
+    let system = api.get("/system").await;
+    assert_eq!(system.body["driver"], "qemu", "{}", system.body);
+    let notes = system.body["driver_notes"].to_string();
+    assert!(
+        notes.contains("accelerator") && (notes.contains("Tcg") || notes.contains("Kvm")),
+        "{notes}"
+    );
+
+    let r = api
+        .post(
+            "/sandboxes?wait=true",
+            json!({"name": "vm1", "image": "minimal", "vcpus": 1, "memory_mib": 512}),
+        )
+        .await;
+    assert_eq!(r.body["state"], "running", "{}\n{}", r.body, m.log());
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let sandbox_dir = data.join("sandboxes").join(&id);
+
+    let images = api.get("/images").await;
+    let guest_kernel = images
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "minimal")
+        .unwrap()["kernel_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let uname = api.exec(&id, "uname", &["-r"]).await;
+    assert_eq!(uname.body["stdout"].as_str().unwrap().trim(), guest_kernel);
+    assert_ne!(guest_kernel, host_kernel(), "the guest runs its own kernel");
+    let hostname = api.exec(&id, "hostname", &[]).await;
+    assert_eq!(hostname.body["stdout"], "vm1\n");
+
+    // Files.
+    let files = format!("/sandboxes/{id}/files/content?path=%2Froot%2Fnote.txt");
+    let w = api
+        .send(
+            api.req(reqwest::Method::PUT, &files)
+                .body("inside the VM\n"),
+        )
+        .await;
+    assert_eq!(w.status, 200, "{}", w.body);
+    let cat = api.exec(&id, "cat", &["/root/note.txt"]).await;
+    assert_eq!(cat.body["stdout"], "inside the VM\n");
+    assert!(
+        !sandbox_dir.join("root/note.txt").exists(),
+        "the file lives in the guest's disk, not on the host"
+    );
+
+    // A supervised service is restarted after it is killed inside the guest.
+    let s = api
+        .send(
+            api.req(
+                reqwest::Method::PUT,
+                &format!("/sandboxes/{id}/services/sleeper"),
+            )
+            .json(&json!({
+                "command": {"argv": ["sleep", "600"]}, "restart": "always"
+            })),
+        )
+        .await;
+    assert_eq!(s.body["state"], "running", "{}", s.body);
+    let pid = s.body["pid"].as_i64().unwrap();
+    api.exec(&id, "kill", &["-9", &pid.to_string()]).await;
+    let (a, i) = (api.clone(), id.clone());
+    eventually(
+        Duration::from_secs(20),
+        "the watchdog to restart the service",
+        || {
+            let (api, id) = (a.clone(), i.clone());
+            async move {
+                let s = api.get(&format!("/sandboxes/{id}/services/sleeper")).await;
+                (s.body["restarts"].as_i64() >= Some(1)
+                    && s.body["state"] == "running"
+                    && s.body["pid"].as_i64() != Some(pid))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+
+    // Stop keeps the disk; start boots it again.
+    let r = api.post(&format!("/sandboxes/{id}/stop"), json!({})).await;
+    assert_eq!(r.body["state"], "stopped", "{}", r.body);
+    assert!(
+        processes_under(&sandbox_dir).is_empty(),
+        "no qemu left after stop"
+    );
+    let r = api
+        .post(&format!("/sandboxes/{id}/start?wait=true"), json!({}))
+        .await;
+    assert_eq!(r.body["state"], "running", "{}", r.body);
+    let cat = api.exec(&id, "cat", &["/root/note.txt"]).await;
+    assert_eq!(
+        cat.body["stdout"], "inside the VM\n",
+        "the disk survives stop/start"
+    );
+
+    // Pause freezes the VM (QMP stop), resume thaws it.
+    assert_eq!(
+        api.post(&format!("/sandboxes/{id}/pause"), json!({}))
+            .await
+            .body["state"],
+        "paused"
+    );
+    assert_eq!(
+        api.post(&format!("/sandboxes/{id}/resume"), json!({}))
+            .await
+            .body["state"],
+        "running"
+    );
+    assert_eq!(api.exec(&id, "true", &[]).await.body["exit_code"], 0);
+
+    let r = api.delete(&format!("/sandboxes/{id}")).await;
+    assert_eq!(r.body["state"], "destroyed", "{}", r.body);
+    assert!(
+        processes_under(&sandbox_dir).is_empty(),
+        "no qemu left after destroy"
+    );
+    assert!(!sandbox_dir.exists(), "no disk left after destroy");
+}
+
+#[tokio::test]
+async fn a_restarted_manager_adopts_a_running_vm() {
+    require_qemu!();
+    let dir = tempfile::tempdir().unwrap();
+    let data = qemu_data_dir(dir.path(), "");
+    let mut m = Manager::start_with(&data, &["--driver", "qemu"]);
+    let r = m
+        .client()
+        .post(
+            "/sandboxes?wait=true",
+            json!({"name": "keep", "image": "minimal", "memory_mib": 512}),
+        )
+        .await;
+    assert_eq!(r.body["state"], "running", "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    m.kill9();
+    assert!(
+        !processes_under(&data.join("sandboxes").join(&id)).is_empty(),
+        "the VM outlives the manager"
+    );
+
+    let m2 = Manager::start_with(&data, &["--driver", "qemu"]);
+    let api = m2.client();
+    assert_eq!(
+        api.get(&format!("/sandboxes/{id}")).await.body["state"],
+        "running"
+    );
+    let r = api.exec(&id, "echo", &["adopted"]).await;
+    assert_eq!(r.body["stdout"], "adopted\n", "{}", r.body);
+    api.delete(&format!("/sandboxes/{id}")).await;
+    assert!(processes_under(&data.join("sandboxes").join(&id)).is_empty());
+}
+
+#[tokio::test]
+async fn a_vm_that_misses_its_boot_deadline_is_killed_with_its_console_tail_kept() {
+    require_qemu!();
+    let dir = tempfile::tempdir().unwrap();
+    // One second is far too short for a boot (even with KVM, the guest needs longer).
+    let data = qemu_data_dir(dir.path(), "boot_timeout_secs = 1");
+    let m = Manager::start_with(&data, &["--driver", "qemu"]);
+    let api = m.client();
+    let r = api
+        .post(
+            "/sandboxes?wait=true",
+            json!({"name": "slow", "image": "minimal", "memory_mib": 512}),
+        )
+        .await;
+    assert_eq!(r.body["state"], "error", "{}", r.body);
+    let error = r.body["error"].as_str().unwrap();
+    assert!(error.contains("did not become ready"), "{error}");
+    let id = r.body["id"].as_str().unwrap();
+    assert!(
+        processes_under(&data.join("sandboxes").join(id)).is_empty(),
+        "the VM was killed"
+    );
+    assert!(
+        !data.join("sandboxes").join(id).exists(),
+        "its disk was removed"
+    );
+}

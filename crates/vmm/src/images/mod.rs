@@ -1,0 +1,296 @@
+//! Images: the guest kernel, the initramfs and root filesystems, built on the host
+//! without Docker, content-addressed by their recipe and inputs, cached, and rebuilt only
+//! when the recipe or an input changes.
+
+pub mod initramfs;
+pub mod kernel;
+pub mod rootfs;
+pub mod vmlinux;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::driver::{DriverKind, VmmError};
+use crate::image::{BootArtifacts, ImageResolver};
+use kernel::Kernel;
+
+/// Images Atelier knows how to build.
+pub const RECIPES: &[&str] = &["minimal", "dev"];
+/// Bumped whenever a recipe's steps change, so old builds are not reused.
+const RECIPE_VERSION: &str = "1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("unknown image {0:?} (known: minimal, dev)")]
+    Unknown(String),
+    #[error("kernel: {0}")]
+    Kernel(String),
+    #[error("{tool} failed: {stderr}")]
+    Tool { tool: String, stderr: String },
+    #[error("{0}")]
+    Input(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl ImageError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+}
+
+impl From<ImageError> for VmmError {
+    fn from(e: ImageError) -> Self {
+        VmmError::NotAvailable {
+            driver: DriverKind::Qemu,
+            reason: format!("image: {e}"),
+        }
+    }
+}
+
+/// Where the inputs of image builds come from.
+#[derive(Debug, Clone, Default)]
+pub struct ImageConfig {
+    /// A static busybox (default `/bin/busybox`, from Debian's `busybox-static`).
+    pub busybox: Option<PathBuf>,
+    /// The static `atelier-agent` (default: built by `scripts/build-agent.sh`, found
+    /// relative to the running executable, or `ATELIER_GUEST_AGENT`).
+    pub guest_agent: Option<PathBuf>,
+    /// A user-supplied kernel (bzImage + modules dir) instead of Debian's cloud kernel.
+    pub kernel: Option<(PathBuf, PathBuf)>,
+}
+
+/// One built image, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub name: String,
+    /// Hash of the recipe and every input; the build directory is named after it.
+    pub id: String,
+    pub kernel_version: String,
+    pub rootfs_bytes: u64,
+    pub built_at_ms: i64,
+    pub dir: PathBuf,
+}
+
+pub struct ImageStore {
+    images_dir: PathBuf,
+    kernels_dir: PathBuf,
+    config: ImageConfig,
+    build_lock: Mutex<()>,
+}
+
+impl ImageStore {
+    pub fn new(data_dir: &Path, config: ImageConfig) -> Self {
+        Self {
+            images_dir: data_dir.join("images"),
+            kernels_dir: data_dir.join("kernels"),
+            config,
+            build_lock: Mutex::new(()),
+        }
+    }
+
+    fn busybox(&self) -> Result<PathBuf, ImageError> {
+        let p = self
+            .config
+            .busybox
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/bin/busybox"));
+        let bytes = std::fs::read(&p).map_err(|_| {
+            ImageError::Input(format!(
+                "no busybox at {} (apt-get install busybox-static)",
+                p.display()
+            ))
+        })?;
+        if !initramfs::is_static_elf(&bytes) {
+            return Err(ImageError::Input(format!(
+                "{} is not static (apt-get install busybox-static)",
+                p.display()
+            )));
+        }
+        Ok(p)
+    }
+
+    /// The static agent binary to put in guests.
+    pub fn guest_agent(&self) -> Result<PathBuf, ImageError> {
+        let candidates: Vec<PathBuf> = self
+            .config
+            .guest_agent
+            .clone()
+            .into_iter()
+            .chain(std::env::var_os("ATELIER_GUEST_AGENT").map(PathBuf::from))
+            .chain(std::env::current_exe().ok().and_then(|exe| {
+                // <target>/<profile>/atelier (or <target>/<profile>/deps/test) →
+                // <target>/x86_64-unknown-linux-gnu/agent/atelier-agent
+                exe.ancestors()
+                    .map(|a| a.join("x86_64-unknown-linux-gnu/agent/atelier-agent"))
+                    .find(|p| p.is_file())
+            }))
+            .chain(
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|exe| exe.parent().map(|d| d.join("atelier-agent"))),
+            )
+            .collect();
+        for c in &candidates {
+            if std::fs::read(c).is_ok_and(|b| initramfs::is_static_elf(&b)) {
+                return Ok(c.clone());
+            }
+        }
+        Err(ImageError::Input(
+            "no static atelier-agent found; build it with scripts/build-agent.sh or set ATELIER_GUEST_AGENT".into(),
+        ))
+    }
+
+    pub fn kernel(&self, progress: &dyn Fn(&str)) -> Result<Kernel, ImageError> {
+        std::fs::create_dir_all(&self.kernels_dir)
+            .map_err(ImageError::io("creating the kernels dir"))?;
+        match &self.config.kernel {
+            Some((bz, modules)) => kernel::custom_kernel(bz, modules, &self.kernels_dir),
+            None => kernel::debian_cloud_kernel(&self.kernels_dir, progress),
+        }
+    }
+
+    /// The content address of `name` built from the current inputs.
+    fn recipe_id(
+        &self,
+        name: &str,
+        kernel: &Kernel,
+        busybox: &Path,
+        agent: &Path,
+    ) -> Result<String, ImageError> {
+        let mut h = Sha256::new();
+        h.update(name.as_bytes());
+        h.update(RECIPE_VERSION.as_bytes());
+        h.update(kernel.version.as_bytes());
+        h.update(initramfs::GUEST_MODULES.join(",").as_bytes());
+        for input in [busybox, agent, kernel.bzimage.as_path()] {
+            h.update(
+                std::fs::read(input)
+                    .map_err(ImageError::io(format!("reading {}", input.display())))?,
+            );
+        }
+        Ok(h.finalize()
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
+    /// Builds `name` unless a build of the same recipe and inputs exists; returns it.
+    pub fn build(&self, name: &str, progress: &dyn Fn(&str)) -> Result<BootArtifacts, ImageError> {
+        if !RECIPES.contains(&name) {
+            return Err(ImageError::Unknown(name.to_owned()));
+        }
+        let _guard = self.build_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let kernel = self.kernel(progress)?;
+        let busybox = self.busybox()?;
+        let agent = self.guest_agent()?;
+        let id = self.recipe_id(name, &kernel, &busybox, &agent)?;
+        let dir = self.images_dir.join(format!("{name}-{id}"));
+        let artifacts = BootArtifacts {
+            bzimage: kernel.bzimage.clone(),
+            vmlinux: kernel.vmlinux.clone(),
+            initramfs: dir.join("initramfs.img"),
+            rootfs: dir.join("rootfs.ext4"),
+        };
+        if dir.join("image.json").is_file() {
+            return Ok(artifacts);
+        }
+        progress(&format!("building image {name} ({id})"));
+        // Per process: two managers (or test runs) sharing a cache never touch each other's work.
+        let partial = self
+            .images_dir
+            .join(format!(".{name}-{id}.partial-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial)
+            .map_err(ImageError::io(format!("creating {}", partial.display())))?;
+        let modules = initramfs::resolve_modules(&kernel.modules_dir, initramfs::GUEST_MODULES)?;
+        let bb = std::fs::read(&busybox).map_err(ImageError::io("reading busybox"))?;
+        let initrd = initramfs::build(&bb, &modules)?;
+        std::fs::write(partial.join("initramfs.img"), initrd)
+            .map_err(ImageError::io("writing the initramfs"))?;
+        let staging = partial.join("root");
+        match name {
+            "minimal" => rootfs::stage_minimal(&staging, &busybox, &agent)?,
+            _ => rootfs::stage_dev(&staging, &agent, progress)?,
+        }
+        progress("making the ext4 root filesystem");
+        rootfs::make_ext4(
+            &staging,
+            &partial.join("rootfs.ext4"),
+            if name == "minimal" { 64 } else { 1024 },
+        )?;
+        std::fs::remove_dir_all(&staging).map_err(ImageError::io("removing the staging dir"))?;
+        let info = ImageInfo {
+            name: name.to_owned(),
+            id: id.clone(),
+            kernel_version: kernel.version.clone(),
+            rootfs_bytes: std::fs::metadata(partial.join("rootfs.ext4"))
+                .map(|m| m.len())
+                .unwrap_or(0),
+            built_at_ms: now_ms(),
+            dir: dir.clone(),
+        };
+        let json =
+            serde_json::to_vec_pretty(&info).map_err(|e| ImageError::Input(e.to_string()))?;
+        std::fs::write(partial.join("image.json"), json)
+            .map_err(ImageError::io("writing image.json"))?;
+        if dir.join("image.json").is_file() {
+            // Another process finished the same build first.
+            let _ = std::fs::remove_dir_all(&partial);
+            return Ok(artifacts);
+        }
+        std::fs::rename(&partial, &dir).map_err(ImageError::io(format!(
+            "moving the build to {}",
+            dir.display()
+        )))?;
+        progress(&format!("image {name} ready"));
+        Ok(artifacts)
+    }
+
+    /// Built images.
+    pub fn list(&self) -> Vec<ImageInfo> {
+        let Ok(entries) = std::fs::read_dir(&self.images_dir) else {
+            return vec![];
+        };
+        let mut out: Vec<ImageInfo> = entries
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("image.json")).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Removes every build of `name`; true when something was removed.
+    pub fn remove(&self, name: &str) -> Result<bool, ImageError> {
+        let mut removed = false;
+        for info in self.list().into_iter().filter(|i| i.name == name) {
+            std::fs::remove_dir_all(&info.dir)
+                .map_err(ImageError::io(format!("removing {}", info.dir.display())))?;
+            removed = true;
+        }
+        Ok(removed)
+    }
+}
+
+impl ImageResolver for ImageStore {
+    /// Builds on first use; later calls reuse the cached build.
+    fn resolve(&self, image: &str) -> Result<BootArtifacts, VmmError> {
+        Ok(self.build(image, &|msg| tracing::info!("{msg}"))?)
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,567 @@
+//! The `qemu` driver: `qemu-system-x86_64 -M microvm` with virtio-mmio devices.
+//!
+//! Per sandbox (`<data-dir>/sandboxes/<id>/`): `disk.qcow2` (a copy-on-write overlay of the
+//! image's root filesystem, kept across stop/start), `config.img` (the guest config disk),
+//! `console.log` (serial), `qemu.log`, `qmp.sock`. The agent is reached through user-mode
+//! networking's `hostfwd` on a loopback port (there is no vhost-vsock on every host).
+//! Acceleration: KVM only when a boot probe succeeds, else TCG — the choice and its reason
+//! are kept for `atelier system`.
+
+mod qmp;
+
+use std::collections::HashSet;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use atelier_core::SandboxId;
+use atelier_proto::{
+    AgentAddr, GuestConfig, GuestNetwork, GUEST_AGENT_PORT, GUEST_CONFIG_DISK_BYTES,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, VmmError};
+use crate::image::{BootArtifacts, ImageResolver};
+use crate::images::initramfs::PROBE_MARKER;
+use crate::process;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// The accelerator in use and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccelChoice {
+    pub accel: Accel,
+    pub reason: String,
+}
+
+pub struct QemuDriver {
+    sandboxes_dir: PathBuf,
+    binary: PathBuf,
+    images: Arc<dyn ImageResolver>,
+    accel: AccelChoice,
+    notes: Vec<String>,
+}
+
+/// The QEMU binary on PATH, or why there is none.
+pub fn find_qemu() -> Result<PathBuf, String> {
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .map(|d| d.join("qemu-system-x86_64"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".to_owned()
+        })
+}
+
+/// The host TSC frequency in kHz: under TCG the guest stalls calibrating it otherwise.
+fn tsc_khz() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((mhz * 1000.0) as u64)
+}
+
+fn kernel_args(extra: &str) -> String {
+    let mut args = String::from("console=ttyS0 panic=-1 quiet");
+    if let Some(khz) = tsc_khz() {
+        args.push_str(&format!(" tsc_early_khz={khz}"));
+    }
+    if !extra.is_empty() {
+        args.push(' ');
+        args.push_str(extra);
+    }
+    args
+}
+
+/// Decides KVM or TCG: KVM only if `/dev/kvm` opens and the kernel boots to its init under
+/// it within `within` (nested hosts can hang right after early boot). Cached per
+/// kernel/QEMU/host in `cache`.
+pub fn choose_accel(
+    binary: &Path,
+    artifacts: &BootArtifacts,
+    cache: &Path,
+    within: Duration,
+) -> AccelChoice {
+    if let Ok(v) = std::env::var("ATELIER_QEMU_ACCEL") {
+        let accel = if v == "kvm" { Accel::Kvm } else { Accel::Tcg };
+        return AccelChoice {
+            accel,
+            reason: format!("forced by ATELIER_QEMU_ACCEL={v}"),
+        };
+    }
+    if let Err(e) = OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        return AccelChoice {
+            accel: Accel::Tcg,
+            reason: format!("/dev/kvm is not usable ({e}); using TCG emulation"),
+        };
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let key = format!(
+        "{}|{}|{}",
+        binary.display(),
+        artifacts.bzimage.display(),
+        host.trim()
+    );
+    if let Some(cached) = std::fs::read(cache)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<(String, AccelChoice)>(&b).ok())
+        .filter(|(k, _)| *k == key)
+    {
+        return cached.1;
+    }
+    let choice = match probe_kvm(binary, artifacts, within) {
+        Ok(took) => AccelChoice {
+            accel: Accel::Kvm,
+            reason: format!("KVM boot probe reached init in {took:?}"),
+        },
+        Err(why) => AccelChoice {
+            accel: Accel::Tcg,
+            reason: format!("KVM boot probe failed ({why}); using TCG emulation"),
+        },
+    };
+    if let Ok(json) = serde_json::to_vec(&(key, &choice)) {
+        let _ = std::fs::write(cache, json);
+    }
+    choice
+}
+
+fn probe_kvm(
+    binary: &Path,
+    artifacts: &BootArtifacts,
+    within: Duration,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut child = Command::new(binary)
+        .args([
+            "-M", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "256", "-smp", "1",
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(&artifacts.bzimage)
+        .arg("-initrd")
+        .arg(&artifacts.initramfs)
+        .arg("-append")
+        .arg(kernel_args("atelier.probe"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run QEMU: {e}"))?;
+    let stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut out = String::new();
+        if let Some(mut s) = stdout {
+            let _ = s.read_to_string(&mut out);
+        }
+        out
+    });
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if started.elapsed() < within => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no init within {within:?}"));
+            }
+        }
+    }
+    let out = reader.join().unwrap_or_default();
+    if out.contains(PROBE_MARKER) {
+        Ok(started.elapsed())
+    } else {
+        Err("the guest did not reach init".into())
+    }
+}
+
+impl QemuDriver {
+    pub fn new(
+        data_dir: &Path,
+        binary: PathBuf,
+        images: Arc<dyn ImageResolver>,
+        accel: AccelChoice,
+        notes: Vec<String>,
+    ) -> Result<Self, VmmError> {
+        let sandboxes_dir = data_dir.join("sandboxes");
+        std::fs::create_dir_all(&sandboxes_dir).map_err(VmmError::io(format!(
+            "creating {}",
+            sandboxes_dir.display()
+        )))?;
+        Ok(Self {
+            sandboxes_dir,
+            binary,
+            images,
+            accel,
+            notes,
+        })
+    }
+
+    pub fn accel(&self) -> &AccelChoice {
+        &self.accel
+    }
+
+    fn dir(&self, id: &SandboxId) -> PathBuf {
+        self.sandboxes_dir.join(id.as_str())
+    }
+
+    fn command(
+        &self,
+        spec: &SandboxSpec,
+        artifacts: &BootArtifacts,
+        dir: &Path,
+        port: u16,
+    ) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        let (accel, cpu) = match self.accel.accel {
+            Accel::Kvm => ("kvm", "host"),
+            Accel::Tcg => ("tcg", "max"),
+        };
+        cmd.args(["-M", "microvm", "-accel", accel, "-cpu", cpu])
+            .args([
+                "-m",
+                &spec.resources.memory_mib.to_string(),
+                "-smp",
+                &spec.resources.vcpus.to_string(),
+            ])
+            .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+            .arg("-kernel")
+            .arg(&artifacts.bzimage)
+            .arg("-initrd")
+            .arg(&artifacts.initramfs)
+            .arg("-append")
+            .arg(kernel_args(""))
+            .arg("-serial")
+            .arg(format!("file:{}", dir.join("console.log").display()))
+            .arg("-drive")
+            .arg(format!(
+                "id=root,file={},format=qcow2,if=none,discard=unmap",
+                dir.join("disk.qcow2").display()
+            ))
+            .args(["-device", "virtio-blk-device,drive=root"])
+            .arg("-drive")
+            .arg(format!(
+                "id=cfg,file={},format=raw,if=none,readonly=on",
+                dir.join("config.img").display()
+            ))
+            .args(["-device", "virtio-blk-device,drive=cfg"])
+            .arg("-netdev")
+            .arg(format!(
+                "user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_AGENT_PORT}"
+            ))
+            .args([
+                "-device",
+                "virtio-net-device,netdev=n0",
+                "-device",
+                "virtio-rng-device",
+            ])
+            .arg("-qmp")
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                dir.join("qmp.sock").display()
+            ));
+        cmd
+    }
+}
+
+/// A free loopback TCP port (the kernel picks; QEMU binds it right after).
+fn free_port() -> Result<u16, VmmError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(VmmError::io("picking a port"))?;
+    Ok(l.local_addr()
+        .map_err(VmmError::io("picking a port"))?
+        .port())
+}
+
+/// The raw config disk: JSON, NUL-padded to its fixed size.
+pub fn config_disk(cfg: &GuestConfig) -> Result<Vec<u8>, VmmError> {
+    let mut bytes = serde_json::to_vec(cfg).map_err(|e| VmmError::Corrupt(e.to_string()))?;
+    if bytes.len() >= GUEST_CONFIG_DISK_BYTES {
+        return Err(VmmError::Corrupt(format!(
+            "the guest config is over {GUEST_CONFIG_DISK_BYTES} bytes"
+        )));
+    }
+    bytes.resize(GUEST_CONFIG_DISK_BYTES, 0);
+    Ok(bytes)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(25)..].join("\n")
+}
+
+#[async_trait]
+impl Driver for QemuDriver {
+    fn info(&self) -> DriverInfo {
+        let mut notes = self.notes.clone();
+        notes.push(format!(
+            "qemu: accelerator {:?}: {}",
+            self.accel.accel, self.accel.reason
+        ));
+        DriverInfo {
+            kind: DriverKind::Qemu,
+            isolated: true,
+            can_pause: true,
+            notes,
+        }
+    }
+
+    fn planned_resources(&self, id: &SandboxId) -> Vec<(String, String)> {
+        vec![("dir".into(), self.dir(id).display().to_string())]
+    }
+
+    async fn launch(&self, spec: &SandboxSpec) -> Result<Runtime, VmmError> {
+        let images = self.images.clone();
+        let image = spec.image.clone();
+        let artifacts = tokio::task::spawn_blocking(move || images.resolve(&image))
+            .await
+            .map_err(|e| VmmError::Corrupt(e.to_string()))??;
+        let dir = self.dir(&spec.id);
+        std::fs::create_dir_all(&dir)
+            .map_err(VmmError::io(format!("creating {}", dir.display())))?;
+        let disk = dir.join("disk.qcow2");
+        if !disk.exists() {
+            let out = Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                .arg(&artifacts.rootfs)
+                .arg(&disk)
+                .output()
+                .map_err(VmmError::io(
+                    "running qemu-img (apt-get install qemu-utils)",
+                ))?;
+            if !out.status.success() {
+                return Err(VmmError::Io {
+                    context: "qemu-img create".into(),
+                    source: std::io::Error::other(
+                        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                    ),
+                });
+            }
+        }
+        let cfg = GuestConfig {
+            hostname: spec.name.clone(),
+            token: spec.agent_token.clone(),
+            listen: format!("tcp:0.0.0.0:{GUEST_AGENT_PORT}"),
+            clock_epoch_ms: now_ms(),
+            network: Some(GuestNetwork {
+                address: "10.0.2.15/24".into(),
+                gateway: "10.0.2.2".into(),
+                dns: vec!["10.0.2.3".into()],
+            }),
+            env: spec.env.clone(),
+        };
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join("config.img"))
+            .map_err(VmmError::io("writing the config disk"))?;
+        f.write_all(&config_disk(&cfg)?)
+            .map_err(VmmError::io("writing the config disk"))?;
+        let _ = std::fs::remove_file(dir.join("console.log"));
+        let _ = std::fs::remove_file(dir.join("qmp.sock"));
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("qemu.log"))
+            .map_err(VmmError::io("opening qemu.log"))?;
+        let log_err = log
+            .try_clone()
+            .map_err(VmmError::io("duplicating the log handle"))?;
+        let port = free_port()?;
+        let mut cmd = self.command(spec, &artifacts, &dir, port);
+        cmd.stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .current_dir(&dir);
+        // SAFETY: setsid is async-signal-safe; its own session keeps the VM alive across
+        // manager restarts.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(VmmError::io(format!("starting {}", self.binary.display())))?;
+        let pid = child.id();
+        let pid_start = process::start_time(pid);
+        std::thread::Builder::new()
+            .name(format!("reap-{pid}"))
+            .spawn(move || child.wait())
+            .map_err(VmmError::io("starting the reaper thread"))?;
+        let addr = AgentAddr::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        Ok(Runtime {
+            agent: addr.to_string(),
+            pid: Some(pid),
+            pid_start,
+            dir,
+        })
+    }
+
+    async fn wait_ready(
+        &self,
+        spec: &SandboxSpec,
+        runtime: &Runtime,
+        within: Duration,
+    ) -> Result<(), VmmError> {
+        let client = self.agent(runtime, &spec.agent_token)?;
+        let started = Instant::now();
+        let console = runtime.dir.join("console.log");
+        loop {
+            if !self.is_alive(runtime) {
+                let why = tail(&runtime.dir.join("qemu.log"));
+                return Err(VmmError::ExitedEarly {
+                    log_tail: format!("{why}\n{}", tail(&console)).trim().to_owned(),
+                });
+            }
+            let left = within.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(VmmError::BootTimeout {
+                    waited: within,
+                    reason: "no answer from the agent".into(),
+                    log_tail: tail(&console),
+                });
+            }
+            if client
+                .wait_healthy(left.min(Duration::from_millis(500)))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn stop(&self, id: &SandboxId, runtime: Option<&Runtime>) -> Result<(), VmmError> {
+        if let Some(rt) = runtime {
+            if let (Some(pid), Some(start)) = (rt.pid, rt.pid_start) {
+                if process::is_same_process(pid, start) {
+                    process::terminate_session(pid, Duration::from_secs(5)).await;
+                }
+            }
+        }
+        for pid in process::processes_using(&self.dir(id)) {
+            if pid != std::process::id() {
+                process::terminate_session_of(pid, Duration::from_secs(2)).await;
+            }
+        }
+        let _ = std::fs::remove_file(self.dir(id).join("qmp.sock"));
+        Ok(())
+    }
+
+    async fn destroy(&self, id: &SandboxId, runtime: Option<&Runtime>) -> Result<(), VmmError> {
+        self.stop(id, runtime).await?;
+        match std::fs::remove_dir_all(self.dir(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(VmmError::Io {
+                context: format!("removing {}", self.dir(id).display()),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn pause(&self, runtime: &Runtime) -> Result<(), VmmError> {
+        qmp::execute(&runtime.dir.join("qmp.sock"), "stop")
+            .await
+            .map(|_| ())
+    }
+
+    async fn resume(&self, runtime: &Runtime) -> Result<(), VmmError> {
+        qmp::execute(&runtime.dir.join("qmp.sock"), "cont")
+            .await
+            .map(|_| ())
+    }
+
+    fn is_alive(&self, runtime: &Runtime) -> bool {
+        matches!((runtime.pid, runtime.pid_start), (Some(pid), Some(start)) if process::is_same_process(pid, start))
+    }
+
+    async fn sweep(&self, keep: &HashSet<SandboxId>) -> Vec<String> {
+        let mut removed = vec![];
+        let Ok(entries) = std::fs::read_dir(&self.sandboxes_dir) else {
+            return removed;
+        };
+        for entry in entries.flatten() {
+            let id = SandboxId::from_trusted(entry.file_name().to_string_lossy().into_owned());
+            if keep.contains(&id) {
+                continue;
+            }
+            let _ = self.stop(&id, None).await;
+            if std::fs::remove_dir_all(entry.path()).is_ok() {
+                removed.push(format!("directory {}", entry.path().display()));
+            }
+        }
+        removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_disk_is_json_then_nul_padding() {
+        let cfg = GuestConfig {
+            hostname: "h".into(),
+            token: "t".into(),
+            listen: "tcp:0.0.0.0:1024".into(),
+            clock_epoch_ms: 5,
+            network: None,
+            env: Default::default(),
+        };
+        let disk = config_disk(&cfg).unwrap();
+        assert_eq!(disk.len(), GUEST_CONFIG_DISK_BYTES);
+        let end = disk.iter().position(|b| *b == 0).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<GuestConfig>(&disk[..end]).unwrap(),
+            cfg
+        );
+        let mut huge = cfg.clone();
+        huge.hostname = "x".repeat(GUEST_CONFIG_DISK_BYTES);
+        assert!(config_disk(&huge).is_err());
+    }
+
+    #[test]
+    fn kernel_args_carry_the_tsc_frequency_under_emulation() {
+        let args = kernel_args("atelier.probe");
+        assert!(args.starts_with("console=ttyS0"));
+        assert!(args.ends_with("atelier.probe"));
+        if tsc_khz().is_some() {
+            assert!(args.contains("tsc_early_khz="));
+        }
+    }
+}

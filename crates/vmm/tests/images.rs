@@ -1,0 +1,78 @@
+//! Builds the real `minimal` image: Debian's cloud kernel (apt-get download + dpkg -x),
+//! the vmlinux extracted from it, the generated initramfs, and the busybox root filesystem.
+
+use std::path::PathBuf;
+
+use atelier_vmm::images::{ImageConfig, ImageStore};
+
+/// The data dir shared by image tests, kept between runs (downloads are cached there).
+pub fn cached_data_dir() -> PathBuf {
+    let base = std::env::var_os("ATELIER_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/atelier/test-images")
+        });
+    std::fs::create_dir_all(&base).unwrap();
+    base
+}
+
+fn skip_reason() -> Option<String> {
+    for tool in ["apt-get", "dpkg", "mkfs.ext4"] {
+        if std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    if !std::path::Path::new("/bin/busybox").exists() {
+        return Some("busybox-static is not installed".into());
+    }
+    None
+}
+
+#[test]
+fn the_minimal_image_builds_once_and_is_reused() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let store = ImageStore::new(&cached_data_dir(), ImageConfig::default());
+    let agent = match store.guest_agent() {
+        Ok(a) => a,
+        Err(e) => panic!("{e} (scripts/test.sh builds it first)"),
+    };
+    eprintln!("guest agent: {}", agent.display());
+    let steps = std::sync::Mutex::new(vec![]);
+    let built = store
+        .build("minimal", &|m| steps.lock().unwrap().push(m.to_owned()))
+        .unwrap();
+    for f in [
+        &built.bzimage,
+        &built.vmlinux,
+        &built.initramfs,
+        &built.rootfs,
+    ] {
+        assert!(f.is_file(), "{} exists", f.display());
+    }
+    let elf = std::fs::read(&built.vmlinux).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF", "vmlinux is the ELF kernel");
+    let initrd = std::fs::read(&built.initramfs).unwrap();
+    assert_eq!(&initrd[..2], [0x1f, 0x8b], "gzip'd initramfs");
+
+    let again = store
+        .build("minimal", &|m| {
+            panic!("a cached image must not rebuild: {m}")
+        })
+        .unwrap();
+    assert_eq!(again, built);
+    let listed = store.list();
+    assert_eq!(listed.iter().filter(|i| i.name == "minimal").count(), 1);
+    assert!(
+        listed[0].kernel_version.contains("cloud-amd64") || listed[0].kernel_version == "custom"
+    );
+    assert!(store.build("nonsense", &|_| {}).is_err());
+}
