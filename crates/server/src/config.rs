@@ -20,6 +20,15 @@ pub struct FileConfig {
     pub local: LocalConfig,
     #[serde(default)]
     pub images: ImagesConfig,
+    #[serde(default)]
+    pub firecracker: FirecrackerFileConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirecrackerFileConfig {
+    /// The `firecracker` binary (default: on PATH).
+    pub binary: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

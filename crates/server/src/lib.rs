@@ -45,6 +45,7 @@ pub struct ServeOptions {
     pub images: atelier_vmm::images::ImageConfig,
     /// Where kernels and images are cached (default: the data dir).
     pub image_cache: Option<PathBuf>,
+    pub firecracker_binary: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -70,6 +71,7 @@ impl ServeOptions {
                     .zip(file.images.kernel_modules.clone()),
             },
             image_cache: file.images.cache_dir.clone(),
+            firecracker_binary: file.firecracker.binary.clone(),
             data_dir,
         })
     }
@@ -170,6 +172,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
             agent_binary: opts.agent_binary.clone(),
             images: opts.images.clone(),
             image_cache: opts.image_cache.clone(),
+            firecracker_binary: opts.firecracker_binary.clone(),
         },
     )?;
     for reason in &selected.reasons {

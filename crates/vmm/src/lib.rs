@@ -6,6 +6,7 @@
 //! ([`Runtime`]) before waiting on it, so a restart can adopt or clean up.
 
 mod driver;
+pub mod firecracker;
 pub mod image;
 pub mod images;
 pub mod local;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::driver::{Driver, DriverKind, VmmError};
+use crate::firecracker::{FirecrackerConfig, FirecrackerDriver};
 use crate::image::ImageResolver;
 use crate::images::{ImageConfig, ImageStore};
 use crate::local::LocalDriver;
@@ -39,6 +40,8 @@ pub struct DriverConfig {
     pub images: ImageConfig,
     /// Where kernels and images are built and cached (default: the data dir).
     pub image_cache: Option<PathBuf>,
+    /// The Firecracker binary (default: `firecracker` on PATH).
+    pub firecracker_binary: Option<PathBuf>,
 }
 
 pub struct Selected {
@@ -67,14 +70,30 @@ pub fn select_driver(
     let wants = |k: DriverKind| choice == DriverChoice::Auto || choice == DriverChoice::Only(k);
 
     if wants(DriverKind::Firecracker) {
-        let why = "not available in this build of Atelier".to_owned();
-        if choice == DriverChoice::Only(DriverKind::Firecracker) {
-            return Err(VmmError::NotAvailable {
-                driver: DriverKind::Firecracker,
-                reason: why,
+        let made =
+            crate::firecracker::probe(config.firecracker_binary.as_deref()).and_then(|probe| {
+                let fc = FirecrackerConfig::new(
+                    probe.binary,
+                    images.clone() as Arc<dyn ImageResolver>,
+                    data_dir,
+                );
+                FirecrackerDriver::new(fc)
+                    .map(|d| (d, probe.version))
+                    .map_err(|e| e.to_string())
             });
+        match made {
+            Ok((d, version)) => {
+                reasons.push(format!("firecracker: usable ({version})"));
+                all.push(Arc::new(d));
+            }
+            Err(why) if choice == DriverChoice::Only(DriverKind::Firecracker) => {
+                return Err(VmmError::NotAvailable {
+                    driver: DriverKind::Firecracker,
+                    reason: why,
+                });
+            }
+            Err(why) => reasons.push(format!("firecracker: skipped ({why})")),
         }
-        reasons.push(format!("firecracker: skipped ({why})"));
     }
     if wants(DriverKind::Qemu) {
         match qemu_driver(data_dir, &cache, images.clone()) {

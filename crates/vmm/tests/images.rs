@@ -70,7 +70,11 @@ fn the_minimal_image_builds_once_and_is_reused() {
         .unwrap();
     assert_eq!(again, built);
     // The cache may hold builds from other inputs (other agent builds); ours is listed.
-    let ours: Vec<_> = store.list().into_iter().filter(|i| built.rootfs.starts_with(&i.dir)).collect();
+    let ours: Vec<_> = store
+        .list()
+        .into_iter()
+        .filter(|i| built.rootfs.starts_with(&i.dir))
+        .collect();
     assert_eq!(ours.len(), 1, "the build is listed once");
     assert_eq!(ours[0].name, "minimal");
     assert!(ours[0].kernel_version.contains("cloud-amd64") || ours[0].kernel_version == "custom");

@@ -26,15 +26,21 @@ pub const GUEST_MODULES: &[&str] = &[
 /// (used to test whether an accelerator boots this kernel at all).
 pub const PROBE_MARKER: &str = "ATELIER_PROBE_OK";
 
-const INIT: &str = r#"#!/bin/busybox sh
+pub const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-for m in $(cat /etc/modules); do insmod "/lib/modules/$m.ko" 2>/dev/null; done
-if grep -q atelier.probe /proc/cmdline; then echo __MARKER__; poweroff -f; fi
-fail() { echo "atelier-init: $*"; sleep 1; poweroff -f; }
+# Module parameters on the kernel command line (e.g. Firecracker's virtio_mmio.device=…)
+# are applied by modprobe, not insmod: pass them along, or load plainly if refused.
+for m in $(cat /etc/modules); do
+  args=$(tr ' ' '\n' < /proc/cmdline | sed -n "s/^$m\.//p" | tr '\n' ' ')
+  insmod "/lib/modules/$m.ko" $args 2>/dev/null || insmod "/lib/modules/$m.ko" 2>/dev/null
+done
+# `reboot -f` ends the VM under both QEMU (-no-reboot) and Firecracker (reboot=k).
+if grep -q atelier.probe /proc/cmdline; then echo __MARKER__; reboot -f; fi
+fail() { echo "atelier-init: $*"; sleep 1; reboot -f; }
 n=0
 while [ ! -b /dev/vda ] || [ ! -b /dev/vdb ]; do
   n=$((n + 1)); [ $n -gt 400 ] && fail "the root and config disks did not appear"

@@ -170,6 +170,7 @@ impl ImageStore {
         h.update(RECIPE_VERSION.as_bytes());
         h.update(kernel.version.as_bytes());
         h.update(initramfs::GUEST_MODULES.join(",").as_bytes());
+        h.update(initramfs::INIT.as_bytes());
         for input in [busybox, agent, kernel.bzimage.as_path()] {
             h.update(
                 std::fs::read(input)

@@ -1,0 +1,1025 @@
+//! The `firecracker` driver: one Firecracker microVM per sandbox.
+//!
+//! Layout of `<data-dir>/sandboxes/<id>/`: `rootfs.ext4` (the sandbox's own copy of the
+//! image's root filesystem, kept across stop/start), `config.img` (the raw config disk,
+//! 0600), `console.log` (Firecracker's stdout/stderr: the guest's serial console), and —
+//! without the jailer — `api.sock`, `vsock.sock`, `firecracker.log` and, when enabled,
+//! `metrics.json`. Under the jailer those live in the chroot
+//! (`<chroot-base>/<exec name>/<id>/root/`, sockets in its `run/`), where the kernel,
+//! initramfs and disks are hard-linked (or copied) before launch.
+//!
+//! Firecracker runs in a session of its own (`setsid`), so it outlives a manager restart;
+//! it is identified by pid and start time. The agent is reached over Firecracker's hybrid
+//! vsock: `fcvsock:<vsock.sock>:1024`.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use atelier_core::SandboxId;
+use atelier_proto::{AgentAddr, GuestConfig, GUEST_AGENT_PORT};
+
+use super::api::{
+    ActionType, BootSource, Drive, EntropyDevice, LogLevel, Logger, MachineConfiguration, Metrics,
+    Vsock,
+};
+use super::calls::{self, ApiCall};
+use super::client::FirecrackerClient;
+use super::disk;
+use super::jailer::JailerConfig;
+use crate::driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, VmmError};
+use crate::image::{BootArtifacts, ImageResolver};
+use crate::process;
+
+/// Longest path a Unix socket address can hold.
+const SUN_PATH_MAX: usize = 107;
+/// Kernel command line: serial console, reboot/panic make Firecracker exit.
+pub const DEFAULT_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1 pci=off quiet";
+/// The guest's vsock context id (any value ≥ 3; each VM has its own device).
+pub const GUEST_CID: u32 = 3;
+/// `VMADDR_CID_ANY`: the agent listens on every guest CID.
+const VSOCK_CID_ANY: u32 = u32::MAX;
+/// Lines of the console kept in boot errors.
+const CONSOLE_TAIL_LINES: usize = 20;
+const FIRECRACKER_LOG_TAIL_LINES: usize = 10;
+/// Grace between SIGTERM and SIGKILL when stopping.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// How the driver runs Firecracker.
+#[derive(Clone)]
+pub struct FirecrackerConfig {
+    /// The `firecracker` binary (a bare name is looked up on PATH).
+    pub binary: PathBuf,
+    /// Where image names resolve to kernel, initramfs and root filesystem.
+    pub images: Arc<dyn ImageResolver>,
+    /// Atelier's data directory; sandboxes live in its `sandboxes/`.
+    pub data_dir: PathBuf,
+    /// Run Firecracker under the jailer (needs root).
+    pub jailer: Option<JailerConfig>,
+    /// Kernel command line ([`DEFAULT_BOOT_ARGS`]).
+    pub boot_args: String,
+    /// Firecracker's own log level (to `firecracker.log`).
+    pub log_level: LogLevel,
+    /// Configure Firecracker's metrics (a JSON line a minute to `metrics.json`, which grows
+    /// for as long as the VM runs; truncated at each launch). Off by default.
+    pub metrics: bool,
+    /// Dirty page tracking (for diff snapshots; costs CPU).
+    pub track_dirty_pages: bool,
+    /// How long Firecracker (or the jailer) may take to open its API socket.
+    pub socket_timeout: Duration,
+    /// Timeout of each API request.
+    pub api_timeout: Duration,
+    /// Shown by `atelier system` (why this driver was chosen…).
+    pub notes: Vec<String>,
+}
+
+impl FirecrackerConfig {
+    pub fn new(
+        binary: impl Into<PathBuf>,
+        images: Arc<dyn ImageResolver>,
+        data_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            binary: binary.into(),
+            images,
+            data_dir: data_dir.into(),
+            jailer: None,
+            boot_args: DEFAULT_BOOT_ARGS.into(),
+            log_level: LogLevel::Warning,
+            metrics: false,
+            track_dirty_pages: false,
+            socket_timeout: Duration::from_secs(10),
+            api_timeout: Duration::from_secs(30),
+            notes: vec![],
+        }
+    }
+}
+
+impl fmt::Debug for FirecrackerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FirecrackerConfig")
+            .field("binary", &self.binary)
+            .field("data_dir", &self.data_dir)
+            .field("jailer", &self.jailer)
+            .field("boot_args", &self.boot_args)
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where one sandbox's files are on the host, and how Firecracker names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxPaths {
+    /// `<data-dir>/sandboxes/<id>`.
+    pub dir: PathBuf,
+    /// The sandbox's disk (in `dir`, kept across restarts).
+    pub rootfs: PathBuf,
+    /// The config disk (in `dir`).
+    pub config_disk: PathBuf,
+    /// Firecracker's stdout and stderr: the serial console.
+    pub console_log: PathBuf,
+    /// The jail (`<chroot-base>/<exec name>/<id>`), under the jailer.
+    pub jail: Option<PathBuf>,
+    /// The directory Firecracker's files are in: `dir`, or the chroot under the jailer.
+    pub root: PathBuf,
+    pub api_socket: PathBuf,
+    pub vsock_socket: PathBuf,
+    pub firecracker_log: PathBuf,
+    pub metrics: PathBuf,
+}
+
+impl SandboxPaths {
+    /// How Firecracker names the host file `host` (inside its chroot, under the jailer).
+    pub fn visible(&self, host: &Path) -> Result<String, VmmError> {
+        let p = match &self.jail {
+            Some(_) => {
+                let rel = host.strip_prefix(&self.root).map_err(|_| {
+                    VmmError::Corrupt(format!(
+                        "{} is outside the jail {}",
+                        host.display(),
+                        self.root.display()
+                    ))
+                })?;
+                Path::new("/").join(rel)
+            }
+            None => host.to_path_buf(),
+        };
+        p.to_str().map(str::to_owned).ok_or_else(|| VmmError::Io {
+            context: format!("passing {} to Firecracker", p.display()),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "the path is not UTF-8"),
+        })
+    }
+
+    /// Kernel and initramfs as placed for Firecracker: in the chroot under the jailer,
+    /// the image's own files otherwise.
+    fn boot_files(&self, artifacts: &BootArtifacts) -> (PathBuf, PathBuf) {
+        match &self.jail {
+            Some(_) => (self.root.join("vmlinux"), self.root.join("initramfs")),
+            None => (artifacts.vmlinux.clone(), artifacts.initramfs.clone()),
+        }
+    }
+
+    /// Where Firecracker opens the disks: the sandbox's, or their links in the chroot.
+    fn disks(&self) -> (PathBuf, PathBuf) {
+        match &self.jail {
+            Some(_) => (self.root.join("rootfs.ext4"), self.root.join("config.img")),
+            None => (self.rootfs.clone(), self.config_disk.clone()),
+        }
+    }
+}
+
+/// Everything the API configuration of one boot depends on, with paths as Firecracker
+/// sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootPlan {
+    pub kernel: String,
+    pub initrd: Option<String>,
+    pub boot_args: String,
+    pub rootfs: String,
+    pub config_disk: String,
+    pub vcpus: u32,
+    pub mem_mib: u32,
+    pub smt: bool,
+    pub track_dirty_pages: bool,
+    pub vsock_uds: String,
+    pub guest_cid: u32,
+    pub log_path: String,
+    pub log_level: LogLevel,
+    pub metrics_path: Option<String>,
+    pub entropy: bool,
+}
+
+/// The API requests that configure and start a VM, in the order they are sent: logger,
+/// metrics (when enabled), boot source, root disk (`vda`, read-write), config disk (`vdb`,
+/// read-only), machine, vsock, entropy, `InstanceStart`.
+pub fn boot_calls(plan: &BootPlan) -> Vec<ApiCall> {
+    let mut out = vec![calls::put_logger(&Logger {
+        log_path: Some(plan.log_path.clone()),
+        level: Some(plan.log_level),
+        show_level: Some(true),
+        show_log_origin: Some(false),
+        module: None,
+    })];
+    if let Some(m) = &plan.metrics_path {
+        out.push(calls::put_metrics(&Metrics {
+            metrics_path: m.clone(),
+            emit_id: None,
+            properties: None,
+        }));
+    }
+    out.push(calls::put_boot_source(&BootSource {
+        kernel_image_path: plan.kernel.clone(),
+        boot_args: Some(plan.boot_args.clone()),
+        initrd_path: plan.initrd.clone(),
+    }));
+    out.push(calls::put_drive(&Drive::virtio_block(
+        "rootfs",
+        &plan.rootfs,
+        true,
+        false,
+    )));
+    out.push(calls::put_drive(&Drive::virtio_block(
+        "config",
+        &plan.config_disk,
+        false,
+        true,
+    )));
+    out.push(calls::put_machine_config(&MachineConfiguration {
+        vcpu_count: plan.vcpus,
+        mem_size_mib: plan.mem_mib,
+        smt: Some(plan.smt),
+        track_dirty_pages: Some(plan.track_dirty_pages),
+        cpu_template: None,
+        huge_pages: None,
+    }));
+    out.push(calls::put_vsock(&Vsock {
+        guest_cid: plan.guest_cid,
+        uds_path: plan.vsock_uds.clone(),
+        vsock_id: None,
+    }));
+    if plan.entropy {
+        out.push(calls::put_entropy(&EntropyDevice::default()));
+    }
+    out.push(calls::action(ActionType::InstanceStart));
+    out
+}
+
+/// Sends `calls` in order, stopping at the first refusal (whose `fault_message` the
+/// error carries as [`VmmError::Firecracker`]).
+pub async fn configure(client: &FirecrackerClient, calls: &[ApiCall]) -> Result<(), VmmError> {
+    for call in calls {
+        tracing::debug!(request = %call.describe(), "Firecracker API");
+        client.send(call).await?;
+    }
+    Ok(())
+}
+
+/// What the guest reads from its config disk.
+pub fn guest_config(spec: &SandboxSpec) -> GuestConfig {
+    let clock_epoch_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    GuestConfig {
+        hostname: spec.name.clone(),
+        token: spec.agent_token.clone(),
+        listen: AgentAddr::Vsock {
+            cid: VSOCK_CID_ANY,
+            port: GUEST_AGENT_PORT,
+        }
+        .to_string(),
+        clock_epoch_ms,
+        network: None,
+        env: spec.env.clone(),
+    }
+}
+
+pub struct FirecrackerDriver {
+    config: FirecrackerConfig,
+    sandboxes_dir: PathBuf,
+}
+
+impl FirecrackerDriver {
+    pub fn new(mut config: FirecrackerConfig) -> Result<Self, VmmError> {
+        let unavailable = |reason: String| VmmError::NotAvailable {
+            driver: DriverKind::Firecracker,
+            reason,
+        };
+        if let Some(j) = &config.jailer {
+            // The jailer wants an absolute exec file, named like Firecracker, and names the
+            // chroot after it; resolve symlinks so our idea of the chroot matches.
+            let resolved = super::find_binary(&config.binary)
+                .and_then(|p| p.canonicalize().ok())
+                .ok_or_else(|| {
+                    unavailable(format!(
+                        "the Firecracker binary {} was not found",
+                        config.binary.display()
+                    ))
+                })?;
+            let name = resolved
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !name.contains("firecracker") {
+                return Err(unavailable(format!(
+                    "the jailer only runs executables whose name contains \"firecracker\" \
+                     ({} does not)",
+                    resolved.display()
+                )));
+            }
+            if !matches!(j.cgroup_version, 1 | 2) {
+                return Err(unavailable(format!(
+                    "the jailer knows cgroup versions 1 and 2, not {}",
+                    j.cgroup_version
+                )));
+            }
+            config.binary = resolved;
+        }
+        let sandboxes_dir = config.data_dir.join("sandboxes");
+        std::fs::create_dir_all(&sandboxes_dir).map_err(VmmError::io(format!(
+            "creating {}",
+            sandboxes_dir.display()
+        )))?;
+        Ok(Self {
+            config,
+            sandboxes_dir,
+        })
+    }
+
+    pub fn config(&self) -> &FirecrackerConfig {
+        &self.config
+    }
+
+    /// Where the sandbox `id`'s files are.
+    pub fn paths(&self, id: &SandboxId) -> SandboxPaths {
+        let dir = self.sandboxes_dir.join(id.as_str());
+        let (jail, root, sockets) = match &self.config.jailer {
+            Some(j) => {
+                let root = j.chroot(&self.config.binary, id);
+                let run = root.join("run");
+                (Some(j.jail_dir(&self.config.binary, id)), root, run)
+            }
+            None => (None, dir.clone(), dir.clone()),
+        };
+        SandboxPaths {
+            rootfs: dir.join("rootfs.ext4"),
+            config_disk: dir.join("config.img"),
+            console_log: dir.join("console.log"),
+            api_socket: sockets.join("api.sock"),
+            vsock_socket: sockets.join("vsock.sock"),
+            firecracker_log: root.join("firecracker.log"),
+            metrics: root.join("metrics.json"),
+            jail,
+            root,
+            dir,
+        }
+    }
+
+    /// The configuration of the boot of `spec` (resolves its image; touches nothing).
+    pub fn plan(&self, spec: &SandboxSpec) -> Result<BootPlan, VmmError> {
+        let artifacts = self.config.images.resolve(&spec.image)?;
+        self.plan_with(spec, &artifacts, &self.paths(&spec.id))
+    }
+
+    fn plan_with(
+        &self,
+        spec: &SandboxSpec,
+        artifacts: &BootArtifacts,
+        paths: &SandboxPaths,
+    ) -> Result<BootPlan, VmmError> {
+        let (kernel, initrd) = paths.boot_files(artifacts);
+        let (rootfs, config_disk) = paths.disks();
+        Ok(BootPlan {
+            kernel: paths.visible(&kernel)?,
+            initrd: Some(paths.visible(&initrd)?),
+            boot_args: self.config.boot_args.clone(),
+            rootfs: paths.visible(&rootfs)?,
+            config_disk: paths.visible(&config_disk)?,
+            vcpus: spec.resources.vcpus,
+            mem_mib: spec.resources.memory_mib,
+            smt: false,
+            track_dirty_pages: self.config.track_dirty_pages,
+            vsock_uds: paths.visible(&paths.vsock_socket)?,
+            guest_cid: GUEST_CID,
+            log_path: paths.visible(&paths.firecracker_log)?,
+            log_level: self.config.log_level,
+            metrics_path: if self.config.metrics {
+                Some(paths.visible(&paths.metrics)?)
+            } else {
+                None
+            },
+            entropy: true,
+        })
+    }
+
+    /// The program and arguments that start the sandbox `id`'s VMM.
+    pub fn command_line(
+        &self,
+        id: &SandboxId,
+        paths: &SandboxPaths,
+    ) -> Result<(PathBuf, Vec<OsString>), VmmError> {
+        let api_sock: OsString = paths.visible(&paths.api_socket)?.into();
+        match &self.config.jailer {
+            Some(j) => {
+                // The jailer passes `--id` on to Firecracker itself.
+                let fc_args = vec!["--api-sock".into(), api_sock];
+                Ok((j.binary.clone(), j.argv(&self.config.binary, id, &fc_args)))
+            }
+            None => Ok((
+                self.config.binary.clone(),
+                vec![
+                    "--api-sock".into(),
+                    api_sock,
+                    "--id".into(),
+                    id.as_str().into(),
+                ],
+            )),
+        }
+    }
+
+    fn check_socket_paths(&self, paths: &SandboxPaths) -> Result<(), VmmError> {
+        for s in [&paths.api_socket, &paths.vsock_socket] {
+            if s.as_os_str().len() > SUN_PATH_MAX {
+                return Err(VmmError::NotAvailable {
+                    driver: DriverKind::Firecracker,
+                    reason: format!(
+                        "the socket path {} is too long; use a shorter --data-dir (or \
+                         jailer chroot base)",
+                        s.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the VMM in a session of its own, stdio to the console log.
+    fn spawn(&self, id: &SandboxId, paths: &SandboxPaths) -> Result<(u32, Option<u64>), VmmError> {
+        let (program, args) = self.command_line(id, paths)?;
+        let console = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&paths.console_log)
+            .map_err(VmmError::io(format!(
+                "opening {}",
+                paths.console_log.display()
+            )))?;
+        let console_err = console
+            .try_clone()
+            .map_err(VmmError::io("duplicating the console handle"))?;
+        let mut cmd = Command::new(&program);
+        cmd.args(&args)
+            .current_dir(&paths.dir)
+            .stdin(Stdio::null())
+            .stdout(console)
+            .stderr(console_err);
+        // SAFETY: setsid is async-signal-safe. A session of its own keeps the VM alive
+        // across manager restarts and lets us stop all it spawned at once.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(io::Error::from)?;
+                Ok(())
+            });
+        }
+        let mut child = spawn_retrying(&mut cmd)
+            .map_err(VmmError::io(format!("starting {}", program.display())))?;
+        let pid = child.id();
+        let pid_start = process::start_time(pid);
+        // Reap it if it exits while we run; after a manager restart, init does.
+        std::thread::Builder::new()
+            .name(format!("reap-{pid}"))
+            .spawn(move || child.wait())
+            .map_err(VmmError::io("starting the reaper thread"))?;
+        Ok((pid, pid_start))
+    }
+
+    fn log_tail(&self, paths: &SandboxPaths) -> String {
+        let mut out = tail_lines(&paths.console_log, CONSOLE_TAIL_LINES);
+        let fc = tail_lines(&paths.firecracker_log, FIRECRACKER_LOG_TAIL_LINES);
+        if !fc.is_empty() {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str("-- firecracker.log --\n");
+            out.push_str(&fc);
+        }
+        out
+    }
+
+    /// Stops every process of the sandbox: the recorded one (and its session), and any
+    /// other that still uses its directory or jail (e.g. started just before a crash).
+    async fn kill_everything_of(&self, id: &SandboxId, runtime: Option<&Runtime>) {
+        if let Some(rt) = runtime {
+            if let (Some(pid), Some(start)) = (rt.pid, rt.pid_start) {
+                if process::is_same_process(pid, start) {
+                    process::terminate_session(pid, STOP_GRACE).await;
+                }
+            }
+        }
+        let paths = self.paths(id);
+        let me = std::process::id();
+        let mut stray = process::processes_using(&paths.dir);
+        if let Some(jail) = &paths.jail {
+            stray.extend(processes_in_jail(jail, id));
+            stray.extend(process::processes_using(jail));
+        }
+        stray.sort_unstable();
+        stray.dedup();
+        for pid in stray {
+            if pid != me {
+                process::terminate_session_of(pid, Duration::from_secs(2)).await;
+            }
+        }
+    }
+
+    fn client_for(&self, runtime: &Runtime) -> Result<FirecrackerClient, VmmError> {
+        Ok(FirecrackerClient::new(api_socket_of(runtime)?).with_timeout(self.config.api_timeout))
+    }
+
+    fn require_alive(&self, runtime: &Runtime, operation: &str) -> Result<(), VmmError> {
+        if self.is_alive(runtime) {
+            Ok(())
+        } else {
+            Err(VmmError::Io {
+                context: format!("{operation} the sandbox"),
+                source: io::Error::new(io::ErrorKind::NotFound, "its VM is not running"),
+            })
+        }
+    }
+}
+
+/// The API socket of a launched sandbox: next to its vsock socket.
+pub fn api_socket_of(runtime: &Runtime) -> Result<PathBuf, VmmError> {
+    match runtime.agent_addr()? {
+        AgentAddr::HybridVsock { uds, .. } => Ok(uds.with_file_name("api.sock")),
+        other => Err(VmmError::Corrupt(format!(
+            "a Firecracker sandbox's agent address should be fcvsock:…, not {other}"
+        ))),
+    }
+}
+
+fn alive(pid: u32, start: Option<u64>) -> bool {
+    start.is_some_and(|s| process::is_same_process(pid, s))
+}
+
+#[async_trait]
+impl Driver for FirecrackerDriver {
+    fn info(&self) -> DriverInfo {
+        DriverInfo {
+            kind: DriverKind::Firecracker,
+            isolated: true,
+            can_pause: true,
+            notes: self.config.notes.clone(),
+        }
+    }
+
+    fn planned_resources(&self, id: &SandboxId) -> Vec<(String, String)> {
+        let paths = self.paths(id);
+        let mut out = vec![("dir".to_owned(), paths.dir.display().to_string())];
+        if let Some(jail) = &paths.jail {
+            out.push(("dir".into(), jail.display().to_string()));
+        }
+        out.push(("socket".into(), paths.api_socket.display().to_string()));
+        out.push(("socket".into(), paths.vsock_socket.display().to_string()));
+        if let Some(cg) = self
+            .config
+            .jailer
+            .as_ref()
+            .and_then(|j| j.cgroup_dir(&self.config.binary, id))
+        {
+            out.push(("cgroup".into(), cg.display().to_string()));
+        }
+        out
+    }
+
+    async fn launch(&self, spec: &SandboxSpec) -> Result<Runtime, VmmError> {
+        let artifacts = self.config.images.resolve(&spec.image)?;
+        let paths = self.paths(&spec.id);
+        self.check_socket_paths(&paths)?;
+        let plan = self.plan_with(spec, &artifacts, &paths)?;
+        {
+            let (config, spec, artifacts, paths) = (
+                self.config.clone(),
+                spec.clone(),
+                artifacts.clone(),
+                paths.clone(),
+            );
+            blocking(move || prepare(&config, &spec, &artifacts, &paths)).await?;
+        }
+        let (pid, pid_start) = self.spawn(&spec.id, &paths)?;
+        let client =
+            FirecrackerClient::new(&paths.api_socket).with_timeout(self.config.api_timeout);
+        let started = match client
+            .wait_for_socket(self.config.socket_timeout, || alive(pid, pid_start))
+            .await
+        {
+            Ok(()) => configure(&client, &boot_calls(&plan)).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = started {
+            let was_alive = alive(pid, pid_start);
+            if was_alive {
+                process::terminate_session(pid, STOP_GRACE).await;
+            } else {
+                // Give the console a moment to receive the VMM's last words.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // A refusal is reported as such; anything else after the VMM died is the
+            // VMM's failure, best explained by its output.
+            return Err(match e {
+                e @ VmmError::Firecracker { .. } => e,
+                _ if !was_alive => VmmError::ExitedEarly {
+                    log_tail: self.log_tail(&paths),
+                },
+                e => e,
+            });
+        }
+        Ok(Runtime {
+            agent: AgentAddr::HybridVsock {
+                uds: paths.vsock_socket.clone(),
+                port: GUEST_AGENT_PORT,
+            }
+            .to_string(),
+            pid: Some(pid),
+            pid_start,
+            dir: paths.dir,
+        })
+    }
+
+    async fn wait_ready(
+        &self,
+        spec: &SandboxSpec,
+        runtime: &Runtime,
+        within: Duration,
+    ) -> Result<(), VmmError> {
+        let client = self.agent(runtime, &spec.agent_token)?;
+        let paths = self.paths(&spec.id);
+        let started = Instant::now();
+        loop {
+            if !self.is_alive(runtime) {
+                return Err(VmmError::ExitedEarly {
+                    log_tail: self.log_tail(&paths),
+                });
+            }
+            let left = within.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(VmmError::BootTimeout {
+                    waited: within,
+                    reason: "no answer from the agent".into(),
+                    log_tail: self.log_tail(&paths),
+                });
+            }
+            match client
+                .wait_healthy(left.min(Duration::from_millis(500)))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if started.elapsed() >= within => {
+                    return Err(VmmError::BootTimeout {
+                        waited: within,
+                        reason: e.to_string(),
+                        log_tail: self.log_tail(&paths),
+                    })
+                }
+                Err(_) => continue,
+            }
+        }
+    }
+
+    async fn stop(&self, id: &SandboxId, runtime: Option<&Runtime>) -> Result<(), VmmError> {
+        // SendCtrlAltDel needs guest support and may be ignored; the disk is flushed by
+        // the guest's own writes (Firecracker writes through to the host page cache).
+        self.kill_everything_of(id, runtime).await;
+        let (config, paths, id) = (self.config.clone(), self.paths(id), id.clone());
+        blocking(move || clean_up_stopped(&config, &paths, &id)).await
+    }
+
+    async fn destroy(&self, id: &SandboxId, runtime: Option<&Runtime>) -> Result<(), VmmError> {
+        self.kill_everything_of(id, runtime).await;
+        let paths = self.paths(id);
+        let cgroup = self
+            .config
+            .jailer
+            .as_ref()
+            .and_then(|j| j.cgroup_dir(&self.config.binary, id));
+        blocking(move || {
+            if let Some(jail) = &paths.jail {
+                remove_dir_if_present(jail)?;
+            }
+            if let Some(cg) = cgroup {
+                // Only an empty cgroup can be removed; a missing one is fine.
+                let _ = std::fs::remove_dir(cg);
+            }
+            remove_dir_if_present(&paths.dir)
+        })
+        .await
+    }
+
+    async fn pause(&self, runtime: &Runtime) -> Result<(), VmmError> {
+        self.require_alive(runtime, "pausing")?;
+        Ok(self.client_for(runtime)?.pause().await?)
+    }
+
+    async fn resume(&self, runtime: &Runtime) -> Result<(), VmmError> {
+        self.require_alive(runtime, "resuming")?;
+        Ok(self.client_for(runtime)?.resume().await?)
+    }
+
+    fn is_alive(&self, runtime: &Runtime) -> bool {
+        matches!(runtime.pid, Some(pid) if alive(pid, runtime.pid_start))
+    }
+
+    async fn sweep(&self, keep: &HashSet<SandboxId>) -> Vec<String> {
+        let mut removed = vec![];
+        let mut ids = vec![];
+        if let Ok(entries) = std::fs::read_dir(&self.sandboxes_dir) {
+            for entry in entries.flatten() {
+                ids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        // Jails of this Firecracker binary whose name is one of our ids (the chroot base
+        // may be shared with other users of the jailer).
+        if let Some(j) = &self.config.jailer {
+            if let Ok(entries) = std::fs::read_dir(j.jails_dir(&self.config.binary)) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if SandboxId::parse(&name).is_some() && !ids.contains(&name) {
+                        ids.push(name);
+                    }
+                }
+            }
+        }
+        for name in ids {
+            let id = SandboxId::from_trusted(name);
+            if keep.contains(&id) {
+                continue;
+            }
+            self.kill_everything_of(&id, None).await;
+            let paths = self.paths(&id);
+            let targets = paths.jail.iter().chain(std::iter::once(&paths.dir));
+            for dir in targets {
+                if !dir.exists() {
+                    continue;
+                }
+                match std::fs::remove_dir_all(dir) {
+                    Ok(()) => removed.push(format!("directory {}", dir.display())),
+                    Err(e) => {
+                        tracing::warn!(path = %dir.display(), error = %e, "could not remove a leftover")
+                    }
+                }
+            }
+            if let Some(cg) = self
+                .config
+                .jailer
+                .as_ref()
+                .and_then(|j| j.cgroup_dir(&self.config.binary, &id))
+            {
+                if std::fs::remove_dir(&cg).is_ok() {
+                    removed.push(format!("cgroup {}", cg.display()));
+                }
+            }
+        }
+        removed
+    }
+}
+
+/// Creates the sandbox's files (blocking: may copy a disk image).
+fn prepare(
+    config: &FirecrackerConfig,
+    spec: &SandboxSpec,
+    artifacts: &BootArtifacts,
+    paths: &SandboxPaths,
+) -> Result<(), VmmError> {
+    for (what, p) in [
+        ("kernel", &artifacts.vmlinux),
+        ("initramfs", &artifacts.initramfs),
+        ("root filesystem", &artifacts.rootfs),
+    ] {
+        if !p.is_file() {
+            return Err(VmmError::Io {
+                context: format!("image {:?}: {what} {}", spec.image, p.display()),
+                source: io::Error::new(io::ErrorKind::NotFound, "missing"),
+            });
+        }
+    }
+    create_dir(&paths.dir, 0o700)?;
+    let min_disk = u64::from(spec.resources.disk_mib) * 1024 * 1024;
+    disk::ensure_disk_copy(&artifacts.rootfs, &paths.rootfs, min_disk)?;
+    disk::write_config_disk(&paths.config_disk, &guest_config(spec))?;
+    for s in [&paths.api_socket, &paths.vsock_socket] {
+        remove_file_if_present(s)?;
+    }
+    truncate(&paths.console_log, 0o600, None)?;
+    match (&config.jailer, &paths.jail) {
+        (Some(j), Some(jail)) => prepare_jail(config, j, jail, artifacts, paths),
+        _ => {
+            truncate(&paths.firecracker_log, 0o600, None)?;
+            if config.metrics {
+                truncate(&paths.metrics, 0o600, None)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Fills a fresh chroot with what Firecracker opens, owned so that it can.
+fn prepare_jail(
+    config: &FirecrackerConfig,
+    j: &JailerConfig,
+    jail: &Path,
+    artifacts: &BootArtifacts,
+    paths: &SandboxPaths,
+) -> Result<(), VmmError> {
+    let owner = Some((j.uid, j.gid));
+    remove_dir_if_present(jail)?;
+    create_dir(&paths.root, 0o755)?;
+    let run = paths.api_socket.parent().unwrap_or(&paths.root);
+    create_dir(run, 0o700)?;
+    chown(run, owner)?;
+    let (kernel, initrd) = paths.boot_files(artifacts);
+    link_readable(&artifacts.vmlinux, &kernel, owner)?;
+    link_readable(&artifacts.initramfs, &initrd, owner)?;
+    let (rootfs, config_disk) = paths.disks();
+    link_private(&paths.rootfs, &rootfs, owner)?;
+    link_private(&paths.config_disk, &config_disk, owner)?;
+    truncate(&paths.firecracker_log, 0o600, owner)?;
+    if config.metrics {
+        truncate(&paths.metrics, 0o600, owner)?;
+    }
+    Ok(())
+}
+
+/// After the VMM is gone: keeps the disk's writes and Firecracker's log, removes the
+/// jail, cgroup and sockets.
+fn clean_up_stopped(
+    config: &FirecrackerConfig,
+    paths: &SandboxPaths,
+    id: &SandboxId,
+) -> Result<(), VmmError> {
+    if let (Some(j), Some(jail)) = (&config.jailer, &paths.jail) {
+        let (jailed_rootfs, _) = paths.disks();
+        // A disk copied (not linked) into the jail holds the sandbox's writes.
+        if jailed_rootfs.is_file()
+            && paths.dir.is_dir()
+            && !disk::same_file(&jailed_rootfs, &paths.rootfs)
+        {
+            let tmp = disk::tmp_path(&paths.rootfs);
+            let _ = std::fs::remove_file(&tmp);
+            disk::clone_or_copy(&jailed_rootfs, &tmp)
+                .and_then(|()| std::fs::rename(&tmp, &paths.rootfs))
+                .map_err(|source| {
+                    let _ = std::fs::remove_file(&tmp);
+                    VmmError::Io {
+                        context: format!(
+                            "saving the disk {} back to {}",
+                            jailed_rootfs.display(),
+                            paths.rootfs.display()
+                        ),
+                        source,
+                    }
+                })?;
+        }
+        if paths.dir.is_dir() && paths.firecracker_log.is_file() {
+            let _ = std::fs::copy(&paths.firecracker_log, paths.dir.join("firecracker.log"));
+        }
+        remove_dir_if_present(jail)?;
+        if let Some(cg) = j.cgroup_dir(&config.binary, id) {
+            // Only an empty cgroup can be removed; a missing one is fine.
+            let _ = std::fs::remove_dir(cg);
+        }
+    }
+    for s in [&paths.api_socket, &paths.vsock_socket] {
+        remove_file_if_present(s)?;
+    }
+    Ok(())
+}
+
+/// Runs blocking file work (a disk copy can take a while) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, VmmError> + Send + 'static,
+) -> Result<T, VmmError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| VmmError::Io {
+            context: "a file task of the Firecracker driver failed".into(),
+            source: io::Error::other(e.to_string()),
+        })?
+}
+
+/// Spawns `cmd`, retrying briefly on `ETXTBSY` (the binary was just written, and another
+/// thread's fork still held it open for writing).
+pub(crate) fn spawn_retrying(cmd: &mut Command) -> io::Result<std::process::Child> {
+    let mut attempts = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 20 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Processes chrooted into `jail`, or a jailer about to create it for `id`.
+fn processes_in_jail(jail: &Path, id: &SandboxId) -> Vec<u32> {
+    process::all_pids()
+        .into_iter()
+        .filter(|pid| {
+            let rooted = std::fs::read_link(format!("/proc/{pid}/root"))
+                .map(|r| r.starts_with(jail))
+                .unwrap_or(false);
+            rooted || {
+                let args = process::cmdline(*pid);
+                args.iter().any(|a| a == "--chroot-base-dir")
+                    && args
+                        .windows(2)
+                        .any(|w| w[0] == "--id" && w[1] == id.as_str())
+            }
+        })
+        .collect()
+}
+
+/// The last `n` lines of a log (reading at most its last 64 KiB).
+fn tail_lines(path: &Path, n: usize) -> String {
+    const WINDOW: u64 = 64 * 1024;
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if f.seek(SeekFrom::Start(len.saturating_sub(WINDOW))).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    if f.take(WINDOW).read_to_end(&mut buf).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn create_dir(path: &Path, mode: u32) -> Result<(), VmmError> {
+    std::fs::create_dir_all(path)
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
+        .map_err(VmmError::io(format!("creating {}", path.display())))
+}
+
+fn remove_file_if_present(path: &Path) -> Result<(), VmmError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(VmmError::Io {
+            context: format!("removing {}", path.display()),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn remove_dir_if_present(path: &Path) -> Result<(), VmmError> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(VmmError::Io {
+            context: format!("removing {}", path.display()),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Creates (or empties) `path` with `mode`, owned by `owner` when given.
+fn truncate(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), VmmError> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(VmmError::io(format!("creating {}", path.display())))?;
+    chown(path, owner)
+}
+
+fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<(), VmmError> {
+    match owner {
+        Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(
+            VmmError::io(format!("changing the owner of {}", path.display())),
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Puts a shared, read-only file (kernel, initramfs) into the jail: a hard link when
+/// everyone may read it (never chowned: it is the image's), else a copy owned by `owner`.
+fn link_readable(src: &Path, dst: &Path, owner: Option<(u32, u32)>) -> Result<(), VmmError> {
+    let world_readable = std::fs::metadata(src)
+        .map(|m| m.permissions().mode() & 0o004 != 0)
+        .unwrap_or(false);
+    if world_readable && std::fs::hard_link(src, dst).is_ok() {
+        return Ok(());
+    }
+    disk::clone_or_copy(src, dst).map_err(VmmError::io(format!(
+        "copying {} into the jail",
+        src.display()
+    )))?;
+    chown(dst, owner)
+}
+
+/// Puts one of the sandbox's own files (disk, config disk) into the jail, owned by
+/// `owner`: a hard link (same file), else a copy.
+fn link_private(src: &Path, dst: &Path, owner: Option<(u32, u32)>) -> Result<(), VmmError> {
+    if std::fs::hard_link(src, dst).is_err() {
+        disk::clone_or_copy(src, dst).map_err(VmmError::io(format!(
+            "copying {} into the jail",
+            src.display()
+        )))?;
+    }
+    chown(dst, owner)
+}
