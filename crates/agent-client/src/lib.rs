@@ -531,6 +531,19 @@ impl AgentClient {
         .await
     }
 
+    /// `PUT /v1/clock`: steps a guest's wall clock to `epoch_ms`; returns the guest's time.
+    pub async fn set_clock(&self, epoch_ms: i64) -> Result<i64, Error> {
+        let set: atelier_proto::ClockSet = self
+            .send_json(
+                Method::PUT,
+                "/clock",
+                &atelier_proto::ClockSet { epoch_ms },
+                self.timeout,
+            )
+            .await?;
+        Ok(set.epoch_ms)
+    }
+
     /// `GET /v1/services/{name}`.
     pub async fn service(&self, name: &str) -> Result<ServiceStatus, Error> {
         self.get_json(&format!("/services/{}", seg(name))).await

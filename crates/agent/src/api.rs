@@ -31,6 +31,8 @@ pub struct AppState {
     pub roots: Arc<Roots>,
     pub procs: Arc<ProcessContext>,
     pub services: Arc<Supervisor>,
+    /// In a VM (guest mode) the agent owns the machine and may step its clock.
+    pub guest: bool,
 }
 
 type St = State<Arc<AppState>>;
@@ -60,6 +62,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&p("/services/{name}/start"), post(start_service_h))
         .route(&p("/services/{name}/stop"), post(stop_service_h))
         .route(&p("/services/{name}/logs"), get(logs_h))
+        .route(&p("/clock"), axum::routing::put(clock_h))
         .fallback(fallback_h)
         .method_not_allowed_fallback(method_not_allowed_h)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
@@ -162,6 +165,33 @@ async fn blocking<T: Send + 'static>(
 
 async fn health_h(State(st): St) -> Json<Health> {
     Json(health::collect(st.started))
+}
+
+/// Steps the guest's wall clock (a VM's clock is stale after boot or restore). Refused
+/// outside a VM: the local driver's agent shares the host's clock.
+async fn clock_h(
+    State(st): St,
+    JsonBody(req): JsonBody<atelier_proto::ClockSet>,
+) -> ApiResult<Json<atelier_proto::ClockSet>> {
+    if !st.guest {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "conflict",
+            "the clock can only be set in a VM (guest mode)",
+        ));
+    }
+    if let Err(e) = crate::guest::step_clock(req.epoch_ms) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e,
+        ));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Ok(Json(atelier_proto::ClockSet { epoch_ms: now }))
 }
 
 async fn exec_h(State(st): St, JsonBody(req): JsonBody<ExecRequest>) -> ApiResult<Response> {

@@ -39,6 +39,7 @@ pub fn agent_config(cfg: &GuestConfig) -> Result<crate::Config, String> {
         token: cfg.token.trim().to_owned(),
         roots: vec![PathBuf::from("/")],
         state_dir: PathBuf::from("/var/lib/atelier"),
+        guest: true,
     })
 }
 
@@ -73,7 +74,17 @@ pub fn set_up_machine(cfg: &GuestConfig) {
         eprintln!("atelier-agent (guest): hostname: {e}");
     }
     let _ = std::fs::write("/etc/hostname", format!("{}\n", cfg.hostname));
-    step_clock(cfg.clock_epoch_ms);
+    // Tools like sudo resolve their own host name.
+    let _ = std::fs::write(
+        "/etc/hosts",
+        format!(
+            "127.0.0.1 localhost\n127.0.1.1 {0}\n::1 localhost ip6-localhost\n",
+            cfg.hostname
+        ),
+    );
+    if let Err(e) = step_clock(cfg.clock_epoch_ms) {
+        eprintln!("atelier-agent (guest): {e}");
+    }
 
     run("ip", &["link", "set", "lo", "up"]);
     if let Some(net) = &cfg.network {
@@ -93,10 +104,10 @@ pub fn set_up_machine(cfg: &GuestConfig) {
     }
 }
 
-/// Steps the wall clock to `epoch_ms` (the host's clock when the VM was launched).
-pub fn step_clock(epoch_ms: i64) {
+/// Steps the wall clock to `epoch_ms` (the host's clock).
+pub fn step_clock(epoch_ms: i64) -> Result<(), String> {
     if epoch_ms <= 0 {
-        return;
+        return Err("the time must be after 1970".into());
     }
     let ts = libc::timespec {
         tv_sec: epoch_ms / 1000,
@@ -104,11 +115,12 @@ pub fn step_clock(epoch_ms: i64) {
     };
     // SAFETY: a valid timespec for CLOCK_REALTIME.
     if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
-        eprintln!(
-            "atelier-agent (guest): setting the clock: {}",
+        return Err(format!(
+            "setting the clock: {}",
             std::io::Error::last_os_error()
-        );
+        ));
     }
+    Ok(())
 }
 
 fn run(program: &str, args: &[&str]) {

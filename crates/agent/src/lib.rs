@@ -63,6 +63,8 @@ pub struct Config {
     pub token: String,
     pub roots: Vec<PathBuf>,
     pub state_dir: PathBuf,
+    /// Running as a VM's agent (from `--guest-config`).
+    pub guest: bool,
 }
 
 /// Reads the token from `--token-file` (trimmed) or the environment; refuses an empty one.
@@ -142,6 +144,7 @@ fn resolve_config(cli: Cli) -> Result<Config, String> {
             token: load_token(cli.token_file.as_deref())?,
             roots: cli.roots,
             state_dir,
+            guest: false,
         }),
         _ => Err("--listen, --root and --state-dir are required (or --guest-config)".into()),
     }
@@ -174,6 +177,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         roots,
         procs: procs.clone(),
         services: services.clone(),
+        guest: config.guest,
     });
     // Install the handlers before announcing ourselves.
     let signal = shutdown_signal()?;

@@ -852,6 +852,24 @@ async fn events_stream_with_ids_and_resume_from_last_event_id() {
 }
 
 #[tokio::test]
+async fn a_local_sandbox_can_never_step_the_host_clock() {
+    let (m, _d) = manager();
+    let id = m.client().running_sandbox("clock").await;
+    let dir = m.data_dir.join("sandboxes").join(&id);
+    let token = std::fs::read_to_string(dir.join("agent.token")).unwrap();
+    let agent = atelier_agent_client::AgentClient::new(
+        format!("unix:{}", dir.join("agent.sock").display())
+            .parse()
+            .unwrap(),
+        token,
+    );
+    match agent.set_clock(1).await {
+        Err(atelier_agent_client::Error::Agent { status, .. }) => assert_eq!(status, 409),
+        other => panic!("the local agent must refuse to set the clock: {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn system_reports_the_driver_and_why() {
     let (m, _d) = manager();
     let r = m.client().get("/system").await;

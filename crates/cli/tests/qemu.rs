@@ -114,6 +114,27 @@ async fn a_microvm_sandbox_runs_its_own_kernel_and_the_whole_api() {
     assert_ne!(guest_kernel, host_kernel(), "the guest runs its own kernel");
     let hostname = api.exec(&id, "hostname", &[]).await;
     assert_eq!(hostname.body["stdout"], "vm1\n");
+    assert_eq!(
+        api.exec(&id, "grep", &["-q", "vm1", "/etc/hosts"])
+            .await
+            .body["exit_code"],
+        0
+    );
+    // The clock was synced from the host once the agent answered.
+    let guest_now: i64 = api.exec(&id, "date", &["+%s"]).await.body["stdout"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let host_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (guest_now - host_now).abs() <= 2,
+        "guest clock {guest_now} vs host {host_now}"
+    );
 
     // Files.
     let files = format!("/sandboxes/{id}/files/content?path=%2Froot%2Fnote.txt");

@@ -22,6 +22,7 @@
 //! | POST | `/v1/services/{name}/stop` | → [`ServiceStatus`] |
 //! | DELETE | `/v1/services/{name}` | → 204 (stops and forgets) |
 //! | GET | `/v1/services/{name}/logs?offset=&limit=` | → [`LogChunk`] |
+//! | PUT | `/v1/clock` | [`ClockSet`] → [`ClockSet`] (guest mode only: steps the wall clock) |
 //!
 //! File paths are absolute (and must lie inside one of the agent's roots) or relative to
 //! its first root. `..` components and symlinks leading out of the roots are refused (403).
@@ -408,6 +409,14 @@ mod tests {
         assert_eq!(parse_mode("9"), None);
         assert_eq!(parse_mode("77777"), None);
     }
+}
+
+/// Wall-clock time, milliseconds since the Unix epoch: the host's when sent, the guest's
+/// (after stepping) when answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClockSet {
+    pub epoch_ms: i64,
 }
 
 /// Port the agent listens on inside a virtual machine (TCP or vsock).

@@ -190,7 +190,15 @@ impl Lifecycle {
             .map_err(store_io)?;
         driver
             .wait_ready(&spec, &runtime, self.inner.boot_timeout)
-            .await
+            .await?;
+        if driver.info().isolated {
+            // The guest stepped its clock to the launch time; booting took a while since.
+            let agent = driver.agent(&runtime, &rec.agent_token)?;
+            if let Err(e) = agent.set_clock(now_ms()).await {
+                tracing::warn!(sandbox = %id, error = %e, "could not sync the guest clock");
+            }
+        }
+        Ok(())
     }
 
     async fn runtime(&self, id: &SandboxId) -> Option<Runtime> {
@@ -455,4 +463,11 @@ fn store_io(e: atelier_store::StoreError) -> VmmError {
         context: "recording the sandbox".into(),
         source: std::io::Error::other(e.to_string()),
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
