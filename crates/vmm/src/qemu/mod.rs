@@ -234,13 +234,17 @@ impl QemuDriver {
         spec: &SandboxSpec,
         artifacts: &BootArtifacts,
         dir: &Path,
-        port: u16,
+        transport: Transport,
     ) -> Command {
         let mut cmd = Command::new(&self.binary);
         let (accel, cpu) = match self.accel.accel {
             Accel::Kvm => ("kvm", "host"),
             Accel::Tcg => ("tcg", "max"),
         };
+        if let Transport::Vsock { cid } = transport {
+            cmd.arg("-device")
+                .arg(format!("vhost-vsock-device,guest-cid={cid}"));
+        }
         cmd.args(["-M", "microvm", "-accel", accel, "-cpu", cpu])
             .args([
                 "-m",
@@ -270,9 +274,12 @@ impl QemuDriver {
             ))
             .args(["-device", "virtio-blk-device,drive=cfg"])
             .arg("-netdev")
-            .arg(format!(
-                "user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_AGENT_PORT}"
-            ))
+            .arg(match transport {
+                Transport::Tcp { port } => {
+                    format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_AGENT_PORT}")
+                }
+                Transport::Vsock { .. } => "user,id=n0".to_owned(),
+            })
             .args([
                 "-device",
                 "virtio-net-device,netdev=n0",
@@ -286,6 +293,38 @@ impl QemuDriver {
             ));
         cmd
     }
+}
+
+/// How the host reaches the guest's agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// vhost-vsock (`/dev/vhost-vsock` exists): AF_VSOCK to the guest's CID.
+    Vsock { cid: u32 },
+    /// A loopback port forwarded by user-mode networking.
+    Tcp { port: u16 },
+}
+
+/// vhost-vsock when the host has it (and `ATELIER_QEMU_TRANSPORT` does not say `tcp`),
+/// else a forwarded TCP port.
+fn pick_transport(id: &SandboxId) -> Result<Transport, VmmError> {
+    let forced_tcp = std::env::var("ATELIER_QEMU_TRANSPORT").is_ok_and(|v| v == "tcp");
+    if !forced_tcp
+        && OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/vhost-vsock")
+            .is_ok()
+    {
+        // A CID per sandbox, stable across restarts, derived from its id (3 and up).
+        let h = id
+            .as_str()
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+        return Ok(Transport::Vsock {
+            cid: 3 + h % (u32::MAX / 2),
+        });
+    }
+    Ok(Transport::Tcp { port: free_port()? })
 }
 
 /// A free loopback TCP port (the kernel picks; QEMU binds it right after).
@@ -369,10 +408,14 @@ impl Driver for QemuDriver {
                 });
             }
         }
+        let transport = pick_transport(&spec.id)?;
         let cfg = GuestConfig {
             hostname: spec.name.clone(),
             token: spec.agent_token.clone(),
-            listen: format!("tcp:0.0.0.0:{GUEST_AGENT_PORT}"),
+            listen: match transport {
+                Transport::Tcp { .. } => format!("tcp:0.0.0.0:{GUEST_AGENT_PORT}"),
+                Transport::Vsock { .. } => format!("vsock:{}:{GUEST_AGENT_PORT}", u32::MAX),
+            },
             clock_epoch_ms: now_ms(),
             network: Some(GuestNetwork {
                 address: "10.0.2.15/24".into(),
@@ -400,8 +443,7 @@ impl Driver for QemuDriver {
         let log_err = log
             .try_clone()
             .map_err(VmmError::io("duplicating the log handle"))?;
-        let port = free_port()?;
-        let mut cmd = self.command(spec, &artifacts, &dir, port);
+        let mut cmd = self.command(spec, &artifacts, &dir, transport);
         cmd.stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -423,7 +465,15 @@ impl Driver for QemuDriver {
             .name(format!("reap-{pid}"))
             .spawn(move || child.wait())
             .map_err(VmmError::io("starting the reaper thread"))?;
-        let addr = AgentAddr::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        let addr = match transport {
+            Transport::Tcp { port } => {
+                AgentAddr::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            }
+            Transport::Vsock { cid } => AgentAddr::Vsock {
+                cid,
+                port: GUEST_AGENT_PORT,
+            },
+        };
         Ok(Runtime {
             agent: addr.to_string(),
             pid: Some(pid),
