@@ -39,6 +39,33 @@ pub enum EventKind {
     WorkspaceDeleted {
         workspace_id: WorkspaceId,
     },
+    /// A task moved on the kanban.
+    TaskStatus {
+        task_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<crate::TaskStatus>,
+        to: crate::TaskStatus,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Something the task's agent did (a normalized agent event).
+    TaskActivity {
+        task_id: String,
+        #[schema(value_type = Object)]
+        activity: serde_json::Value,
+    },
+    /// An agent asks a human (permission or question): it is in the attention feed.
+    AttentionAsked {
+        task_id: String,
+        interaction_id: String,
+        title: String,
+    },
+    /// The ask was answered (or withdrawn).
+    AttentionResolved {
+        task_id: String,
+        interaction_id: String,
+        outcome: String,
+    },
 }
 
 impl EventKind {
@@ -49,6 +76,21 @@ impl EventKind {
             Self::WorkspaceCreated { .. } => "workspace_created",
             Self::WorkspaceUpdated { .. } => "workspace_updated",
             Self::WorkspaceDeleted { .. } => "workspace_deleted",
+            Self::TaskStatus { .. } => "task_status",
+            Self::TaskActivity { .. } => "task_activity",
+            Self::AttentionAsked { .. } => "attention_asked",
+            Self::AttentionResolved { .. } => "attention_resolved",
+        }
+    }
+
+    /// The task this event is about, if any (used for filtering).
+    pub fn task_id(&self) -> Option<&str> {
+        match self {
+            Self::TaskStatus { task_id, .. }
+            | Self::TaskActivity { task_id, .. }
+            | Self::AttentionAsked { task_id, .. }
+            | Self::AttentionResolved { task_id, .. } => Some(task_id),
+            _ => None,
         }
     }
 

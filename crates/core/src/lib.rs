@@ -7,11 +7,13 @@
 pub mod event;
 pub mod id;
 pub mod sandbox;
+pub mod task;
 pub mod validate;
 pub mod workspace;
 
 pub use event::{Event, EventKind};
 pub use id::{SandboxId, WorkspaceId};
 pub use sandbox::{Operation, Outcome, Resources, Sandbox, SandboxState, TransitionError};
+pub use task::{Effort, Task, TaskSpec, TaskStatus};
 pub use validate::{FieldError, ValidationErrors};
 pub use workspace::{Workspace, WorkspacePatch, WorkspaceSpec};

@@ -7,6 +7,7 @@
 mod events;
 mod sandboxes;
 mod seal;
+mod tasks;
 mod workspaces;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ use sqlx::SqlitePool;
 
 pub use sandboxes::{HostResource, NewSandbox, SandboxFilter, SandboxRecord};
 pub use seal::Sealer;
+pub use tasks::{Interaction, NewTask, TaskEvent, TaskProgress, TaskRecord};
 pub use workspaces::StoredSecret;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
