@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::routes::{events, files, images, sandboxes, services, system, workspaces};
+use crate::routes::{events, files, images, sandboxes, services, system, tasks, workspaces};
 use crate::{AppState, ServeOptions};
 
 #[derive(OpenApi)]
@@ -34,6 +34,8 @@ use crate::{AppState, ServeOptions};
         (name = "files", description = "Files in a sandbox"),
         (name = "services", description = "Supervised processes in a sandbox"),
         (name = "events", description = "The typed event stream"),
+        (name = "tasks", description = "Prompts run by coding agents on branches"),
+        (name = "attention", description = "Questions and permission requests waiting for a human"),
         (name = "images", description = "Kernels and root filesystems sandboxes boot from"),
     )
 )]
@@ -81,6 +83,15 @@ fn api_routes(max_file_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(services::stop))
         .routes(routes!(services::logs))
         .routes(routes!(events::stream))
+        .routes(routes!(tasks::create, tasks::list))
+        .routes(routes!(tasks::get))
+        .routes(routes!(tasks::dispatch))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(tasks::done))
+        .routes(routes!(tasks::events))
+        .routes(routes!(tasks::diff))
+        .routes(routes!(tasks::attention))
+        .routes(routes!(tasks::answer))
         .routes(routes!(images::list))
         .routes(routes!(images::build))
         .routes(routes!(images::remove))

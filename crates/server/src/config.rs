@@ -14,6 +14,8 @@ pub struct FileConfig {
     pub boot_timeout_secs: Option<u64>,
     /// Largest JSON request body, bytes (default 1 MiB).
     pub max_json_bytes: Option<usize>,
+    /// Tasks running at once (default 4).
+    pub max_running_tasks: Option<usize>,
     /// Largest file upload, bytes (default 256 MiB).
     pub max_file_bytes: Option<usize>,
     #[serde(default)]

@@ -12,6 +12,7 @@ mod events;
 mod extract;
 mod lifecycle;
 mod routes;
+mod tasks;
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -46,6 +47,8 @@ pub struct ServeOptions {
     /// Where kernels and images are cached (default: the data dir).
     pub image_cache: Option<PathBuf>,
     pub firecracker_binary: Option<PathBuf>,
+    /// How many tasks run at once; the rest wait in the queue.
+    pub max_running_tasks: usize,
 }
 
 impl ServeOptions {
@@ -72,6 +75,7 @@ impl ServeOptions {
             },
             image_cache: file.images.cache_dir.clone(),
             firecracker_binary: file.firecracker.binary.clone(),
+            max_running_tasks: file.max_running_tasks.unwrap_or(4),
             data_dir,
         })
     }
@@ -112,6 +116,7 @@ pub struct AppState {
     shutdown: CancellationToken,
     boot_timeout: Duration,
     images: Arc<atelier_vmm::images::ImageStore>,
+    tasks: tasks::Tasks,
     /// Why each driver was or was not taken.
     driver_notes: Arc<Vec<String>>,
 }
@@ -210,6 +215,15 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
     }
 
     let shutdown = CancellationToken::new();
+    let tasks = tasks::Tasks::new(
+        store.clone(),
+        bus.clone(),
+        lifecycle.clone(),
+        &data_dir,
+        opts.max_running_tasks,
+        shutdown.clone(),
+    );
+    tokio::spawn(tasks.clone().run_scheduler());
     let state = AppState {
         store: store.clone(),
         bus,
@@ -220,6 +234,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
         shutdown: shutdown.clone(),
         boot_timeout: opts.boot_timeout,
         images: selected.images.clone(),
+        tasks: tasks.clone(),
         driver_notes: Arc::new(selected.reasons.clone()),
     };
     let app = api::router(state, &opts);

@@ -4,6 +4,7 @@ pub mod images;
 pub mod sandboxes;
 pub mod services;
 pub mod system;
+pub mod tasks;
 pub mod workspaces;
 
 use atelier_core::{SandboxId, WorkspaceId};

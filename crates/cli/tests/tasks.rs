@@ -1,0 +1,158 @@
+//! Tasks end to end on the local driver, with the scripted fake agent speaking OpenCode's
+//! protocol: dispatch → branch → question in the attention feed → answer → the agent edits
+//! a file → commit, diff, review → sandbox destroyed → the commit lives on in the mirror.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{eventually, Manager};
+use serde_json::json;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A bare "origin" with one commit on main.
+fn origin(dir: &Path) -> String {
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "--quiet"]);
+    std::fs::write(work.join("README.md"), "# app\n").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "--quiet", "-m", "initial"]);
+    let bare = dir.join("origin.git");
+    git(dir, &["clone", "--quiet", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()]);
+    format!("file://{}", bare.display())
+}
+
+const SCENARIO: &str = r#"
+steps:
+  - todos:
+      - {content: "Ask which greeting", status: in_progress}
+      - {content: "Write NOTES.md", status: pending}
+  - ask_question:
+      questions:
+        - question: "Formal or casual greeting?"
+          options: [Formal, Casual]
+  - edit_file: {path: NOTES.md, content: "Good day to you.\n"}
+  - todos:
+      - {content: "Ask which greeting", status: completed}
+      - {content: "Write NOTES.md", status: completed}
+  - usage: {input: 1200, output: 300, cost: 0.0042}
+  - say: "I wrote NOTES.md with a formal greeting."
+  - finish
+"#;
+
+#[tokio::test]
+async fn a_task_runs_asks_is_answered_and_its_branch_survives_the_sandbox() {
+    common::ensure_fake_agent_built();
+    let dir = tempfile::tempdir().unwrap();
+    let url = origin(dir.path());
+    let m = Manager::start(&dir.path().join("data"));
+    let api = m.client();
+    let w = api
+        .post("/workspaces", json!({"name": "app", "repos": [{"url": url, "branch": "main"}],
+            "agent_config": {"runtime": "fake", "scenario": SCENARIO}}))
+        .await;
+    assert_eq!(w.status, 201, "{}", w.body);
+
+    let events = api.req(reqwest::Method::GET, "/events").send().await.unwrap();
+    let t = api.post("/tasks", json!({"prompt": "Write a greeting in NOTES.md", "workspace": "app", "dispatch": true})).await;
+    assert_eq!(t.status, 201, "{}", t.body);
+    let id = t.body["id"].as_str().unwrap().to_owned();
+    let branch = t.body["branch"].as_str().unwrap().to_owned();
+    assert!(branch.starts_with("atelier/write-a-greeting-in-notes-md-"), "{branch}");
+
+    // The question reaches the attention feed (and the event stream).
+    let mut ask = None;
+    for _ in 0..600 {
+        let feed = api.get("/attention").await;
+        ask = feed.body.as_array().and_then(|a| a.iter().find(|x| x["task_id"] == id.as_str()).cloned());
+        let t = api.get(&format!("/tasks/{id}")).await.body;
+        if ask.is_some() || t["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(ask) = ask else {
+        panic!("no question in the attention feed; task: {}\nlog:\n{}", api.get(&format!("/tasks/{id}")).await.body, m.log());
+    };
+    assert_eq!(ask["kind"], "question");
+    assert_eq!(api.get(&format!("/tasks/{id}")).await.body["status"], "needs_attention");
+    let seen = common::read_sse(events, 50, Duration::from_secs(2)).await;
+    assert!(seen.iter().any(|(_, e, _)| e == "attention_asked"), "the ask is on the event stream: {seen:?}");
+    let progress = api.get(&format!("/tasks/{id}")).await.body["progress"].clone();
+    assert_eq!(progress, 0, "todos fold into progress");
+
+    let r = api
+        .post(&format!("/attention/{id}/{}/answer", ask["id"].as_str().unwrap()), json!({"kind": "question", "answers": [["Formal"]]}))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+
+    let (a, i) = (api.clone(), id.clone());
+    let task = eventually(Duration::from_secs(60), "the task to reach review", || {
+        let (api, id) = (a.clone(), i.clone());
+        async move {
+            let t = api.get(&format!("/tasks/{id}")).await.body;
+            assert_ne!(t["status"], "failed", "{t}");
+            (t["status"] == "review").then_some(t)
+        }
+    })
+    .await;
+    assert_eq!(task["progress"], 100);
+    assert_eq!(task["changes"][0]["path"], "NOTES.md", "{task}");
+    assert_eq!(task["usage"]["input_tokens"], 1200);
+    assert!(task["summary"].as_str().unwrap().contains("formal greeting"), "{task}");
+    assert!(api.get("/attention").await.body.as_array().unwrap().is_empty(), "answered asks leave the feed");
+    let diff = api.req(reqwest::Method::GET, &format!("/tasks/{id}/diff")).send().await.unwrap().text().await.unwrap();
+    assert!(diff.contains("+Good day to you."), "{diff}");
+    let timeline = api.get(&format!("/tasks/{id}/events")).await;
+    assert!(timeline.body.as_array().unwrap().len() >= 5, "{}", timeline.body);
+
+    // Done: the sandbox goes, the commit stays in the host-side mirror.
+    let sandbox = task["sandbox_id"].as_str().unwrap().to_owned();
+    let r = api.post(&format!("/tasks/{id}/done"), json!({})).await;
+    assert_eq!(r.body["status"], "done", "{}", r.body);
+    assert_eq!(api.get(&format!("/sandboxes/{sandbox}")).await.body["state"], "destroyed");
+    let mirrors = m.data_dir.join("mirrors");
+    let mirror = std::fs::read_dir(&mirrors).unwrap().flatten().next().unwrap().path();
+    let log = git(&mirror, &["--git-dir", mirror.to_str().unwrap(), "log", "--format=%s", &branch]);
+    assert!(log.starts_with("Write a greeting in NOTES.md"), "{log}");
+    let file = git(&mirror, &["--git-dir", mirror.to_str().unwrap(), "show", &format!("{branch}:NOTES.md")]);
+    assert_eq!(file, "Good day to you.\n");
+
+    let r = api.post(&format!("/tasks/{id}/done"), json!({})).await;
+    assert_eq!(r.status, 409, "done is final");
+}
+
+#[tokio::test]
+async fn bad_task_input_is_refused_with_the_field_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Manager::start(&dir.path().join("data"));
+    let api = m.client();
+    api.post("/workspaces", json!({"name": "empty"})).await;
+    for (body, field) in [
+        (json!({"prompt": "", "workspace": "empty"}), "prompt"),
+        (json!({"prompt": "x", "workspace": "nope"}), "workspace"),
+        (json!({"prompt": "x", "workspace": "empty"}), "workspace"),
+        (json!({"prompt": "x", "workspace": "empty", "base_branch": "a..b"}), "base_branch"),
+        (json!({"prompt": "x", "workspace": "empty", "effort": "extreme"}), "effort"),
+    ] {
+        let r = api.post("/tasks", body.clone()).await;
+        assert_eq!(r.status, 422, "{body}: {}", r.body);
+        assert_eq!(r.body["error"]["details"]["fields"][0]["field"], field, "{body}: {}", r.body);
+    }
+    assert_eq!(api.get("/tasks/tnope").await.status, 404);
+    assert_eq!(api.post("/attention/tnope/q1/answer", json!({"kind": "dismiss"})).await.status, 404);
+    assert_eq!(api.post("/attention/tnope/q1/answer", json!({"kind": "maybe"})).await.status, 422);
+}

@@ -1,0 +1,561 @@
+//! Tasks: dispatch a prompt to a coding agent in a fresh sandbox on a fresh branch, follow
+//! its events, relay its questions to the attention feed, and keep its work.
+//!
+//! A scheduler starts queued tasks up to a concurrency limit. Each running task has a
+//! pump that persists every normalized agent event (with the stream cursor, so a restart
+//! resumes where it left) and folds it into the task's progress. At the end of a turn the
+//! work is committed, diffed, and copied into a host-side mirror so the branch outlives the
+//! sandbox; the task then waits in review.
+
+mod agent;
+mod git;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atelier_core::task::TodoItem;
+use atelier_core::{SandboxId, Task, TaskStatus};
+use atelier_runtimes::{
+    AgentEvent, AgentRuntime, Answer, InteractionKind, OpenCodeConfig, OpenCodeRuntime, Session,
+    SessionSpec,
+};
+use atelier_store::{NewSandbox, Store, TaskProgress, TaskRecord};
+use futures::StreamExt;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ApiError, ApiResult};
+use crate::events::EventBus;
+use crate::lifecycle::Lifecycle;
+
+#[derive(Clone)]
+pub struct Tasks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    bus: EventBus,
+    lifecycle: Lifecycle,
+    mirrors: PathBuf,
+    slots: Arc<Semaphore>,
+    wake: Notify,
+    /// Agents of running tasks: their runtime client and session.
+    active: Mutex<HashMap<String, (Arc<OpenCodeRuntime>, Session)>>,
+    shutdown: CancellationToken,
+}
+
+/// Where a task's agent lives (kept in the task's `session_id` column as JSON).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AgentHandle {
+    base_url: String,
+    session: String,
+    directory: String,
+}
+
+impl Tasks {
+    pub fn new(
+        store: Store,
+        bus: EventBus,
+        lifecycle: Lifecycle,
+        data_dir: &std::path::Path,
+        max_running: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                bus,
+                lifecycle,
+                mirrors: data_dir.join("mirrors"),
+                slots: Arc::new(Semaphore::new(max_running.max(1))),
+                wake: Notify::new(),
+                active: Mutex::new(HashMap::new()),
+                shutdown,
+            }),
+        }
+    }
+
+    /// The bare repository that keeps a workspace repo's task branches.
+    pub fn mirror_path(&self, task: &Task) -> PathBuf {
+        let repo: String = task
+            .repo
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.inner
+            .mirrors
+            .join(format!("{}-{repo}.git", task.workspace_id))
+    }
+
+    async fn transition(
+        &self,
+        id: &str,
+        from: TaskStatus,
+        to: TaskStatus,
+        reason: Option<&str>,
+    ) -> ApiResult<()> {
+        from.move_to(to).map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "invalid_state",
+                e.to_string(),
+            )
+        })?;
+        let e = self
+            .inner
+            .store
+            .transition_task(id, from, to, reason)
+            .await?;
+        self.inner.bus.publish(e);
+        Ok(())
+    }
+
+    /// Queues a task from the backlog (or a failed one, to retry).
+    pub async fn dispatch(&self, id: &str) -> ApiResult<Task> {
+        let rec = self.inner.store.get_task(id).await?;
+        self.transition(id, rec.task.status, TaskStatus::Queued, None)
+            .await?;
+        self.inner.wake.notify_one();
+        Ok(self.inner.store.get_task(id).await?.task)
+    }
+
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Stops a task wherever it is; its sandbox is destroyed, its mirror branch kept.
+    pub async fn cancel(&self, id: &str) -> ApiResult<Task> {
+        let rec = self.inner.store.get_task(id).await?;
+        if let Some((runtime, session)) = self.take_active(id) {
+            let _ = runtime.abort(&session).await;
+        }
+        self.transition(id, rec.task.status, TaskStatus::Cancelled, None)
+            .await?;
+        self.release_sandbox(&rec.task).await;
+        Ok(self.inner.store.get_task(id).await?.task)
+    }
+
+    /// Accepts the work in review: done; the sandbox goes, the branch stays in the mirror.
+    pub async fn done(&self, id: &str) -> ApiResult<Task> {
+        let rec = self.inner.store.get_task(id).await?;
+        self.transition(id, rec.task.status, TaskStatus::Done, None)
+            .await?;
+        self.release_sandbox(&rec.task).await;
+        Ok(self.inner.store.get_task(id).await?.task)
+    }
+
+    /// Relays a human's answer to the agent at once.
+    pub async fn answer(
+        &self,
+        task_id: &str,
+        interaction_id: &str,
+        answer: Answer,
+    ) -> ApiResult<()> {
+        let pending = self.inner.store.interactions(Some(task_id), false).await?;
+        if !pending.iter().any(|i| i.id == interaction_id) {
+            return Err(ApiError::not_found(format!(
+                "pending interaction {interaction_id:?} of task {task_id:?}"
+            )));
+        }
+        let (runtime, session) = self.active(task_id).ok_or_else(|| {
+            ApiError::conflict(format!("task {task_id} has no running agent to answer"))
+        })?;
+        runtime
+            .answer(&session, interaction_id, answer.clone())
+            .await
+            .map_err(runtime_error)?;
+        let outcome = match &answer {
+            Answer::Permission { reply, .. } => reply.as_str().to_owned(),
+            Answer::Question { .. } => "answered".to_owned(),
+            Answer::Dismiss => "dismissed".to_owned(),
+        };
+        if let Some(e) = self
+            .inner
+            .store
+            .resolve(task_id, interaction_id, &outcome)
+            .await?
+        {
+            self.inner.bus.publish(e);
+        }
+        self.leave_attention_if_clear(task_id).await;
+        Ok(())
+    }
+
+    fn active(&self, id: &str) -> Option<(Arc<OpenCodeRuntime>, Session)> {
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn take_active(&self, id: &str) -> Option<(Arc<OpenCodeRuntime>, Session)> {
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+    }
+
+    async fn leave_attention_if_clear(&self, id: &str) {
+        let Ok(rec) = self.inner.store.get_task(id).await else {
+            return;
+        };
+        let pending = self
+            .inner
+            .store
+            .interactions(Some(id), false)
+            .await
+            .map(|p| p.len())
+            .unwrap_or(1);
+        if rec.task.status == TaskStatus::NeedsAttention && pending == 0 {
+            let _ = self
+                .transition(id, TaskStatus::NeedsAttention, TaskStatus::Running, None)
+                .await;
+        }
+    }
+
+    async fn release_sandbox(&self, task: &Task) {
+        if let Some(sandbox) = &task.sandbox_id {
+            if let Err(e) = self.inner.lifecycle.destroy(sandbox).await {
+                tracing::debug!(task = %task.id, error = %e.message, "sandbox already gone");
+            }
+        }
+    }
+
+    /// Starts queued tasks while slots are free. Runs until shutdown.
+    pub async fn run_scheduler(self) {
+        loop {
+            let queued = self
+                .inner
+                .store
+                .list_tasks(&[TaskStatus::Queued], None)
+                .await
+                .unwrap_or_default();
+            // Oldest first.
+            for rec in queued.into_iter().rev() {
+                let Ok(permit) = self.inner.slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                let id = rec.task.id.clone();
+                if self
+                    .transition(&id, TaskStatus::Queued, TaskStatus::Running, None)
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                let this = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = this.run(&id).await {
+                        tracing::warn!(task = %id, error = %e.message, "task failed");
+                        this.fail(&id, &e.message).await;
+                    }
+                    drop(permit);
+                    this.inner.wake.notify_one();
+                });
+            }
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+
+    async fn fail(&self, id: &str, reason: &str) {
+        self.take_active(id);
+        if let Ok(rec) = self.inner.store.get_task(id).await {
+            if rec.task.status.can_move_to(TaskStatus::Failed) {
+                let _ = self
+                    .transition(id, rec.task.status, TaskStatus::Failed, Some(reason))
+                    .await;
+            }
+            self.release_sandbox(&rec.task).await;
+        }
+    }
+
+    /// Sandbox → branch → agent → prompt → follow the events to the end of the turn.
+    async fn run(&self, id: &str) -> ApiResult<()> {
+        let rec = self.inner.store.get_task(id).await?;
+        let task = rec.task;
+        let spec = self.inner.store.workspace_spec(&task.workspace_id).await?;
+        let repo = spec
+            .repos
+            .iter()
+            .find(|r| r.clone_path() == task.repo)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "repo",
+                    format!("the workspace has no repo at {:?}", task.repo),
+                )
+            })?
+            .clone();
+
+        let new = NewSandbox {
+            name: sandbox_name(&task),
+            workspace_id: Some(task.workspace_id.clone()),
+            driver: self.inner.lifecycle.driver().kind().to_string(),
+            resources: spec.resources,
+            image: spec.base_image.clone(),
+            agent_token: atelier_core::id::random_token(),
+        };
+        let (sandbox, _) = self.inner.lifecycle.create(new, None).await?;
+        self.inner
+            .store
+            .set_task_sandbox(id, Some(&sandbox.id))
+            .await?;
+        let sandbox = self.wait_running(&sandbox.id).await?;
+        let agent = self.inner.lifecycle.agent(&sandbox.id).await?;
+
+        let dir = git::prepare(
+            &agent,
+            &repo.url,
+            &task.repo,
+            &task.base_branch,
+            &task.branch,
+        )
+        .await?;
+        let local = !self.inner.lifecycle.driver().info().isolated;
+        let launch = agent::start(&agent, &spec.agent_config, &dir, local).await?;
+        let runtime = Arc::new(
+            OpenCodeRuntime::new(OpenCodeConfig::new(&launch.base_url)).map_err(runtime_error)?,
+        );
+        runtime
+            .wait_healthy(Duration::from_secs(60))
+            .await
+            .map_err(runtime_error)?;
+        let session_spec = SessionSpec {
+            directory: PathBuf::from(&dir),
+            model: None,
+            agent: None,
+            variant: None,
+            system: None,
+            title: Some(task.title.clone()),
+        };
+        let session = runtime
+            .start_session(&session_spec)
+            .await
+            .map_err(runtime_error)?;
+        let handle = AgentHandle {
+            base_url: launch.base_url.clone(),
+            session: session.id.clone(),
+            directory: dir.clone(),
+        };
+        self.inner
+            .store
+            .set_task_session(id, &serde_json::to_string(&handle).unwrap_or_default())
+            .await?;
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), (runtime.clone(), session.clone()));
+
+        let events = runtime
+            .events(&session, None)
+            .await
+            .map_err(runtime_error)?;
+        runtime
+            .prompt(&session, &task.prompt)
+            .await
+            .map_err(runtime_error)?;
+        self.pump(id, &agent, &dir, events).await
+    }
+
+    async fn wait_running(&self, id: &SandboxId) -> ApiResult<atelier_core::Sandbox> {
+        for _ in 0..(10 * 300) {
+            let s = self.inner.store.get_sandbox(id).await?.sandbox;
+            match s.state {
+                atelier_core::SandboxState::Running => return Ok(s),
+                atelier_core::SandboxState::Creating | atelier_core::SandboxState::Starting => {}
+                other => {
+                    return Err(ApiError::internal(format!(
+                        "the task's sandbox is {other}: {}",
+                        s.error.unwrap_or_default()
+                    )))
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(ApiError::internal(
+            "the task's sandbox did not start within 5 minutes",
+        ))
+    }
+
+    /// Persists and folds every agent event until the turn ends.
+    async fn pump(
+        &self,
+        id: &str,
+        agent: &atelier_agent_client::AgentClient,
+        dir: &str,
+        mut events: atelier_runtimes::EventStream,
+    ) -> ApiResult<()> {
+        let mut progress = self
+            .inner
+            .store
+            .get_task(id)
+            .await
+            .map(|r| progress_of(&r))
+            .unwrap_or_default();
+        let mut last_text: HashMap<String, String> = HashMap::new();
+        let mut last_message = String::new();
+        while let Some(item) = events.next().await {
+            let (cursor, event) = item.map_err(runtime_error)?;
+            match &event {
+                AgentEvent::Todos { items } => {
+                    progress.todos = items
+                        .iter()
+                        .map(|t| TodoItem {
+                            content: t.content.clone(),
+                            status: serde_json::to_value(t.status)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_owned))
+                                .unwrap_or_default(),
+                        })
+                        .collect();
+                }
+                AgentEvent::FilesTouched { paths } => {
+                    for p in paths {
+                        if !progress.files_touched.contains(p) {
+                            progress.files_touched.push(p.clone());
+                        }
+                    }
+                }
+                AgentEvent::Usage(u) => {
+                    progress.usage.input_tokens += u.input_tokens;
+                    progress.usage.output_tokens += u.output_tokens;
+                    progress.usage.reasoning_tokens += u.reasoning_tokens;
+                    progress.usage.cost_usd += u.cost_usd.unwrap_or(0.0);
+                }
+                AgentEvent::Text {
+                    message_id,
+                    part_id,
+                    delta,
+                    text,
+                } => {
+                    let key = format!("{message_id}/{part_id}");
+                    let entry = last_text.entry(key).or_default();
+                    match (text, delta) {
+                        (Some(t), _) => *entry = t.clone(),
+                        (None, Some(d)) => entry.push_str(d),
+                        _ => {}
+                    }
+                    last_message = entry.clone();
+                }
+                _ => {}
+            }
+            let value = serde_json::to_value(&event).unwrap_or_default();
+            let e = self
+                .inner
+                .store
+                .record_task_event(id, &value, Some(&cursor.to_string()), &progress)
+                .await?;
+            self.inner.bus.publish(e);
+            match event {
+                AgentEvent::InteractionAsked(ask) => {
+                    let kind = match ask.kind {
+                        InteractionKind::Permission { .. } => "permission",
+                        InteractionKind::Question { .. } => "question",
+                    };
+                    let detail = serde_json::to_value(&ask).unwrap_or_default();
+                    if let Some(e) = self
+                        .inner
+                        .store
+                        .ask(id, &ask.id, kind, &ask.title, &detail)
+                        .await?
+                    {
+                        self.inner.bus.publish(e);
+                    }
+                    let status = self.inner.store.get_task(id).await?.task.status;
+                    if status == TaskStatus::Running {
+                        self.transition(id, TaskStatus::Running, TaskStatus::NeedsAttention, None)
+                            .await?;
+                    }
+                }
+                AgentEvent::InteractionResolved { id: ask, outcome } => {
+                    let outcome = serde_json::to_value(&outcome)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_else(|| "answered".into());
+                    if let Some(e) = self.inner.store.resolve(id, &ask, &outcome).await? {
+                        self.inner.bus.publish(e);
+                    }
+                    self.leave_attention_if_clear(id).await;
+                }
+                AgentEvent::TurnEnded { reason, error } => {
+                    use atelier_runtimes::TurnEndReason::*;
+                    return match reason {
+                        Completed => self.finish(id, agent, dir, &last_message).await,
+                        Cancelled => Ok(()),
+                        Error => Err(ApiError::internal(format!(
+                            "the agent failed: {}",
+                            error.unwrap_or_default()
+                        ))),
+                    };
+                }
+                _ => {}
+            }
+        }
+        Err(ApiError::internal(
+            "the agent's event stream ended before the turn did",
+        ))
+    }
+
+    /// End of a turn: commit, diff, preserve the branch, wait in review.
+    async fn finish(
+        &self,
+        id: &str,
+        agent: &atelier_agent_client::AgentClient,
+        dir: &str,
+        summary: &str,
+    ) -> ApiResult<()> {
+        let task = self.inner.store.get_task(id).await?.task;
+        git::commit_all(agent, dir, &format!("{}\n\n{}", task.title, task.prompt)).await?;
+        let (changes, diff) = git::changes(agent, dir, &task.base_branch).await?;
+        git::preserve(agent, dir, &task.branch, &self.mirror_path(&task)).await?;
+        let mut progress = progress_of(&self.inner.store.get_task(id).await?);
+        progress.changes = changes;
+        self.inner.store.set_task_progress(id, &progress).await?;
+        self.inner
+            .store
+            .set_task_result(id, (!summary.is_empty()).then_some(summary), &diff)
+            .await?;
+        let status = self.inner.store.get_task(id).await?.task.status;
+        self.take_active(id);
+        self.transition(id, status, TaskStatus::Review, None).await
+    }
+}
+
+fn progress_of(rec: &TaskRecord) -> TaskProgress {
+    TaskProgress {
+        todos: rec.task.todos.clone(),
+        files_touched: rec.task.files_touched.clone(),
+        usage: rec.task.usage,
+        changes: rec.task.changes.clone(),
+    }
+}
+
+fn sandbox_name(task: &Task) -> String {
+    let slug = task.branch.trim_start_matches("atelier/");
+    let name: String = slug.chars().take(40).collect();
+    name.trim_matches('-').to_owned()
+}
+
+fn runtime_error(e: atelier_runtimes::RuntimeError) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::BAD_GATEWAY,
+        "agent_error",
+        format!("coding agent: {e}"),
+    )
+}
