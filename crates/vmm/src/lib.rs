@@ -13,6 +13,7 @@ pub mod local;
 pub mod process;
 pub mod qemu;
 mod select;
+pub mod storage;
 
 pub use driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, VmmError};
 pub use image::{BootArtifacts, ImageResolver};
