@@ -48,6 +48,11 @@ enum Command {
     /// Manage workspaces (repos, commands, secrets, resources).
     #[command(subcommand, alias = "ws")]
     Workspace(commands::workspace::WorkspaceCommand),
+    /// Dispatch prompts to coding agents and review their work.
+    #[command(subcommand)]
+    Task(commands::task::TaskCommand),
+    /// Every question and permission request waiting for you.
+    Attention,
     /// Build and list the images sandboxes boot from.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
@@ -97,5 +102,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
         Command::Workspace(cmd) => commands::workspace::run(cmd, &client, &out).await,
         Command::Sandbox(cmd) => commands::sandbox::run(cmd, &client, &out).await,
         Command::Image(cmd) => commands::image::run(cmd, &client, &out).await,
+        Command::Task(cmd) => commands::task::run(cmd, &client, &out).await,
+        Command::Attention => commands::task::attention(&client, &out).await,
     }
 }

@@ -13,12 +13,23 @@ use serde_json::json;
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -31,7 +42,16 @@ fn origin(dir: &Path) -> String {
     git(&work, &["add", "."]);
     git(&work, &["commit", "--quiet", "-m", "initial"]);
     let bare = dir.join("origin.git");
-    git(dir, &["clone", "--quiet", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()]);
+    git(
+        dir,
+        &[
+            "clone",
+            "--quiet",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
     format!("file://{}", bare.display())
 }
 
@@ -61,23 +81,41 @@ async fn a_task_runs_asks_is_answered_and_its_branch_survives_the_sandbox() {
     let m = Manager::start(&dir.path().join("data"));
     let api = m.client();
     let w = api
-        .post("/workspaces", json!({"name": "app", "repos": [{"url": url, "branch": "main"}],
-            "agent_config": {"runtime": "fake", "scenario": SCENARIO}}))
+        .post(
+            "/workspaces",
+            json!({"name": "app", "repos": [{"url": url, "branch": "main"}],
+            "agent_config": {"runtime": "fake", "scenario": SCENARIO}}),
+        )
         .await;
     assert_eq!(w.status, 201, "{}", w.body);
 
-    let events = api.req(reqwest::Method::GET, "/events").send().await.unwrap();
-    let t = api.post("/tasks", json!({"prompt": "Write a greeting in NOTES.md", "workspace": "app", "dispatch": true})).await;
+    let events = api
+        .req(reqwest::Method::GET, "/events")
+        .send()
+        .await
+        .unwrap();
+    let t = api
+        .post(
+            "/tasks",
+            json!({"prompt": "Write a greeting in NOTES.md", "workspace": "app", "dispatch": true}),
+        )
+        .await;
     assert_eq!(t.status, 201, "{}", t.body);
     let id = t.body["id"].as_str().unwrap().to_owned();
     let branch = t.body["branch"].as_str().unwrap().to_owned();
-    assert!(branch.starts_with("atelier/write-a-greeting-in-notes-md-"), "{branch}");
+    assert!(
+        branch.starts_with("atelier/write-a-greeting-in-notes-md-"),
+        "{branch}"
+    );
 
     // The question reaches the attention feed (and the event stream).
     let mut ask = None;
     for _ in 0..600 {
         let feed = api.get("/attention").await;
-        ask = feed.body.as_array().and_then(|a| a.iter().find(|x| x["task_id"] == id.as_str()).cloned());
+        ask = feed
+            .body
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["task_id"] == id.as_str()).cloned());
         let t = api.get(&format!("/tasks/{id}")).await.body;
         if ask.is_some() || t["status"] == "failed" {
             break;
@@ -85,17 +123,30 @@ async fn a_task_runs_asks_is_answered_and_its_branch_survives_the_sandbox() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let Some(ask) = ask else {
-        panic!("no question in the attention feed; task: {}\nlog:\n{}", api.get(&format!("/tasks/{id}")).await.body, m.log());
+        panic!(
+            "no question in the attention feed; task: {}\nlog:\n{}",
+            api.get(&format!("/tasks/{id}")).await.body,
+            m.log()
+        );
     };
     assert_eq!(ask["kind"], "question");
-    assert_eq!(api.get(&format!("/tasks/{id}")).await.body["status"], "needs_attention");
+    assert_eq!(
+        api.get(&format!("/tasks/{id}")).await.body["status"],
+        "needs_attention"
+    );
     let seen = common::read_sse(events, 50, Duration::from_secs(2)).await;
-    assert!(seen.iter().any(|(_, e, _)| e == "attention_asked"), "the ask is on the event stream: {seen:?}");
+    assert!(
+        seen.iter().any(|(_, e, _)| e == "attention_asked"),
+        "the ask is on the event stream: {seen:?}"
+    );
     let progress = api.get(&format!("/tasks/{id}")).await.body["progress"].clone();
     assert_eq!(progress, 0, "todos fold into progress");
 
     let r = api
-        .post(&format!("/attention/{id}/{}/answer", ask["id"].as_str().unwrap()), json!({"kind": "question", "answers": [["Formal"]]}))
+        .post(
+            &format!("/attention/{id}/{}/answer", ask["id"].as_str().unwrap()),
+            json!({"kind": "question", "answers": [["Formal"]]}),
+        )
         .await;
     assert_eq!(r.status, 204, "{}", r.body);
 
@@ -112,23 +163,73 @@ async fn a_task_runs_asks_is_answered_and_its_branch_survives_the_sandbox() {
     assert_eq!(task["progress"], 100);
     assert_eq!(task["changes"][0]["path"], "NOTES.md", "{task}");
     assert_eq!(task["usage"]["input_tokens"], 1200);
-    assert!(task["summary"].as_str().unwrap().contains("formal greeting"), "{task}");
-    assert!(api.get("/attention").await.body.as_array().unwrap().is_empty(), "answered asks leave the feed");
-    let diff = api.req(reqwest::Method::GET, &format!("/tasks/{id}/diff")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        task["summary"]
+            .as_str()
+            .unwrap()
+            .contains("formal greeting"),
+        "{task}"
+    );
+    assert!(
+        api.get("/attention")
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "answered asks leave the feed"
+    );
+    let diff = api
+        .req(reqwest::Method::GET, &format!("/tasks/{id}/diff"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(diff.contains("+Good day to you."), "{diff}");
     let timeline = api.get(&format!("/tasks/{id}/events")).await;
-    assert!(timeline.body.as_array().unwrap().len() >= 5, "{}", timeline.body);
+    assert!(
+        timeline.body.as_array().unwrap().len() >= 5,
+        "{}",
+        timeline.body
+    );
 
     // Done: the sandbox goes, the commit stays in the host-side mirror.
     let sandbox = task["sandbox_id"].as_str().unwrap().to_owned();
     let r = api.post(&format!("/tasks/{id}/done"), json!({})).await;
     assert_eq!(r.body["status"], "done", "{}", r.body);
-    assert_eq!(api.get(&format!("/sandboxes/{sandbox}")).await.body["state"], "destroyed");
+    assert_eq!(
+        api.get(&format!("/sandboxes/{sandbox}")).await.body["state"],
+        "destroyed"
+    );
     let mirrors = m.data_dir.join("mirrors");
-    let mirror = std::fs::read_dir(&mirrors).unwrap().flatten().next().unwrap().path();
-    let log = git(&mirror, &["--git-dir", mirror.to_str().unwrap(), "log", "--format=%s", &branch]);
+    let mirror = std::fs::read_dir(&mirrors)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let log = git(
+        &mirror,
+        &[
+            "--git-dir",
+            mirror.to_str().unwrap(),
+            "log",
+            "--format=%s",
+            &branch,
+        ],
+    );
     assert!(log.starts_with("Write a greeting in NOTES.md"), "{log}");
-    let file = git(&mirror, &["--git-dir", mirror.to_str().unwrap(), "show", &format!("{branch}:NOTES.md")]);
+    let file = git(
+        &mirror,
+        &[
+            "--git-dir",
+            mirror.to_str().unwrap(),
+            "show",
+            &format!("{branch}:NOTES.md"),
+        ],
+    );
     assert_eq!(file, "Good day to you.\n");
 
     let r = api.post(&format!("/tasks/{id}/done"), json!({})).await;
@@ -145,14 +246,106 @@ async fn bad_task_input_is_refused_with_the_field_named() {
         (json!({"prompt": "", "workspace": "empty"}), "prompt"),
         (json!({"prompt": "x", "workspace": "nope"}), "workspace"),
         (json!({"prompt": "x", "workspace": "empty"}), "workspace"),
-        (json!({"prompt": "x", "workspace": "empty", "base_branch": "a..b"}), "base_branch"),
-        (json!({"prompt": "x", "workspace": "empty", "effort": "extreme"}), "effort"),
+        (
+            json!({"prompt": "x", "workspace": "empty", "base_branch": "a..b"}),
+            "base_branch",
+        ),
+        (
+            json!({"prompt": "x", "workspace": "empty", "effort": "extreme"}),
+            "effort",
+        ),
     ] {
         let r = api.post("/tasks", body.clone()).await;
         assert_eq!(r.status, 422, "{body}: {}", r.body);
-        assert_eq!(r.body["error"]["details"]["fields"][0]["field"], field, "{body}: {}", r.body);
+        assert_eq!(
+            r.body["error"]["details"]["fields"][0]["field"], field,
+            "{body}: {}",
+            r.body
+        );
     }
     assert_eq!(api.get("/tasks/tnope").await.status, 404);
-    assert_eq!(api.post("/attention/tnope/q1/answer", json!({"kind": "dismiss"})).await.status, 404);
-    assert_eq!(api.post("/attention/tnope/q1/answer", json!({"kind": "maybe"})).await.status, 422);
+    assert_eq!(
+        api.post("/attention/tnope/q1/answer", json!({"kind": "dismiss"}))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        api.post("/attention/tnope/q1/answer", json!({"kind": "maybe"}))
+            .await
+            .status,
+        422
+    );
+}
+
+#[tokio::test]
+async fn the_cli_drives_a_task_from_prompt_to_done() {
+    common::ensure_fake_agent_built();
+    let dir = tempfile::tempdir().unwrap();
+    let url = origin(dir.path());
+    let m = Manager::start(&dir.path().join("data"));
+    m.client()
+        .post("/workspaces", json!({"name": "app", "repos": [{"url": url}], "agent_config": {"runtime": "fake", "scenario": SCENARIO}}))
+        .await;
+    let cli = |args: &[&str]| {
+        let out = Command::new(common::atelier_bin())
+            .args(args)
+            .env("ATELIER_URL", &m.url)
+            .env("ATELIER_DATA_DIR", &m.data_dir)
+            .env_remove("ATELIER_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = cli(&[
+        "--json",
+        "task",
+        "create",
+        "Write a greeting",
+        "--workspace",
+        "app",
+    ]);
+    assert!(ok, "{stderr}");
+    let task: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let id = task["id"].as_str().unwrap().to_owned();
+
+    let mut listed = String::new();
+    for _ in 0..600 {
+        listed = cli(&["attention"]).1;
+        if listed.contains(&id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(listed.contains("Formal or casual greeting?"), "{listed}");
+    let (ok, stdout, stderr) = cli(&["task", "answer", &id, "--choice", "Formal"]);
+    assert!(ok && stdout.contains("answered"), "{stdout}{stderr}");
+
+    let mut shown = String::new();
+    for _ in 0..600 {
+        shown = cli(&["task", "show", &id]).1;
+        if shown.contains(") review") || shown.contains(") failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        shown.contains("review") && shown.contains("NOTES.md +1 -0"),
+        "{shown}"
+    );
+    let (_, diff, _) = cli(&["task", "diff", &id]);
+    assert!(diff.contains("+Good day to you."), "{diff}");
+    let (_, logs, _) = cli(&["task", "logs", &id]);
+    assert!(
+        logs.contains("ASK") && logs.contains("turn end  completed"),
+        "{logs}"
+    );
+    let (ok, stdout, _) = cli(&["task", "done", &id]);
+    assert!(ok && stdout.contains("done"), "{stdout}");
+    let (ok, _, stderr) = cli(&["task", "answer", &id, "--dismiss"]);
+    assert!(!ok && stderr.contains("no pending"), "{stderr}");
 }

@@ -2,4 +2,5 @@ pub mod image;
 pub mod sandbox;
 pub mod serve;
 pub mod system;
+pub mod task;
 pub mod workspace;
