@@ -349,3 +349,80 @@ async fn the_cli_drives_a_task_from_prompt_to_done() {
     let (ok, _, stderr) = cli(&["task", "answer", &id, "--dismiss"]);
     assert!(!ok && stderr.contains("no pending"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_manager_killed_mid_task_resumes_the_agent_stream_and_loses_nothing() {
+    common::ensure_fake_agent_built();
+    let dir = tempfile::tempdir().unwrap();
+    let url = origin(dir.path());
+    let data = dir.path().join("data");
+    let mut m = Manager::start(&data);
+    let api = m.client();
+    api.post("/workspaces", json!({"name": "app", "repos": [{"url": url}], "agent_config": {"runtime": "fake", "scenario": SCENARIO}}))
+        .await;
+    let t = api
+        .post(
+            "/tasks",
+            json!({"prompt": "Write a greeting", "workspace": "app", "dispatch": true}),
+        )
+        .await;
+    let id = t.body["id"].as_str().unwrap().to_owned();
+    let (a, i) = (api.clone(), id.clone());
+    eventually(
+        Duration::from_secs(60),
+        "the task to need attention",
+        || {
+            let (api, id) = (a.clone(), i.clone());
+            async move {
+                (api.get(&format!("/tasks/{id}")).await.body["status"] == "needs_attention")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let before = api
+        .get(&format!("/tasks/{id}/events"))
+        .await
+        .body
+        .as_array()
+        .unwrap()
+        .len();
+    m.kill9();
+
+    let m2 = Manager::start(&data);
+    let api = m2.client();
+    let ask = api.get("/attention").await.body.as_array().unwrap()[0].clone();
+    let r = api
+        .post(
+            &format!("/attention/{id}/{}/answer", ask["id"].as_str().unwrap()),
+            json!({"kind": "question", "answers": [["Casual"]]}),
+        )
+        .await;
+    assert_eq!(
+        r.status, 204,
+        "the resumed agent takes the answer: {}",
+        r.body
+    );
+    let (a, i) = (api.clone(), id.clone());
+    let task = eventually(Duration::from_secs(60), "the task to reach review", || {
+        let (api, id) = (a.clone(), i.clone());
+        async move {
+            let t = api.get(&format!("/tasks/{id}")).await.body;
+            assert_ne!(t["status"], "failed", "{t}");
+            (t["status"] == "review").then_some(t)
+        }
+    })
+    .await;
+    assert_eq!(task["changes"][0]["path"], "NOTES.md");
+    let timeline = api.get(&format!("/tasks/{id}/events")).await.body;
+    let events = timeline.as_array().unwrap();
+    assert!(
+        events.len() > before,
+        "events after the restart were recorded"
+    );
+    let asks = events
+        .iter()
+        .filter(|e| e["event"]["type"] == "interaction_asked")
+        .count();
+    assert_eq!(asks, 1, "the resumed stream repeats nothing: {timeline}");
+}

@@ -223,6 +223,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
         opts.max_running_tasks,
         shutdown.clone(),
     );
+    tasks.recover().await;
     tokio::spawn(tasks.clone().run_scheduler());
     let state = AppState {
         store: store.clone(),

@@ -373,6 +373,79 @@ impl Tasks {
         self.pump(id, &agent, &dir, events).await
     }
 
+    /// After a manager restart: re-attach to the agents of tasks that were running and
+    /// resume their event streams where the stored cursor left them.
+    pub async fn recover(&self) {
+        let tasks = self
+            .inner
+            .store
+            .list_tasks(&[TaskStatus::Running, TaskStatus::NeedsAttention], None)
+            .await
+            .unwrap_or_default();
+        for rec in tasks {
+            let Ok(permit) = self.inner.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                let id = rec.task.id.clone();
+                if let Err(e) = this.resume(rec).await {
+                    tracing::warn!(task = %id, error = %e.message, "could not resume the task after a restart");
+                    this.fail(&id, &format!("lost after a manager restart: {}", e.message))
+                        .await;
+                }
+                drop(permit);
+                this.inner.wake.notify_one();
+            });
+        }
+    }
+
+    async fn resume(&self, rec: TaskRecord) -> ApiResult<()> {
+        let id = rec.task.id.clone();
+        let handle: AgentHandle = rec
+            .session_id
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or_else(|| ApiError::internal("the task never reached its agent"))?;
+        let sandbox = rec
+            .task
+            .sandbox_id
+            .clone()
+            .ok_or_else(|| ApiError::internal("the task has no sandbox"))?;
+        let agent = self.inner.lifecycle.agent(&sandbox).await?;
+        let runtime = Arc::new(
+            OpenCodeRuntime::new(OpenCodeConfig::new(&handle.base_url)).map_err(runtime_error)?,
+        );
+        runtime
+            .wait_healthy(Duration::from_secs(30))
+            .await
+            .map_err(runtime_error)?;
+        let spec = SessionSpec {
+            directory: PathBuf::from(&handle.directory),
+            model: None,
+            agent: None,
+            variant: None,
+            system: None,
+            title: Some(rec.task.title.clone()),
+        };
+        let session = runtime
+            .attach_session(&handle.session, &spec)
+            .await
+            .map_err(runtime_error)?;
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), (runtime.clone(), session.clone()));
+        let cursor = rec.cursor.as_deref().and_then(|c| c.parse().ok());
+        let events = runtime
+            .events(&session, cursor)
+            .await
+            .map_err(runtime_error)?;
+        tracing::info!(task = %id, "resumed the task's agent stream");
+        self.pump(&id, &agent, &handle.directory, events).await
+    }
+
     async fn wait_running(&self, id: &SandboxId) -> ApiResult<atelier_core::Sandbox> {
         for _ in 0..(10 * 300) {
             let s = self.inner.store.get_sandbox(id).await?.sandbox;
