@@ -314,24 +314,24 @@ async fn the_cli_drives_a_task_from_prompt_to_done() {
     let id = task["id"].as_str().unwrap().to_owned();
 
     let mut listed = String::new();
-    for _ in 0..600 {
+    for _ in 0..240 {
         listed = cli(&["attention"]).1;
         if listed.contains(&id) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(listed.contains("Formal or casual greeting?"), "{listed}");
     let (ok, stdout, stderr) = cli(&["task", "answer", &id, "--choice", "Formal"]);
     assert!(ok && stdout.contains("answered"), "{stdout}{stderr}");
 
     let mut shown = String::new();
-    for _ in 0..600 {
+    for _ in 0..240 {
         shown = cli(&["task", "show", &id]).1;
         if shown.contains(") review") || shown.contains(") failed") {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(
         shown.contains("review") && shown.contains("NOTES.md +1 -0"),
