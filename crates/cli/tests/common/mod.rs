@@ -51,9 +51,19 @@ pub fn ensure_fake_agent_built() -> PathBuf {
     let bin = atelier_bin().with_file_name("fake-agent");
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = atelier_bin().parent().and_then(|p| p.file_name()).is_some_and(|n| n == "release");
+        let release = atelier_bin()
+            .parent()
+            .and_then(|p| p.file_name())
+            .is_some_and(|n| n == "release");
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "atelier-runtimes", "--bin", "fake-agent"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "atelier-runtimes",
+                "--bin",
+                "fake-agent",
+            ])
             .args(release.then_some("--release"))
             .status()
             .expect("run cargo to build fake-agent");
