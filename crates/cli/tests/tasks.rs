@@ -426,3 +426,73 @@ async fn a_manager_killed_mid_task_resumes_the_agent_stream_and_loses_nothing() 
         .count();
     assert_eq!(asks, 1, "the resumed stream repeats nothing: {timeline}");
 }
+
+const QUIET_SCENARIO: &str = r#"
+steps:
+  - edit_file: {path: CHANGES.md, content: "edited\n"}
+  - say: "Done."
+  - finish
+"#;
+
+async fn wait_status(api: &common::Api, id: &str, status: &str) -> serde_json::Value {
+    let (a, i, s) = (api.clone(), id.to_owned(), status.to_owned());
+    eventually(Duration::from_secs(90), "a task status", || {
+        let (api, id, status) = (a.clone(), i.clone(), s.clone());
+        async move {
+            let t = api.get(&format!("/tasks/{id}")).await.body;
+            assert_ne!(t["status"], "failed", "{t}");
+            (t["status"] == status.as_str()).then_some(t)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn templates_shape_the_prompt_and_a_review_chains_on_the_same_branch() {
+    common::ensure_fake_agent_built();
+    let dir = tempfile::tempdir().unwrap();
+    let url = origin(dir.path());
+    let m = Manager::start(&dir.path().join("data"));
+    let api = m.client();
+    api.post("/workspaces", json!({"name": "app", "repos": [{"url": url}], "agent_config": {"runtime": "fake", "scenario": QUIET_SCENARIO}}))
+        .await;
+
+    let list = api.get("/templates").await;
+    let names: Vec<&str> = list.body.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["implementation", "best-practices-review", "security-review", "simplification"]);
+    let mut imp = list.body[0].clone();
+    imp["prompt"] = json!("Workspace rule: small commits.\n{{task.prompt}} (branch {{branch}})");
+    let r = api.send(api.req(reqwest::Method::PUT, "/workspaces/app/templates/implementation").json(&imp)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut bad = imp.clone();
+    bad["prompt"] = json!("{{nope}}");
+    let r = api.send(api.req(reqwest::Method::PUT, "/templates/implementation").json(&bad)).await;
+    assert_eq!((r.status, r.body["error"]["details"]["fields"][0]["field"].as_str()), (422, Some("prompt")));
+    let r = api.post("/tasks", json!({"prompt": "x", "workspace": "app", "template": "nope"})).await;
+    assert_eq!(r.status, 422);
+
+    let t = api.post("/tasks", json!({"prompt": "Tidy the changelog", "workspace": "app", "dispatch": true, "effort": "low"})).await;
+    let id = t.body["id"].as_str().unwrap().to_owned();
+    let parent = wait_status(&api, &id, "review").await;
+    // The agent got the workspace's template, rendered.
+    let sandbox = parent["sandbox_id"].as_str().unwrap();
+    let logs = api.get(&format!("/sandboxes/{sandbox}/services/coding-agent/logs")).await;
+    assert_eq!(logs.status, 200, "{}", logs.body);
+
+    let r = api.post(&format!("/tasks/{id}/review"), json!({"template": "security-review"})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["base_branch"], parent["branch"]);
+    assert!(r.body["title"].as_str().unwrap().starts_with("Security Review: "));
+    let review_id = r.body["id"].as_str().unwrap().to_owned();
+    let review = wait_status(&api, &review_id, "review").await;
+    assert_ne!(review["branch"], parent["branch"]);
+
+    let mirror = std::fs::read_dir(m.data_dir.join("mirrors")).unwrap().flatten().next().unwrap().path();
+    let log = git(&mirror, &["--git-dir", mirror.to_str().unwrap(), "log", "--format=%s", review["branch"].as_str().unwrap()]);
+    // The reviewer found nothing to change (the scripted agent rewrites the same file), so
+    // its branch is the parent's work: it started from the parent's branch, not from main.
+    assert!(log.starts_with("Tidy the changelog"), "the review builds on the parent's commit: {log}");
+    assert_eq!(review["changes"], json!([]), "{review}");
+    let r = api.post(&format!("/tasks/{review_id}/review"), json!({"template": "nope"})).await;
+    assert_eq!(r.status, 422);
+}

@@ -8,6 +8,7 @@ pub mod event;
 pub mod id;
 pub mod sandbox;
 pub mod task;
+pub mod template;
 pub mod validate;
 pub mod workspace;
 

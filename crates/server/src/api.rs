@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::routes::{events, files, images, sandboxes, services, system, tasks, workspaces};
+use crate::routes::{events, files, images, sandboxes, services, system, tasks, templates, workspaces};
 use crate::{AppState, ServeOptions};
 
 #[derive(OpenApi)]
@@ -35,6 +35,7 @@ use crate::{AppState, ServeOptions};
         (name = "services", description = "Supervised processes in a sandbox"),
         (name = "events", description = "The typed event stream"),
         (name = "tasks", description = "Prompts run by coding agents on branches"),
+        (name = "templates", description = "Session templates: what the agent is told, per effort"),
         (name = "attention", description = "Questions and permission requests waiting for a human"),
         (name = "images", description = "Kernels and root filesystems sandboxes boot from"),
     )
@@ -91,6 +92,11 @@ fn api_routes(max_file_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::events))
         .routes(routes!(tasks::diff))
         .routes(routes!(tasks::attention))
+        .routes(routes!(tasks::review))
+        .routes(routes!(templates::list))
+        .routes(routes!(templates::put, templates::delete))
+        .routes(routes!(templates::list_for_workspace))
+        .routes(routes!(templates::put_for_workspace))
         .routes(routes!(tasks::answer))
         .routes(routes!(images::list))
         .routes(routes!(images::build))

@@ -8,6 +8,7 @@ mod events;
 mod sandboxes;
 mod seal;
 mod tasks;
+mod templates;
 mod workspaces;
 
 use std::path::Path;

@@ -22,6 +22,8 @@ pub struct NewTask {
     pub base_branch: String,
     pub repo: String,
     pub status: TaskStatus,
+    /// The task this one reviews (it starts from that task's branch).
+    pub parent_id: Option<String>,
 }
 
 /// Live progress folded from agent events.
@@ -41,6 +43,7 @@ pub struct TaskProgress {
 #[derive(Debug, Clone)]
 pub struct TaskRecord {
     pub task: Task,
+    pub parent_id: Option<String>,
     pub session_id: Option<String>,
     pub cursor: Option<String>,
 }
@@ -71,7 +74,7 @@ pub struct TaskEvent {
 }
 
 const COLUMNS: &str = "id, title, prompt, workspace_id, template, effort, base_branch, repo, branch, status, sandbox_id, \
-                       progress, summary, error, cursor, session_id, created_at, updated_at";
+                       progress, summary, error, cursor, session_id, parent_id, created_at, updated_at";
 
 impl Store {
     pub async fn create_task(
@@ -91,7 +94,7 @@ impl Store {
         let at = now();
         sqlx::query(
             "INSERT INTO tasks (id, title, prompt, workspace_id, template, effort, base_branch, repo, branch, status, \
-             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             parent_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(&new.title)
@@ -103,6 +106,7 @@ impl Store {
         .bind(&new.repo)
         .bind(&branch)
         .bind(new.status.as_str())
+        .bind(new.parent_id.as_deref())
         .bind(at)
         .bind(at)
         .execute(&mut *tx)
@@ -447,6 +451,7 @@ fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
     };
     Ok(TaskRecord {
         task,
+        parent_id: row.get("parent_id"),
         session_id: row.get("session_id"),
         cursor: row.get("cursor"),
     })
@@ -472,6 +477,7 @@ mod tests {
             base_branch: "main".into(),
             repo: "app".into(),
             status: TaskStatus::Backlog,
+            parent_id: None,
         }
     }
 

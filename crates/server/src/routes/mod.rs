@@ -5,6 +5,7 @@ pub mod sandboxes;
 pub mod services;
 pub mod system;
 pub mod tasks;
+pub mod templates;
 pub mod workspaces;
 
 use atelier_core::{SandboxId, WorkspaceId};

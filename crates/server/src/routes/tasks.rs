@@ -52,6 +52,9 @@ pub async fn create(
         .template
         .clone()
         .unwrap_or_else(|| "implementation".into());
+    if state.store.template(Some(&workspace.id), &template).await.is_err() {
+        return Err(ApiError::invalid("template", format!("no session template {template:?}")));
+    }
     let new = NewTask {
         title: spec.effective_title(),
         prompt: spec.prompt.clone(),
@@ -68,6 +71,7 @@ pub async fn create(
         } else {
             TaskStatus::Backlog
         },
+        parent_id: None,
     };
     let idem = key.map(|k| Idempotency::new(k, &body));
     let (rec, event) = state.store.create_task(&new, idem.as_ref()).await?;
@@ -236,4 +240,49 @@ pub async fn answer(
         .answer(&task_id, &interaction_id, answer)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewRequest {
+    /// A review template, e.g. `security-review`.
+    pub template: String,
+    #[serde(default)]
+    pub effort: atelier_core::Effort,
+}
+
+/// Chain a review: a new task runs `template` on this task's branch, in a fresh sandbox.
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/review", tag = "tasks", params(("id" = String, Path)), request_body = ReviewRequest,
+    responses((status = 201, body = Task), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn review(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ReviewRequest>,
+) -> ApiResult<(StatusCode, Json<Task>)> {
+    let parent = state.store.get_task(&id).await?.task;
+    if !matches!(parent.status, TaskStatus::Review | TaskStatus::Done) {
+        return Err(ApiError::conflict(format!("task {id} is {}; only work in review or done can be reviewed", parent.status)));
+    }
+    let template = state
+        .store
+        .template(Some(&parent.workspace_id), &req.template)
+        .await
+        .map_err(|_| ApiError::invalid("template", format!("no session template {:?}", req.template)))?;
+    let new = NewTask {
+        title: format!("{}: {}", template.title, parent.title),
+        prompt: parent.prompt.clone(),
+        workspace_id: parent.workspace_id.clone(),
+        template: template.name.clone(),
+        effort: req.effort,
+        base_branch: parent.branch.clone(),
+        repo: parent.repo.clone(),
+        status: TaskStatus::Queued,
+        parent_id: Some(parent.id.clone()),
+    };
+    let (rec, event) = state.store.create_task(&new, None).await?;
+    if let Some(e) = event {
+        state.bus.publish(e);
+    }
+    state.tasks.wake();
+    Ok((StatusCode::CREATED, Json(rec.task)))
 }

@@ -318,14 +318,12 @@ impl Tasks {
         let sandbox = self.wait_running(&sandbox.id).await?;
         let agent = self.inner.lifecycle.agent(&sandbox.id).await?;
 
-        let dir = git::prepare(
-            &agent,
-            &repo.url,
-            &task.repo,
-            &task.base_branch,
-            &task.branch,
-        )
-        .await?;
+        // A review starts from its parent's branch, kept in the host mirror.
+        let source = match &rec.parent_id {
+            Some(_) => format!("file://{}", self.mirror_path(&task).display()),
+            None => repo.url.clone(),
+        };
+        let dir = git::prepare(&agent, &source, &task.repo, &task.base_branch, &task.branch).await?;
         let local = !self.inner.lifecycle.driver().info().isolated;
         let launch = agent::start(&agent, &spec.agent_config, &dir, local).await?;
         let runtime = Arc::new(
@@ -335,11 +333,23 @@ impl Tasks {
             .wait_healthy(Duration::from_secs(60))
             .await
             .map_err(runtime_error)?;
+        let template = self.inner.store.template(Some(&task.workspace_id), &task.template).await?;
+        let settings = template.settings(task.effort);
+        let vars = atelier_core::template::PromptVars {
+            prompt: &task.prompt,
+            title: &task.title,
+            branch: &task.branch,
+            base_branch: &task.base_branch,
+            repo: &task.repo,
+        };
+        let prompt = template.prompt_for(task.effort, &vars);
         let session_spec = SessionSpec {
             directory: PathBuf::from(&dir),
-            model: None,
+            model: settings.model.as_deref().and_then(|m| m.split_once('/')).map(|(provider, model)| {
+                atelier_runtimes::ModelRef { provider: provider.to_owned(), model: model.to_owned() }
+            }),
             agent: None,
-            variant: None,
+            variant: settings.reasoning.clone(),
             system: None,
             title: Some(task.title.clone()),
         };
@@ -367,7 +377,7 @@ impl Tasks {
             .await
             .map_err(runtime_error)?;
         runtime
-            .prompt(&session, &task.prompt)
+            .prompt(&session, &prompt)
             .await
             .map_err(runtime_error)?;
         self.pump(id, &agent, &dir, events).await
