@@ -70,7 +70,6 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::testutil::store;
 
     #[tokio::test]
