@@ -254,6 +254,27 @@ impl AgentClient {
         &self.inner.addr
     }
 
+    /// A client of the same agent authenticating with `token` instead, which takes over
+    /// this client's idle connections (the token goes with each request, not with the
+    /// connection): after a token swap (`PUT /v1/identity`) the next call skips the
+    /// connect. Same timeouts.
+    pub fn with_token(&self, token: impl Into<String>) -> Self {
+        let mut next = Self::new(self.inner.addr.clone(), token);
+        next.timeout = self.timeout;
+        next.transfer_timeout = self.transfer_timeout;
+        next.connect_timeout = self.connect_timeout;
+        let idle = self
+            .inner
+            .idle
+            .lock()
+            .map(|mut idle| std::mem::take(&mut *idle))
+            .unwrap_or_default();
+        for sender in idle {
+            next.inner.put_idle(sender);
+        }
+        next
+    }
+
     async fn new_connection(&self) -> Result<Sender, Error> {
         let io = connect::connect(&self.inner.addr, self.connect_timeout).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
@@ -542,6 +563,17 @@ impl AgentClient {
             )
             .await?;
         Ok(set.epoch_ms)
+    }
+
+    /// `PUT /v1/identity`: makes a restored clone its own machine (host name, token,
+    /// clock, kernel RNG, machine id). Authenticated with this client's token, which the
+    /// agent refuses from the answer on: talk to it with a client for `identity.token`.
+    pub async fn set_identity(
+        &self,
+        identity: &atelier_proto::Identity,
+    ) -> Result<atelier_proto::IdentityApplied, Error> {
+        self.send_json(Method::PUT, "/identity", identity, self.timeout)
+            .await
     }
 
     /// `GET /v1/services/{name}`.

@@ -1,6 +1,6 @@
 //! HTTP routes (see the endpoint table in `atelier_proto`).
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use atelier_proto::{ExecRequest, Health, ServiceSpec, API_PREFIX};
@@ -26,13 +26,29 @@ pub const MAX_JSON_BYTES: usize = 4 * 1024 * 1024;
 
 /// Shared state of the HTTP handlers.
 pub struct AppState {
-    pub token: String,
+    /// The bearer token every request must carry; swapped by `PUT /v1/identity`.
+    pub token: RwLock<String>,
+    /// Serializes identity changes (and the check that the caller's token is still current).
+    pub identity_lock: tokio::sync::Mutex<()>,
     pub started: Instant,
     pub roots: Arc<Roots>,
     pub procs: Arc<ProcessContext>,
     pub services: Arc<Supervisor>,
     /// In a VM (guest mode) the agent owns the machine and may step its clock.
     pub guest: bool,
+}
+
+impl AppState {
+    /// Whether `presented` is the current token (constant-time).
+    pub fn token_matches(&self, presented: &str) -> bool {
+        let current = self.token.read().unwrap_or_else(|p| p.into_inner());
+        ct_eq(presented.as_bytes(), current.as_bytes())
+    }
+
+    /// Replaces the token: every request checked after this returns needs the new one.
+    pub fn set_token(&self, token: String) {
+        *self.token.write().unwrap_or_else(|p| p.into_inner()) = token;
+    }
 }
 
 type St = State<Arc<AppState>>;
@@ -63,6 +79,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&p("/services/{name}/stop"), post(stop_service_h))
         .route(&p("/services/{name}/logs"), get(logs_h))
         .route(&p("/clock"), axum::routing::put(clock_h))
+        .route(&p("/identity"), axum::routing::put(identity_h))
         .fallback(fallback_h)
         .method_not_allowed_fallback(method_not_allowed_h)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
@@ -82,13 +99,17 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-async fn auth(State(st): St, req: Request, next: Next) -> Response {
-    let ok = req
-        .headers()
+/// The bearer token a request presents.
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| ct_eq(t.trim().as_bytes(), st.token.as_bytes()));
+        .map(str::trim)
+}
+
+async fn auth(State(st): St, req: Request, next: Next) -> Response {
+    let ok = presented_token(req.headers()).is_some_and(|t| st.token_matches(t));
     if !ok {
         return ApiError::unauthorized().into_response();
     }
@@ -192,6 +213,72 @@ async fn clock_h(
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
     Ok(Json(atelier_proto::ClockSet { epoch_ms: now }))
+}
+
+/// Makes a VM restored from a memory snapshot its own machine: steps the clock, mixes
+/// host entropy into the kernel RNG and reseeds it, renames the host, writes a new
+/// machine id, then swaps the bearer token. Guest mode only (409 otherwise); every field
+/// is checked before anything changes (422 naming the field).
+///
+/// The caller authenticated with the current token; the new one is in force before the
+/// answer is written, so a request sent after the answer arrives needs the new token, and
+/// the old token is refused (401) from then on.
+///
+/// Userspace RNG state: the agent holds none to reset — it generates no secrets itself
+/// (no `rand`); the only per-process random state it has is std's per-thread SipHash
+/// keys for `HashMap` and tokio's scheduler seed, which guard against hash flooding and
+/// order tasks, are not secrets, and cannot be reseeded through std or tokio.
+async fn identity_h(
+    State(st): St,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<atelier_proto::Identity>,
+) -> ApiResult<Json<atelier_proto::IdentityApplied>> {
+    if !st.guest {
+        return Err(ApiError::conflict(
+            "the identity can only be changed in a VM (guest mode)",
+        ));
+    }
+    let entropy = req
+        .validate()
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", e))?;
+    let _one_at_a_time = st.identity_lock.lock().await;
+    // Another identity change may have won the race since this request was authenticated.
+    if !presented_token(&headers).is_some_and(|t| st.token_matches(t)) {
+        return Err(ApiError::unauthorized());
+    }
+    // A handful of short system calls, run in place: a hop to the blocking pool (a thread
+    // to wake or create) costs more than they do, above all right after a restore.
+    crate::guest::step_clock(req.epoch_ms).map_err(ApiError::internal)?;
+    let entropy_bytes = crate::guest::mix_entropy(&entropy).map_err(ApiError::internal)?;
+    crate::guest::set_hostname(&req.hostname).map_err(ApiError::internal)?;
+    crate::guest::set_machine_id(&req.machine_id).map_err(ApiError::internal)?;
+    st.set_token(req.token);
+    // `/etc/machine-id` (tmpfs) is already the new one; its copy for the next boot is
+    // written once the manager has its answer rather than on the restore's critical path.
+    let machine_id = req.machine_id;
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let written =
+            tokio::task::spawn_blocking(move || crate::guest::persist_machine_id(&machine_id))
+                .await;
+        if let Ok(Err(e)) = written {
+            tracing::warn!(error = %e, "could not persist the machine id");
+        }
+    });
+    tracing::debug!(hostname = %req.hostname, "identity changed");
+    Ok(Json(atelier_proto::IdentityApplied {
+        hostname: req.hostname,
+        epoch_ms: now_ms(),
+        entropy_bytes,
+        reseeded: true,
+    }))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 async fn exec_h(State(st): St, JsonBody(req): JsonBody<ExecRequest>) -> ApiResult<Response> {
@@ -344,7 +431,101 @@ async fn logs_h(State(st): St, Name(name): Name, Q(q): Q<LogsQuery>) -> ApiResul
 
 #[cfg(test)]
 mod tests {
-    use super::ct_eq;
+    use super::*;
+    use atelier_agent_client::AgentClient;
+    use atelier_proto::{to_hex, AgentAddr, Identity};
+
+    const OLD: &str = "old-token-0123456789";
+
+    /// Serves the router on a loopback port; `guest` as given.
+    async fn serve(guest: bool) -> (AgentClient, AgentAddr, Arc<AppState>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let roots = Arc::new(Roots::new(&[dir.path().join("root")]).unwrap());
+        let procs = Arc::new(ProcessContext::new(roots.clone()));
+        let services =
+            Arc::new(Supervisor::new(dir.path().join("services"), procs.clone()).unwrap());
+        let state = Arc::new(AppState {
+            token: RwLock::new(OLD.into()),
+            identity_lock: tokio::sync::Mutex::new(()),
+            started: Instant::now(),
+            roots,
+            procs,
+            services,
+            guest,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = AgentAddr::Tcp(addr);
+        (AgentClient::new(addr.clone(), OLD), addr, state, dir)
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            hostname: "clone-a".into(),
+            token: "new-token-0123456789".into(),
+            epoch_ms: 1_700_000_000_000,
+            entropy: to_hex(&[9u8; 32]),
+            machine_id: "0123456789abcdef0123456789abcdef".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn identity_is_refused_outside_a_vm() {
+        let (client, _, state, _dir) = serve(false).await;
+        let e = client.set_identity(&identity()).await.unwrap_err();
+        assert_eq!(e.status(), Some(409), "{e}");
+        assert_eq!(e.code(), Some("conflict"));
+        assert!(state.token_matches(OLD), "the token is unchanged");
+    }
+
+    #[tokio::test]
+    async fn identity_fields_are_checked_before_anything_changes() {
+        // Guest mode, but every request is invalid: nothing on this host is touched.
+        let (client, addr, state, _dir) = serve(true).await;
+        let mut short = identity();
+        short.entropy = to_hex(&[1u8; 16]);
+        let e = client.set_identity(&short).await.unwrap_err();
+        assert_eq!(e.status(), Some(422), "{e}");
+        assert_eq!(e.code(), Some("invalid_value"));
+        assert!(e.to_string().contains("entropy"), "{e}");
+        let mut not_hex = identity();
+        not_hex.entropy = "g".repeat(64);
+        assert_eq!(
+            client.set_identity(&not_hex).await.unwrap_err().status(),
+            Some(422)
+        );
+        let mut bad_host = identity();
+        bad_host.hostname = "no spaces".into();
+        let e = client.set_identity(&bad_host).await.unwrap_err();
+        assert_eq!(e.status(), Some(422));
+        assert!(e.to_string().contains("hostname"), "{e}");
+        let mut bad_id = identity();
+        bad_id.machine_id = "xyz".into();
+        assert_eq!(
+            client.set_identity(&bad_id).await.unwrap_err().status(),
+            Some(422)
+        );
+        assert!(state.token_matches(OLD), "the token is unchanged");
+        // A wrong token never reaches the handler.
+        let stranger = AgentClient::new(addr, "not-the-token-at-all");
+        let e = stranger.set_identity(&identity()).await.unwrap_err();
+        assert_eq!(e.status(), Some(401));
+    }
+
+    #[tokio::test]
+    async fn a_swapped_token_refuses_the_old_one() {
+        let (client, addr, state, _dir) = serve(false).await;
+        client.health().await.unwrap();
+        state.set_token("new-token-0123456789".into());
+        assert_eq!(client.health().await.unwrap_err().status(), Some(401));
+        // A re-keyed client reuses the connection (and the old one stays refused).
+        let new = client.with_token("new-token-0123456789");
+        assert_eq!(new.addr(), &addr);
+        new.health().await.unwrap();
+        assert_eq!(client.health().await.unwrap_err().status(), Some(401));
+    }
 
     #[test]
     fn constant_time_eq() {

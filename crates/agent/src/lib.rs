@@ -172,7 +172,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
             .map_err(|e| format!("state dir {}: {e}", config.state_dir.display()))?,
     );
     let state = Arc::new(AppState {
-        token: config.token,
+        token: std::sync::RwLock::new(config.token),
+        identity_lock: tokio::sync::Mutex::new(()),
         started: Instant::now(),
         roots,
         procs: procs.clone(),

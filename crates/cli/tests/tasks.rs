@@ -458,17 +458,55 @@ async fn templates_shape_the_prompt_and_a_review_chains_on_the_same_branch() {
         .await;
 
     let list = api.get("/templates").await;
-    let names: Vec<&str> = list.body.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["implementation", "best-practices-review", "security-review", "simplification"]);
+    let names: Vec<&str> = list
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "implementation",
+            "best-practices-review",
+            "security-review",
+            "simplification"
+        ]
+    );
     let mut imp = list.body[0].clone();
     imp["prompt"] = json!("Workspace rule: small commits.\n{{task.prompt}} (branch {{branch}})");
-    let r = api.send(api.req(reqwest::Method::PUT, "/workspaces/app/templates/implementation").json(&imp)).await;
+    let r = api
+        .send(
+            api.req(
+                reqwest::Method::PUT,
+                "/workspaces/app/templates/implementation",
+            )
+            .json(&imp),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let mut bad = imp.clone();
     bad["prompt"] = json!("{{nope}}");
-    let r = api.send(api.req(reqwest::Method::PUT, "/templates/implementation").json(&bad)).await;
-    assert_eq!((r.status, r.body["error"]["details"]["fields"][0]["field"].as_str()), (422, Some("prompt")));
-    let r = api.post("/tasks", json!({"prompt": "x", "workspace": "app", "template": "nope"})).await;
+    let r = api
+        .send(
+            api.req(reqwest::Method::PUT, "/templates/implementation")
+                .json(&bad),
+        )
+        .await;
+    assert_eq!(
+        (
+            r.status,
+            r.body["error"]["details"]["fields"][0]["field"].as_str()
+        ),
+        (422, Some("prompt"))
+    );
+    let r = api
+        .post(
+            "/tasks",
+            json!({"prompt": "x", "workspace": "app", "template": "nope"}),
+        )
+        .await;
     assert_eq!(r.status, 422);
 
     let t = api.post("/tasks", json!({"prompt": "Tidy the changelog", "workspace": "app", "dispatch": true, "effort": "low"})).await;
@@ -476,23 +514,55 @@ async fn templates_shape_the_prompt_and_a_review_chains_on_the_same_branch() {
     let parent = wait_status(&api, &id, "review").await;
     // The agent got the workspace's template, rendered.
     let sandbox = parent["sandbox_id"].as_str().unwrap();
-    let logs = api.get(&format!("/sandboxes/{sandbox}/services/coding-agent/logs")).await;
+    let logs = api
+        .get(&format!("/sandboxes/{sandbox}/services/coding-agent/logs"))
+        .await;
     assert_eq!(logs.status, 200, "{}", logs.body);
 
-    let r = api.post(&format!("/tasks/{id}/review"), json!({"template": "security-review"})).await;
+    let r = api
+        .post(
+            &format!("/tasks/{id}/review"),
+            json!({"template": "security-review"}),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.body["base_branch"], parent["branch"]);
-    assert!(r.body["title"].as_str().unwrap().starts_with("Security Review: "));
+    assert!(r.body["title"]
+        .as_str()
+        .unwrap()
+        .starts_with("Security Review: "));
     let review_id = r.body["id"].as_str().unwrap().to_owned();
     let review = wait_status(&api, &review_id, "review").await;
     assert_ne!(review["branch"], parent["branch"]);
 
-    let mirror = std::fs::read_dir(m.data_dir.join("mirrors")).unwrap().flatten().next().unwrap().path();
-    let log = git(&mirror, &["--git-dir", mirror.to_str().unwrap(), "log", "--format=%s", review["branch"].as_str().unwrap()]);
+    let mirror = std::fs::read_dir(m.data_dir.join("mirrors"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let log = git(
+        &mirror,
+        &[
+            "--git-dir",
+            mirror.to_str().unwrap(),
+            "log",
+            "--format=%s",
+            review["branch"].as_str().unwrap(),
+        ],
+    );
     // The reviewer found nothing to change (the scripted agent rewrites the same file), so
     // its branch is the parent's work: it started from the parent's branch, not from main.
-    assert!(log.starts_with("Tidy the changelog"), "the review builds on the parent's commit: {log}");
+    assert!(
+        log.starts_with("Tidy the changelog"),
+        "the review builds on the parent's commit: {log}"
+    );
     assert_eq!(review["changes"], json!([]), "{review}");
-    let r = api.post(&format!("/tasks/{review_id}/review"), json!({"template": "nope"})).await;
+    let r = api
+        .post(
+            &format!("/tasks/{review_id}/review"),
+            json!({"template": "nope"}),
+        )
+        .await;
     assert_eq!(r.status, 422);
 }

@@ -65,7 +65,10 @@ impl SessionTemplate {
 
     /// The settings for `effort`, with plan mode folded into the prompt's instructions.
     pub fn settings(&self, effort: Effort) -> EffortSettings {
-        let key = serde_json::to_value(effort).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let key = serde_json::to_value(effort)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         self.efforts.get(&key).cloned().unwrap_or_default()
     }
 
@@ -84,7 +87,10 @@ impl SessionTemplate {
         let mut errors = ValidationErrors::default();
         let ok_name = !self.name.is_empty()
             && self.name.len() <= 64
-            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !ok_name {
             errors.push(FieldError::new("name", "must be 1–64 of a-z, 0-9 and '-'"));
         }
@@ -102,13 +108,22 @@ impl SessionTemplate {
             };
             let var = rest[start + 2..start + end].trim();
             if !VARIABLES.contains(&var) {
-                errors.push(FieldError::new("prompt", format!("unknown variable {{{{{var}}}}} (known: {})", VARIABLES.join(", "))));
+                errors.push(FieldError::new(
+                    "prompt",
+                    format!(
+                        "unknown variable {{{{{var}}}}} (known: {})",
+                        VARIABLES.join(", ")
+                    ),
+                ));
             }
             rest = &rest[start + end + 2..];
         }
         for key in self.efforts.keys() {
             if serde_json::from_value::<Effort>(serde_json::Value::String(key.clone())).is_err() {
-                errors.push(FieldError::new(format!("efforts.{key}"), "is not an effort (low, medium, high, max)"));
+                errors.push(FieldError::new(
+                    format!("efforts.{key}"),
+                    "is not an effort (low, medium, high, max)",
+                ));
             }
         }
         errors.finish()
@@ -119,7 +134,14 @@ fn efforts(levels: &[(&str, Option<&str>, bool)]) -> BTreeMap<String, EffortSett
     levels
         .iter()
         .map(|(level, reasoning, plan)| {
-            ((*level).to_owned(), EffortSettings { model: None, reasoning: reasoning.map(str::to_owned), plan: *plan })
+            (
+                (*level).to_owned(),
+                EffortSettings {
+                    model: None,
+                    reasoning: reasoning.map(str::to_owned),
+                    plan: *plan,
+                },
+            )
         })
         .collect()
 }
@@ -170,7 +192,13 @@ mod tests {
     use super::*;
 
     fn vars() -> PromptVars<'static> {
-        PromptVars { prompt: "Add a cache", title: "Cache", branch: "atelier/cache-1", base_branch: "main", repo: "app" }
+        PromptVars {
+            prompt: "Add a cache",
+            title: "Cache",
+            branch: "atelier/cache-1",
+            base_branch: "main",
+            repo: "app",
+        }
     }
 
     #[test]
@@ -181,9 +209,17 @@ mod tests {
             assert!(!text.contains("{{"), "{}: {text}", t.name);
             assert_eq!(t.efforts.len(), 4, "{}", t.name);
         }
-        let review = builtin().into_iter().find(|t| t.name == "security-review").unwrap();
+        let review = builtin()
+            .into_iter()
+            .find(|t| t.name == "security-review")
+            .unwrap();
         let text = review.render(&vars());
-        assert!(text.contains("atelier/cache-1") && text.contains("Add a cache") && text.contains("main...HEAD"), "{text}");
+        assert!(
+            text.contains("atelier/cache-1")
+                && text.contains("Add a cache")
+                && text.contains("main...HEAD"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -191,7 +227,9 @@ mod tests {
         let imp = &builtin()[0];
         assert_eq!(imp.settings(Effort::Low).reasoning.as_deref(), Some("low"));
         assert!(!imp.prompt_for(Effort::Low, &vars()).contains("plan"));
-        assert!(imp.prompt_for(Effort::Max, &vars()).starts_with("Before changing anything"));
+        assert!(imp
+            .prompt_for(Effort::Max, &vars())
+            .starts_with("Before changing anything"));
     }
 
     #[test]
@@ -202,7 +240,15 @@ mod tests {
             prompt: "Do {{nope}} and {{task.prompt".into(),
             efforts: efforts(&[("huge", None, false)]),
         };
-        let fields: Vec<_> = t.validate().unwrap_err().iter().map(|e| e.field.clone()).collect();
-        assert_eq!(fields, ["name", "title", "prompt", "prompt", "efforts.huge"]);
+        let fields: Vec<_> = t
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(|e| e.field.clone())
+            .collect();
+        assert_eq!(
+            fields,
+            ["name", "title", "prompt", "prompt", "efforts.huge"]
+        );
     }
 }

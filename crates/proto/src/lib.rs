@@ -23,6 +23,7 @@
 //! | DELETE | `/v1/services/{name}` | → 204 (stops and forgets) |
 //! | GET | `/v1/services/{name}/logs?offset=&limit=` | → [`LogChunk`] |
 //! | PUT | `/v1/clock` | [`ClockSet`] → [`ClockSet`] (guest mode only: steps the wall clock) |
+//! | PUT | `/v1/identity` | [`Identity`] → [`IdentityApplied`] (guest mode only: a restored clone becomes its own machine) |
 //!
 //! File paths are absolute (and must lie inside one of the agent's roots) or relative to
 //! its first root. `..` components and symlinks leading out of the roots are refused (403).
@@ -419,6 +420,114 @@ pub struct ClockSet {
     pub epoch_ms: i64,
 }
 
+/// Least host randomness an [`Identity`] must carry, in bytes.
+pub const IDENTITY_MIN_ENTROPY_BYTES: usize = 32;
+/// Most host randomness an [`Identity`] may carry, in bytes.
+pub const IDENTITY_MAX_ENTROPY_BYTES: usize = 512;
+
+/// What makes a VM restored from a memory snapshot a distinct machine (`PUT /v1/identity`,
+/// guest mode only). Every clone of one snapshot starts with the snapshot's hostname,
+/// token, clock, kernel RNG state and machine id; the manager sends each clone its own.
+///
+/// The request is authenticated with the agent's current (the snapshot's) token; once the
+/// answer is sent, only `token` is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// The new host name (RFC 1123: letters, digits, `-` and `.`, at most 64 characters).
+    pub hostname: String,
+    /// The new bearer token (printable ASCII without spaces, 16 to 1024 characters).
+    pub token: String,
+    /// The host's wall clock, milliseconds since the Unix epoch (the guest steps to it).
+    pub epoch_ms: i64,
+    /// Fresh host randomness, hex: 32 to 512 bytes, mixed into the guest kernel's RNG
+    /// (credited) before it is reseeded.
+    pub entropy: String,
+    /// The new `/etc/machine-id`: 32 lowercase hex digits, not all zero.
+    pub machine_id: String,
+}
+
+/// The agent's answer to `PUT /v1/identity`: what the guest now says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IdentityApplied {
+    pub hostname: String,
+    /// The guest's wall clock after stepping, milliseconds since the Unix epoch.
+    pub epoch_ms: i64,
+    /// Bytes of entropy credited to the kernel's RNG (0 if the kernel refused them).
+    pub entropy_bytes: usize,
+    /// Whether the kernel's CRNG was reseeded (`RNDRESEEDCRNG`), so that every clone's
+    /// `/dev/urandom` diverges at once instead of at its next scheduled reseed.
+    pub reseeded: bool,
+}
+
+/// Lowercase hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Decodes hex (either case); `None` on an odd length or a non-hex digit.
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    let pairs = s.as_bytes().chunks_exact(2);
+    if !pairs.remainder().is_empty() {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    pairs
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
+impl Identity {
+    /// Checks every field; the error names the first bad one (`field: why`).
+    pub fn validate(&self) -> Result<Vec<u8>, String> {
+        let h = &self.hostname;
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if h.is_empty() || h.len() > 64 || !h.split('.').all(label_ok) {
+            return Err(format!(
+                "hostname: {h:?} is not a host name (letters, digits, '-' and '.', 1 to 64 characters)"
+            ));
+        }
+        let t = &self.token;
+        if t.len() < 16 || t.len() > 1024 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "token: must be 16 to 1024 printable ASCII characters without spaces".into(),
+            );
+        }
+        if self.epoch_ms <= 0 {
+            return Err("epoch_ms: must be after 1970".into());
+        }
+        let entropy = from_hex(&self.entropy)
+            .ok_or_else(|| "entropy: must be hex (two digits per byte)".to_string())?;
+        if !(IDENTITY_MIN_ENTROPY_BYTES..=IDENTITY_MAX_ENTROPY_BYTES).contains(&entropy.len()) {
+            return Err(format!(
+                "entropy: {} bytes given, {IDENTITY_MIN_ENTROPY_BYTES} to {IDENTITY_MAX_ENTROPY_BYTES} needed",
+                entropy.len()
+            ));
+        }
+        let m = &self.machine_id;
+        if m.len() != 32
+            || !m
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || m.bytes().all(|b| b == b'0')
+        {
+            return Err("machine_id: must be 32 lowercase hex digits, not all zero".into());
+        }
+        Ok(entropy)
+    }
+}
+
 /// Port the agent listens on inside a virtual machine (TCP or vsock).
 pub const GUEST_AGENT_PORT: u32 = 1024;
 
@@ -453,3 +562,57 @@ pub struct GuestNetwork {
 
 /// Size of the raw config disk: one 64 KiB block of NUL-padded JSON.
 pub const GUEST_CONFIG_DISK_BYTES: usize = 64 * 1024;
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    fn good() -> Identity {
+        Identity {
+            hostname: "clone-1.example".into(),
+            token: "a".repeat(64),
+            epoch_ms: 1_700_000_000_000,
+            entropy: to_hex(&[7u8; 32]),
+            machine_id: "0123456789abcdef0123456789abcdef".into(),
+        }
+    }
+
+    #[test]
+    fn hex_round_trips_and_rejects_garbage() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(from_hex(&to_hex(&bytes)).unwrap(), bytes);
+        assert_eq!(from_hex("ABcd").unwrap(), [0xab, 0xcd]);
+        assert!(from_hex("abc").is_none());
+        assert!(from_hex("zz").is_none());
+    }
+
+    #[test]
+    fn identities_are_validated_field_by_field() {
+        assert_eq!(good().validate().unwrap(), vec![7u8; 32]);
+        type Breaks = Box<dyn Fn(&mut Identity)>;
+        let cases: Vec<(&str, Breaks)> = vec![
+            ("entropy", Box::new(|i| i.entropy = to_hex(&[1u8; 31]))),
+            ("entropy", Box::new(|i| i.entropy = to_hex(&[1u8; 513]))),
+            ("entropy", Box::new(|i| i.entropy = "xy".repeat(32))),
+            ("hostname", Box::new(|i| i.hostname = String::new())),
+            ("hostname", Box::new(|i| i.hostname = "-bad".into())),
+            ("hostname", Box::new(|i| i.hostname = "a b".into())),
+            ("hostname", Box::new(|i| i.hostname = "x".repeat(65))),
+            ("token", Box::new(|i| i.token = "short".into())),
+            (
+                "token",
+                Box::new(|i| i.token = format!("{} x", "a".repeat(20))),
+            ),
+            ("epoch_ms", Box::new(|i| i.epoch_ms = 0)),
+            ("machine_id", Box::new(|i| i.machine_id = "0".repeat(32))),
+            ("machine_id", Box::new(|i| i.machine_id = "A".repeat(32))),
+            ("machine_id", Box::new(|i| i.machine_id = "a".repeat(31))),
+        ];
+        for (field, break_it) in cases {
+            let mut i = good();
+            break_it(&mut i);
+            let e = i.validate().unwrap_err();
+            assert!(e.starts_with(field), "{field}: {e}");
+        }
+    }
+}

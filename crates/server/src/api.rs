@@ -13,7 +13,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::routes::{events, files, images, sandboxes, services, system, tasks, templates, workspaces};
+use crate::routes::{
+    events, files, images, sandboxes, services, system, tasks, templates, workspaces,
+};
 use crate::{AppState, ServeOptions};
 
 #[derive(OpenApi)]

@@ -109,6 +109,7 @@ impl Lifecycle {
             image: s.image.clone(),
             agent_token: rec.agent_token.clone(),
             env: BTreeMap::new(),
+            restore_token: None,
         }
     }
 

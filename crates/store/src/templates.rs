@@ -18,10 +18,11 @@ impl Store {
             scopes.push(w.to_string());
         }
         for scope in scopes {
-            let rows = sqlx::query("SELECT body FROM session_templates WHERE scope = ? ORDER BY name")
-                .bind(&scope)
-                .fetch_all(&self.pool)
-                .await?;
+            let rows =
+                sqlx::query("SELECT body FROM session_templates WHERE scope = ? ORDER BY name")
+                    .bind(&scope)
+                    .fetch_all(&self.pool)
+                    .await?;
             for row in rows {
                 let t: SessionTemplate = serde_json::from_str(row.get::<&str, _>("body"))
                     .map_err(|e| StoreError::Corrupt(format!("template override: {e}")))?;
@@ -34,16 +35,27 @@ impl Store {
         Ok(out)
     }
 
-    pub async fn template(&self, workspace: Option<&WorkspaceId>, name: &str) -> Result<SessionTemplate> {
+    pub async fn template(
+        &self,
+        workspace: Option<&WorkspaceId>,
+        name: &str,
+    ) -> Result<SessionTemplate> {
         self.templates(workspace)
             .await?
             .into_iter()
             .find(|t| t.name == name)
-            .ok_or_else(|| StoreError::NotFound { what: format!("session template {name:?}") })
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("session template {name:?}"),
+            })
     }
 
-    pub async fn put_template(&self, workspace: Option<&WorkspaceId>, template: &SessionTemplate) -> Result<()> {
-        let body = serde_json::to_string(template).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    pub async fn put_template(
+        &self,
+        workspace: Option<&WorkspaceId>,
+        template: &SessionTemplate,
+    ) -> Result<()> {
+        let body =
+            serde_json::to_string(template).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(
             "INSERT INTO session_templates (scope, name, body, updated_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (scope, name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
@@ -58,9 +70,17 @@ impl Store {
     }
 
     /// Removes an override; false when there was none.
-    pub async fn delete_template(&self, workspace: Option<&WorkspaceId>, name: &str) -> Result<bool> {
+    pub async fn delete_template(
+        &self,
+        workspace: Option<&WorkspaceId>,
+        name: &str,
+    ) -> Result<bool> {
         let r = sqlx::query("DELETE FROM session_templates WHERE scope = ? AND name = ?")
-            .bind(workspace.map(|w| w.to_string()).unwrap_or_else(|| GLOBAL.to_owned()))
+            .bind(
+                workspace
+                    .map(|w| w.to_string())
+                    .unwrap_or_else(|| GLOBAL.to_owned()),
+            )
             .bind(name)
             .execute(&self.pool)
             .await?;
@@ -83,11 +103,32 @@ mod tests {
         s.put_template(None, &t).await.unwrap();
         t.prompt = "Workspace: {{task.prompt}}".into();
         s.put_template(Some(&ws), &t).await.unwrap();
-        assert_eq!(s.template(None, "implementation").await.unwrap().prompt, "Global: {{task.prompt}}");
-        assert_eq!(s.template(Some(&ws), "implementation").await.unwrap().prompt, "Workspace: {{task.prompt}}");
-        assert!(s.delete_template(Some(&ws), "implementation").await.unwrap());
-        assert!(!s.delete_template(Some(&ws), "implementation").await.unwrap());
-        assert_eq!(s.template(Some(&ws), "implementation").await.unwrap().prompt, "Global: {{task.prompt}}");
+        assert_eq!(
+            s.template(None, "implementation").await.unwrap().prompt,
+            "Global: {{task.prompt}}"
+        );
+        assert_eq!(
+            s.template(Some(&ws), "implementation")
+                .await
+                .unwrap()
+                .prompt,
+            "Workspace: {{task.prompt}}"
+        );
+        assert!(s
+            .delete_template(Some(&ws), "implementation")
+            .await
+            .unwrap());
+        assert!(!s
+            .delete_template(Some(&ws), "implementation")
+            .await
+            .unwrap());
+        assert_eq!(
+            s.template(Some(&ws), "implementation")
+                .await
+                .unwrap()
+                .prompt,
+            "Global: {{task.prompt}}"
+        );
         assert!(s.template(None, "nope").await.is_err());
         assert_eq!(s.templates(None).await.unwrap().len(), 4);
     }

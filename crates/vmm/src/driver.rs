@@ -1,6 +1,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -56,6 +56,42 @@ pub struct SandboxSpec {
     pub agent_token: String,
     /// Extra environment for the agent and everything it runs.
     pub env: BTreeMap<String, String>,
+    /// Set when the sandbox comes from [`Driver::launch_from_snapshot`]: the token of the
+    /// agent captured in the snapshot. A restored agent answers only to it until
+    /// [`Driver::wait_ready`] hands it `agent_token` (with a new host name, clock, entropy
+    /// and machine id). `None` for a sandbox that boots.
+    pub restore_token: Option<String>,
+}
+
+/// A running sandbox captured by [`Driver::snapshot`]: memory and device state plus its
+/// disk, from which [`Driver::launch_from_snapshot`] starts any number of clones. Plain
+/// data (JSON) so the manager can persist it; every path is absolute and the directory
+/// must not move while clones of it exist (their disks are overlays of `disk`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub driver: DriverKind,
+    /// The directory holding everything below (`snapshot.json` describes it too).
+    pub dir: PathBuf,
+    /// Memory and device state (QEMU: its migration stream). Never modified once written.
+    pub memory: PathBuf,
+    /// The disk at the instant of the snapshot, self-contained (QEMU: a qcow2 with no
+    /// backing file). Clones get copy-on-write overlays of it; it is never written.
+    pub disk: PathBuf,
+    /// The kernel and initramfs the captured machine booted, copied here: a restore must
+    /// build the very same machine, whatever the image store holds by then.
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// The image the captured sandbox was created from.
+    pub image: String,
+    /// The machine's size; clones get exactly this (a restore cannot resize).
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    /// When the snapshot was taken, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Driver-specific settings a restore must reproduce (QEMU: accelerator, CPU model,
+    /// kernel command line, how the agent is reached).
+    #[serde(default)]
+    pub machine: serde_json::Value,
 }
 
 /// The driver's handle on a launched sandbox, persisted (as JSON) before the manager
@@ -121,6 +157,9 @@ pub enum VmmError {
     ExitedEarly { log_tail: String },
     #[error("corrupt runtime record: {0}")]
     Corrupt(String),
+    /// A snapshot could not be taken, or does not fit this driver or host.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     /// Firecracker refused an API request; `fault` is its `fault_message`.
     #[error("Firecracker answered {status} to {request}: {fault}")]
     Firecracker {
@@ -161,7 +200,11 @@ pub trait Driver: Send + Sync + 'static {
     /// as soon as the process runs; [`Driver::wait_ready`] waits for the agent.
     async fn launch(&self, spec: &SandboxSpec) -> Result<Runtime, VmmError>;
 
-    /// Waits until the agent answers its health check, or fails with the log tail.
+    /// Waits until the agent answers its health check, or fails with the log tail. For a
+    /// sandbox from [`Driver::launch_from_snapshot`] (`spec.restore_token` set), it waits
+    /// for the snapshot's agent, gives it the clone's identity (`spec.name`,
+    /// `spec.agent_token`, the host's clock, fresh entropy, a new machine id), and returns
+    /// once the agent answers to `spec.agent_token` alone.
     async fn wait_ready(
         &self,
         spec: &SandboxSpec,
@@ -186,6 +229,44 @@ pub trait Driver: Send + Sync + 'static {
         Err(VmmError::Unsupported {
             driver: self.kind(),
             operation: "resume",
+        })
+    }
+
+    /// Captures a running sandbox into `dest_dir` (created if missing; it must not hold a
+    /// snapshot already): memory and device state, and its disk at the same instant.
+    /// The guest is asked to flush its caches first (with `spec.agent_token`).
+    ///
+    /// The source is left **stopped**, as after [`Driver::stop`]: its own disk is kept,
+    /// so a later launch cold-boots it as it was (a fresh boot, a fresh identity). It
+    /// is not left running because every clone starts as a copy of it — same token, same
+    /// kernel RNG state — until [`Driver::wait_ready`] gives the clone its own identity.
+    /// On failure nothing is left in `dest_dir`; the source still runs if the memory was
+    /// not captured yet (QEMU resumes a VM whose migration failed), else it is stopped.
+    async fn snapshot(
+        &self,
+        _spec: &SandboxSpec,
+        _runtime: &Runtime,
+        _dest_dir: &Path,
+    ) -> Result<SnapshotInfo, VmmError> {
+        Err(VmmError::Unsupported {
+            driver: self.kind(),
+            operation: "snapshot",
+        })
+    }
+
+    /// Starts a new sandbox from `snapshot`: its disk a copy-on-write overlay of the
+    /// snapshot's disk, its memory restored. Returns once the machine runs again; then
+    /// [`Driver::wait_ready`] (with `spec.restore_token` set to the snapshot's agent token)
+    /// waits for the agent and gives the clone its own identity. `spec.resources` must
+    /// match the snapshot's vCPUs and memory.
+    async fn launch_from_snapshot(
+        &self,
+        _spec: &SandboxSpec,
+        _snapshot: &SnapshotInfo,
+    ) -> Result<Runtime, VmmError> {
+        Err(VmmError::Unsupported {
+            driver: self.kind(),
+            operation: "launch from a snapshot",
         })
     }
 

@@ -15,6 +15,6 @@ pub mod qemu;
 mod select;
 pub mod storage;
 
-pub use driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, VmmError};
+pub use driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};
 pub use image::{BootArtifacts, ImageResolver};
 pub use select::{find_agent_binary, select_driver, DriverChoice, DriverConfig, Selected};

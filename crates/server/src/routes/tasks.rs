@@ -52,8 +52,16 @@ pub async fn create(
         .template
         .clone()
         .unwrap_or_else(|| "implementation".into());
-    if state.store.template(Some(&workspace.id), &template).await.is_err() {
-        return Err(ApiError::invalid("template", format!("no session template {template:?}")));
+    if state
+        .store
+        .template(Some(&workspace.id), &template)
+        .await
+        .is_err()
+    {
+        return Err(ApiError::invalid(
+            "template",
+            format!("no session template {template:?}"),
+        ));
     }
     let new = NewTask {
         title: spec.effective_title(),
@@ -261,13 +269,21 @@ pub async fn review(
 ) -> ApiResult<(StatusCode, Json<Task>)> {
     let parent = state.store.get_task(&id).await?.task;
     if !matches!(parent.status, TaskStatus::Review | TaskStatus::Done) {
-        return Err(ApiError::conflict(format!("task {id} is {}; only work in review or done can be reviewed", parent.status)));
+        return Err(ApiError::conflict(format!(
+            "task {id} is {}; only work in review or done can be reviewed",
+            parent.status
+        )));
     }
     let template = state
         .store
         .template(Some(&parent.workspace_id), &req.template)
         .await
-        .map_err(|_| ApiError::invalid("template", format!("no session template {:?}", req.template)))?;
+        .map_err(|_| {
+            ApiError::invalid(
+                "template",
+                format!("no session template {:?}", req.template),
+            )
+        })?;
     let new = NewTask {
         title: format!("{}: {}", template.title, parent.title),
         prompt: parent.prompt.clone(),

@@ -19,7 +19,10 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<SessionTe
 
 fn checked(name: &str, template: SessionTemplate) -> ApiResult<SessionTemplate> {
     if template.name != name {
-        return Err(ApiError::invalid("name", format!("must match the path ({name:?})")));
+        return Err(ApiError::invalid(
+            "name",
+            format!("must match the path ({name:?})"),
+        ));
     }
     template.validate()?;
     Ok(template)
@@ -28,7 +31,11 @@ fn checked(name: &str, template: SessionTemplate) -> ApiResult<SessionTemplate> 
 /// Override (or add) a template for every workspace.
 #[utoipa::path(put, path = "/api/v1/templates/{name}", tag = "templates", params(("name" = String, Path)),
     request_body = SessionTemplate, responses((status = 200, body = SessionTemplate), (status = 422, body = ErrorBody)))]
-pub async fn put(State(state): State<AppState>, Path(name): Path<String>, ApiJson(t): ApiJson<SessionTemplate>) -> ApiResult<Json<SessionTemplate>> {
+pub async fn put(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(t): ApiJson<SessionTemplate>,
+) -> ApiResult<Json<SessionTemplate>> {
     let t = checked(&name, t)?;
     state.store.put_template(None, &t).await?;
     Ok(Json(t))
@@ -37,18 +44,26 @@ pub async fn put(State(state): State<AppState>, Path(name): Path<String>, ApiJso
 /// Drop the global override (back to the built-in).
 #[utoipa::path(delete, path = "/api/v1/templates/{name}", tag = "templates", params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     if state.store.delete_template(None, &name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found(format!("a global override of template {name:?}")))
+        Err(ApiError::not_found(format!(
+            "a global override of template {name:?}"
+        )))
     }
 }
 
 /// The templates in force for a workspace.
 #[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/templates", tag = "templates", params(("workspace" = String, Path)),
     responses((status = 200, body = Vec<SessionTemplate>), (status = 404, body = ErrorBody)))]
-pub async fn list_for_workspace(State(state): State<AppState>, Path(ws): Path<String>) -> ApiResult<Json<Vec<SessionTemplate>>> {
+pub async fn list_for_workspace(
+    State(state): State<AppState>,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<Vec<SessionTemplate>>> {
     let id = super::workspace_id(&state.store, &ws).await?;
     Ok(Json(state.store.templates(Some(&id)).await?))
 }

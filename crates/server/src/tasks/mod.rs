@@ -323,7 +323,8 @@ impl Tasks {
             Some(_) => format!("file://{}", self.mirror_path(&task).display()),
             None => repo.url.clone(),
         };
-        let dir = git::prepare(&agent, &source, &task.repo, &task.base_branch, &task.branch).await?;
+        let dir =
+            git::prepare(&agent, &source, &task.repo, &task.base_branch, &task.branch).await?;
         let local = !self.inner.lifecycle.driver().info().isolated;
         let launch = agent::start(&agent, &spec.agent_config, &dir, local).await?;
         let runtime = Arc::new(
@@ -333,7 +334,11 @@ impl Tasks {
             .wait_healthy(Duration::from_secs(60))
             .await
             .map_err(runtime_error)?;
-        let template = self.inner.store.template(Some(&task.workspace_id), &task.template).await?;
+        let template = self
+            .inner
+            .store
+            .template(Some(&task.workspace_id), &task.template)
+            .await?;
         let settings = template.settings(task.effort);
         let vars = atelier_core::template::PromptVars {
             prompt: &task.prompt,
@@ -345,9 +350,14 @@ impl Tasks {
         let prompt = template.prompt_for(task.effort, &vars);
         let session_spec = SessionSpec {
             directory: PathBuf::from(&dir),
-            model: settings.model.as_deref().and_then(|m| m.split_once('/')).map(|(provider, model)| {
-                atelier_runtimes::ModelRef { provider: provider.to_owned(), model: model.to_owned() }
-            }),
+            model: settings
+                .model
+                .as_deref()
+                .and_then(|m| m.split_once('/'))
+                .map(|(provider, model)| atelier_runtimes::ModelRef {
+                    provider: provider.to_owned(),
+                    model: model.to_owned(),
+                }),
             agent: None,
             variant: settings.reasoning.clone(),
             system: None,

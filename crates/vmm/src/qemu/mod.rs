@@ -2,12 +2,14 @@
 //!
 //! Per sandbox (`<data-dir>/sandboxes/<id>/`): `disk.qcow2` (a copy-on-write overlay of the
 //! image's root filesystem, kept across stop/start), `config.img` (the guest config disk),
-//! `console.log` (serial), `qemu.log`, `qmp.sock`. The agent is reached through user-mode
-//! networking's `hostfwd` on a loopback port (there is no vhost-vsock on every host).
+//! `console.log` (serial), `qemu.log`, `qmp.sock`, `machine.json` (the machine as
+//! launched: what a snapshot must reproduce). The agent is reached through vhost-vsock
+//! where the host has it, else user-mode networking's `hostfwd` on a loopback port.
 //! Acceleration: KVM only when a boot probe succeeds, else TCG — the choice and its reason
-//! are kept for `atelier system`.
+//! are kept for `atelier system`. Snapshots and restores: [`snapshot`].
 
 mod qmp;
+pub mod snapshot;
 
 use std::collections::HashSet;
 use std::fs::OpenOptions;
@@ -20,13 +22,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use atelier_agent_client::AgentClient;
 use atelier_core::SandboxId;
 use atelier_proto::{
     AgentAddr, GuestConfig, GuestNetwork, GUEST_AGENT_PORT, GUEST_CONFIG_DISK_BYTES,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, VmmError};
+use crate::driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};
 use crate::image::{BootArtifacts, ImageResolver};
 use crate::images::initramfs::PROBE_MARKER;
 use crate::process;
@@ -229,36 +232,50 @@ impl QemuDriver {
         self.sandboxes_dir.join(id.as_str())
     }
 
-    fn command(
-        &self,
-        spec: &SandboxSpec,
-        artifacts: &BootArtifacts,
-        dir: &Path,
-        transport: Transport,
-    ) -> Command {
+    /// The machine a sandbox of `spec` gets, booting `artifacts`.
+    fn machine(&self, spec: &SandboxSpec, artifacts: &BootArtifacts, vsock: bool) -> Machine {
+        Machine {
+            accel: self.accel.accel,
+            cpu: match self.accel.accel {
+                Accel::Kvm => "host",
+                Accel::Tcg => "max",
+            }
+            .to_owned(),
+            vcpus: spec.resources.vcpus,
+            memory_mib: spec.resources.memory_mib,
+            kernel: artifacts.bzimage.clone(),
+            initramfs: artifacts.initramfs.clone(),
+            append: kernel_args(""),
+            vsock,
+        }
+    }
+
+    /// The QEMU command line of `machine` for the sandbox in `dir`. Devices come in a
+    /// fixed order: a restore must rebuild the captured machine device for device.
+    fn command(&self, machine: &Machine, dir: &Path, transport: Transport) -> Command {
         let mut cmd = Command::new(&self.binary);
-        let (accel, cpu) = match self.accel.accel {
-            Accel::Kvm => ("kvm", "host"),
-            Accel::Tcg => ("tcg", "max"),
+        let accel = match machine.accel {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
         };
         if let Transport::Vsock { cid } = transport {
             cmd.arg("-device")
                 .arg(format!("vhost-vsock-device,guest-cid={cid}"));
         }
-        cmd.args(["-M", "microvm", "-accel", accel, "-cpu", cpu])
+        cmd.args(["-M", "microvm", "-accel", accel, "-cpu", &machine.cpu])
             .args([
                 "-m",
-                &spec.resources.memory_mib.to_string(),
+                &machine.memory_mib.to_string(),
                 "-smp",
-                &spec.resources.vcpus.to_string(),
+                &machine.vcpus.to_string(),
             ])
             .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
             .arg("-kernel")
-            .arg(&artifacts.bzimage)
+            .arg(&machine.kernel)
             .arg("-initrd")
-            .arg(&artifacts.initramfs)
+            .arg(&machine.initramfs)
             .arg("-append")
-            .arg(kernel_args(""))
+            .arg(&machine.append)
             .arg("-serial")
             .arg(format!("file:{}", dir.join("console.log").display()))
             .arg("-drive")
@@ -295,6 +312,23 @@ impl QemuDriver {
     }
 }
 
+/// The machine a sandbox runs, as launched (`machine.json` in its directory): what a
+/// snapshot records and a restore rebuilds exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    pub accel: Accel,
+    /// `-cpu` model (`host` under KVM, `max` under TCG).
+    pub cpu: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// The kernel command line it booted with.
+    pub append: String,
+    /// The agent listens on vsock (vhost-vsock) rather than on TCP behind `hostfwd`.
+    pub vsock: bool,
+}
+
 /// How the host reaches the guest's agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Transport {
@@ -325,6 +359,21 @@ fn pick_transport(id: &SandboxId) -> Result<Transport, VmmError> {
         });
     }
     Ok(Transport::Tcp { port: free_port()? })
+}
+
+/// A transport of the given kind for a sandbox: a restore must keep the kind the
+/// captured agent listens on (a new CID or port, though).
+fn transport_of_kind(id: &SandboxId, vsock: bool) -> Result<Transport, VmmError> {
+    if vsock {
+        match pick_transport(id)? {
+            t @ Transport::Vsock { .. } => Ok(t),
+            Transport::Tcp { .. } => Err(VmmError::Snapshot(
+                "the snapshot's agent listens on vsock, and this host has no usable /dev/vhost-vsock (or ATELIER_QEMU_TRANSPORT=tcp)".into(),
+            )),
+        }
+    } else {
+        Ok(Transport::Tcp { port: free_port()? })
+    }
 }
 
 /// A free loopback TCP port (the kernel picks; QEMU binds it right after).
@@ -358,6 +407,155 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(25)..].join("\n")
+}
+
+/// Writes the guest config disk of `spec` (host name, token, listen address, clock,
+/// network, environment).
+fn write_config_disk(dir: &Path, spec: &SandboxSpec, transport: Transport) -> Result<(), VmmError> {
+    let cfg = GuestConfig {
+        hostname: spec.name.clone(),
+        token: spec.agent_token.clone(),
+        listen: match transport {
+            Transport::Tcp { .. } => format!("tcp:0.0.0.0:{GUEST_AGENT_PORT}"),
+            Transport::Vsock { .. } => format!("vsock:{}:{GUEST_AGENT_PORT}", u32::MAX),
+        },
+        clock_epoch_ms: now_ms(),
+        network: Some(GuestNetwork {
+            address: "10.0.2.15/24".into(),
+            gateway: "10.0.2.2".into(),
+            dns: vec!["10.0.2.3".into()],
+        }),
+        env: spec.env.clone(),
+    };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dir.join("config.img"))
+        .map_err(VmmError::io("writing the config disk"))?;
+    f.write_all(&config_disk(&cfg)?)
+        .map_err(VmmError::io("writing the config disk"))
+}
+
+/// Records the machine as launched (`machine.json`), for a later snapshot.
+fn write_machine(dir: &Path, machine: &Machine) -> Result<(), VmmError> {
+    let json = serde_json::to_vec_pretty(machine).map_err(|e| VmmError::Corrupt(e.to_string()))?;
+    std::fs::write(dir.join("machine.json"), json).map_err(VmmError::io("writing machine.json"))
+}
+
+/// The machine recorded at launch.
+fn read_machine(dir: &Path) -> Result<Machine, VmmError> {
+    let bytes = std::fs::read(dir.join("machine.json")).map_err(VmmError::io(format!(
+        "reading {} (a sandbox launched before snapshots existed must be restarted first)",
+        dir.join("machine.json").display()
+    )))?;
+    serde_json::from_slice(&bytes).map_err(|e| VmmError::Corrupt(format!("machine.json: {e}")))
+}
+
+fn agent_addr(transport: Transport) -> AgentAddr {
+    match transport {
+        Transport::Tcp { port } => {
+            AgentAddr::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        }
+        Transport::Vsock { cid } => AgentAddr::Vsock {
+            cid,
+            port: GUEST_AGENT_PORT,
+        },
+    }
+}
+
+impl QemuDriver {
+    /// Starts `cmd` in its own session (so the VM outlives the manager), logging to
+    /// `qemu.log`, with a thread reaping it.
+    fn spawn(
+        &self,
+        mut cmd: Command,
+        dir: &Path,
+        transport: Transport,
+    ) -> Result<Runtime, VmmError> {
+        let _ = std::fs::remove_file(dir.join("console.log"));
+        let _ = std::fs::remove_file(dir.join("qmp.sock"));
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("qemu.log"))
+            .map_err(VmmError::io("opening qemu.log"))?;
+        let log_err = log
+            .try_clone()
+            .map_err(VmmError::io("duplicating the log handle"))?;
+        cmd.stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .current_dir(dir);
+        // SAFETY: setsid is async-signal-safe; its own session keeps the VM alive across
+        // manager restarts.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(VmmError::io(format!("starting {}", self.binary.display())))?;
+        let pid = child.id();
+        let pid_start = process::start_time(pid);
+        std::thread::Builder::new()
+            .name(format!("reap-{pid}"))
+            .spawn(move || child.wait())
+            .map_err(VmmError::io("starting the reaper thread"))?;
+        Ok(Runtime {
+            agent: agent_addr(transport).to_string(),
+            pid: Some(pid),
+            pid_start,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Polls the agent's health through `client` until it answers, the VM dies, or `within`
+    /// passes. A refusal of the token (401) ends the wait at once with `Ok(false)`.
+    async fn wait_health(
+        &self,
+        runtime: &Runtime,
+        client: &AgentClient,
+        within: Duration,
+        started: Instant,
+    ) -> Result<bool, VmmError> {
+        let console = runtime.dir.join("console.log");
+        loop {
+            if !self.is_alive(runtime) {
+                let why = tail(&runtime.dir.join("qemu.log"));
+                return Err(VmmError::ExitedEarly {
+                    log_tail: format!("{why}\n{}", tail(&console)).trim().to_owned(),
+                });
+            }
+            let left = within.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(VmmError::BootTimeout {
+                    waited: within,
+                    reason: "no answer from the agent".into(),
+                    log_tail: tail(&console),
+                });
+            }
+            match client
+                .wait_healthy(left.min(Duration::from_millis(500)))
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(e) if e.status() == Some(401) => return Ok(false),
+                // Another answer (or a garbled one) from a live agent: retry, not in a spin.
+                Err(
+                    e @ (atelier_agent_client::Error::Agent { .. }
+                    | atelier_agent_client::Error::Decode(_)),
+                ) => {
+                    tracing::debug!(error = %e, "the agent is not healthy yet");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(_) => {}
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -409,77 +607,15 @@ impl Driver for QemuDriver {
             }
         }
         let transport = pick_transport(&spec.id)?;
-        let cfg = GuestConfig {
-            hostname: spec.name.clone(),
-            token: spec.agent_token.clone(),
-            listen: match transport {
-                Transport::Tcp { .. } => format!("tcp:0.0.0.0:{GUEST_AGENT_PORT}"),
-                Transport::Vsock { .. } => format!("vsock:{}:{GUEST_AGENT_PORT}", u32::MAX),
-            },
-            clock_epoch_ms: now_ms(),
-            network: Some(GuestNetwork {
-                address: "10.0.2.15/24".into(),
-                gateway: "10.0.2.2".into(),
-                dns: vec!["10.0.2.3".into()],
-            }),
-            env: spec.env.clone(),
-        };
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(dir.join("config.img"))
-            .map_err(VmmError::io("writing the config disk"))?;
-        f.write_all(&config_disk(&cfg)?)
-            .map_err(VmmError::io("writing the config disk"))?;
-        let _ = std::fs::remove_file(dir.join("console.log"));
-        let _ = std::fs::remove_file(dir.join("qmp.sock"));
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("qemu.log"))
-            .map_err(VmmError::io("opening qemu.log"))?;
-        let log_err = log
-            .try_clone()
-            .map_err(VmmError::io("duplicating the log handle"))?;
-        let mut cmd = self.command(spec, &artifacts, &dir, transport);
-        cmd.stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .current_dir(&dir);
-        // SAFETY: setsid is async-signal-safe; its own session keeps the VM alive across
-        // manager restarts.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(VmmError::io(format!("starting {}", self.binary.display())))?;
-        let pid = child.id();
-        let pid_start = process::start_time(pid);
-        std::thread::Builder::new()
-            .name(format!("reap-{pid}"))
-            .spawn(move || child.wait())
-            .map_err(VmmError::io("starting the reaper thread"))?;
-        let addr = match transport {
-            Transport::Tcp { port } => {
-                AgentAddr::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
-            }
-            Transport::Vsock { cid } => AgentAddr::Vsock {
-                cid,
-                port: GUEST_AGENT_PORT,
-            },
-        };
-        Ok(Runtime {
-            agent: addr.to_string(),
-            pid: Some(pid),
-            pid_start,
-            dir,
-        })
+        write_config_disk(&dir, spec, transport)?;
+        let machine = self.machine(
+            spec,
+            &artifacts,
+            matches!(transport, Transport::Vsock { .. }),
+        );
+        write_machine(&dir, &machine)?;
+        let cmd = self.command(&machine, &dir, transport);
+        self.spawn(cmd, &dir, transport)
     }
 
     async fn wait_ready(
@@ -488,31 +624,21 @@ impl Driver for QemuDriver {
         runtime: &Runtime,
         within: Duration,
     ) -> Result<(), VmmError> {
-        let client = self.agent(runtime, &spec.agent_token)?;
         let started = Instant::now();
-        let console = runtime.dir.join("console.log");
-        loop {
-            if !self.is_alive(runtime) {
-                let why = tail(&runtime.dir.join("qemu.log"));
-                return Err(VmmError::ExitedEarly {
-                    log_tail: format!("{why}\n{}", tail(&console)).trim().to_owned(),
-                });
-            }
-            let left = within.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                return Err(VmmError::BootTimeout {
-                    waited: within,
-                    reason: "no answer from the agent".into(),
-                    log_tail: tail(&console),
-                });
-            }
-            if client
-                .wait_healthy(left.min(Duration::from_millis(500)))
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
+        if let Some(old) = &spec.restore_token {
+            return self
+                .refresh_identity(spec, old, runtime, within, started)
+                .await;
+        }
+        let client = self.agent(runtime, &spec.agent_token)?;
+        if self.wait_health(runtime, &client, within, started).await? {
+            Ok(())
+        } else {
+            Err(VmmError::BootTimeout {
+                waited: started.elapsed(),
+                reason: "the agent refuses the sandbox's token".into(),
+                log_tail: tail(&runtime.dir.join("console.log")),
+            })
         }
     }
 
@@ -542,6 +668,23 @@ impl Driver for QemuDriver {
             }),
             _ => Ok(()),
         }
+    }
+
+    async fn snapshot(
+        &self,
+        spec: &SandboxSpec,
+        runtime: &Runtime,
+        dest_dir: &Path,
+    ) -> Result<SnapshotInfo, VmmError> {
+        self.take_snapshot(spec, runtime, dest_dir).await
+    }
+
+    async fn launch_from_snapshot(
+        &self,
+        spec: &SandboxSpec,
+        snapshot: &SnapshotInfo,
+    ) -> Result<Runtime, VmmError> {
+        self.restore(spec, snapshot).await
     }
 
     async fn pause(&self, runtime: &Runtime) -> Result<(), VmmError> {

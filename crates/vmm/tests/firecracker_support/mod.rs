@@ -68,6 +68,7 @@ pub fn spec() -> SandboxSpec {
         image: "minimal".into(),
         agent_token: "secret-token".into(),
         env: BTreeMap::from([("GREETING".into(), "hello".into())]),
+        restore_token: None,
     }
 }
 
