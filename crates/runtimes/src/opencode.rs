@@ -1730,7 +1730,7 @@ mod tests {
     }
 
     fn norm() -> Normalizer {
-        Normalizer::new(SID, Path::new("/work/proj"))
+        Normalizer::new(SID, Path::new("/srv/proj"))
     }
 
     fn feed(n: &mut Normalizer, events: &[Value]) -> Vec<AgentEvent> {
@@ -1780,18 +1780,18 @@ mod tests {
                     "message.part.updated",
                     json!({"sessionID": SID, "part": {"id": "prt_t", "messageID": "msg_a", "sessionID": SID, "type": "tool", "tool": "write", "callID": "call_1", "state": {"status": "pending", "input": {}, "raw": ""}}}),
                 ),
-                ev("file.edited", json!({"file": "/work/proj/hello.txt"})),
+                ev("file.edited", json!({"file": "/srv/proj/hello.txt"})),
                 ev(
                     "file.watcher.updated",
-                    json!({"file": "/work/proj/hello.txt", "event": "add"}),
+                    json!({"file": "/srv/proj/hello.txt", "event": "add"}),
                 ),
                 ev(
                     "message.part.updated",
-                    json!({"sessionID": SID, "part": {"id": "prt_t", "messageID": "msg_a", "sessionID": SID, "type": "tool", "tool": "write", "callID": "call_1", "state": {"status": "completed", "input": {"filePath": "/work/proj/hello.txt", "content": "hi"}, "output": "Wrote file successfully.", "metadata": {"filepath": "/work/proj/hello.txt"}, "title": "hello.txt"}}}),
+                    json!({"sessionID": SID, "part": {"id": "prt_t", "messageID": "msg_a", "sessionID": SID, "type": "tool", "tool": "write", "callID": "call_1", "state": {"status": "completed", "input": {"filePath": "/srv/proj/hello.txt", "content": "hi"}, "output": "Wrote file successfully.", "metadata": {"filepath": "/srv/proj/hello.txt"}, "title": "hello.txt"}}}),
                 ),
                 ev(
                     "message.part.updated",
-                    json!({"sessionID": SID, "part": {"id": "prt_p", "messageID": "msg_a", "sessionID": SID, "type": "patch", "hash": "h", "files": ["/work/proj/hello.txt", "/work/proj/b.txt"]}}),
+                    json!({"sessionID": SID, "part": {"id": "prt_p", "messageID": "msg_a", "sessionID": SID, "type": "patch", "hash": "h", "files": ["/srv/proj/hello.txt", "/srv/proj/b.txt"]}}),
                 ),
                 ev(
                     "message.updated",
@@ -1908,7 +1908,7 @@ mod tests {
                 busy(),
                 ev(
                     "permission.asked",
-                    json!({"id": "per_1", "sessionID": SID, "permission": "edit", "patterns": ["hello.txt"], "metadata": {"filepath": "/work/proj/hello.txt"}, "always": ["*"], "tool": {"messageID": "msg_a", "callID": "call_1"}}),
+                    json!({"id": "per_1", "sessionID": SID, "permission": "edit", "patterns": ["hello.txt"], "metadata": {"filepath": "/srv/proj/hello.txt"}, "always": ["*"], "tool": {"messageID": "msg_a", "callID": "call_1"}}),
                 ),
                 ev(
                     "permission.asked",
