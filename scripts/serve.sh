@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo is needed: install Rust (https://rustup.rs)" >&2; exit 1; }
 cargo build --release --quiet -p atelier-agent -p atelier-cli
+# The static agent goes into VM images (used when QEMU or Firecracker is available).
+scripts/build-agent.sh >/dev/null
 exec cargo run --release --quiet -p atelier-cli --bin atelier -- serve "$@"
