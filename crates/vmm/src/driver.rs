@@ -113,6 +113,11 @@ impl Runtime {
         self.agent.parse().map_err(VmmError::Corrupt)
     }
 
+    /// True while the recorded process (same pid *and* start time) is alive.
+    pub fn process_alive(&self) -> bool {
+        matches!((self.pid, self.pid_start), (Some(pid), Some(start)) if crate::process::is_same_process(pid, start))
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
@@ -271,7 +276,9 @@ pub trait Driver: Send + Sync + 'static {
     }
 
     /// True while the sandbox's process (the same one, not a recycled pid) is alive.
-    fn is_alive(&self, runtime: &Runtime) -> bool;
+    fn is_alive(&self, runtime: &Runtime) -> bool {
+        runtime.process_alive()
+    }
 
     /// Removes host resources belonging to no sandbox in `keep` (left by a crash).
     /// Returns a description of each thing removed.

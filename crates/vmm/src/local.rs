@@ -88,21 +88,7 @@ impl LocalDriver {
     }
 
     async fn kill_everything_of(&self, id: &SandboxId, runtime: Option<&Runtime>) {
-        if let Some(rt) = runtime {
-            if let (Some(pid), Some(start)) = (rt.pid, rt.pid_start) {
-                if process::is_same_process(pid, start) {
-                    process::terminate_session(pid, Duration::from_secs(5)).await;
-                }
-            }
-        }
-        // Whatever else still refers to the sandbox's directory (e.g. a process spawned
-        // just before a crash, before its pid was recorded).
-        let dir = self.dir(id);
-        for pid in process::processes_using(&dir) {
-            if pid != std::process::id() {
-                process::terminate_session_of(pid, Duration::from_secs(2)).await;
-            }
-        }
+        process::stop_sandbox_processes(runtime, &[&self.dir(id)], Duration::from_secs(5)).await;
     }
 }
 
@@ -252,40 +238,18 @@ impl Driver for LocalDriver {
         signal_runtime(runtime, Signal::SIGCONT)
     }
 
-    fn is_alive(&self, runtime: &Runtime) -> bool {
-        matches!((runtime.pid, runtime.pid_start), (Some(pid), Some(start)) if process::is_same_process(pid, start))
-    }
-
     async fn sweep(&self, keep: &HashSet<SandboxId>) -> Vec<String> {
-        let mut removed = vec![];
-        let Ok(entries) = std::fs::read_dir(&self.sandboxes_dir) else {
-            return removed;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let id = SandboxId::from_trusted(name.clone());
-            if keep.contains(&id) {
-                continue;
-            }
-            self.kill_everything_of(&id, None).await;
-            match std::fs::remove_dir_all(entry.path()) {
-                Ok(()) => removed.push(format!("directory {}", entry.path().display())),
-                Err(e) => {
-                    tracing::warn!(path = %entry.path().display(), error = %e, "could not remove a leftover")
-                }
-            }
-        }
-        removed
+        process::sweep_sandbox_dirs(&self.sandboxes_dir, keep).await
     }
 }
 
 fn signal_runtime(runtime: &Runtime, signal: Signal) -> Result<(), VmmError> {
-    match (runtime.pid, runtime.pid_start) {
-        (Some(pid), Some(start)) if process::is_same_process(pid, start) => {
+    match runtime.pid.filter(|_| runtime.process_alive()) {
+        Some(pid) => {
             process::signal_session(pid, signal);
             Ok(())
         }
-        _ => Err(VmmError::Io {
+        None => Err(VmmError::Io {
             context: "signalling the sandbox".into(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "its process is gone"),
         }),

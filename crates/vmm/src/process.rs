@@ -87,6 +87,60 @@ pub async fn terminate_session_of(pid: u32, grace: Duration) {
     }
 }
 
+/// Stops everything a sandbox runs: the recorded process's whole session (if it is still
+/// that process), then any other process whose command line names one of `dirs` (e.g. one
+/// spawned just before a crash, before its pid was recorded).
+pub async fn stop_sandbox_processes(
+    runtime: Option<&crate::Runtime>,
+    dirs: &[&Path],
+    grace: Duration,
+) {
+    if let Some(pid) = runtime
+        .filter(|rt| rt.process_alive())
+        .and_then(|rt| rt.pid)
+    {
+        terminate_session(pid, grace).await;
+    }
+    let me = std::process::id();
+    let mut stray: Vec<u32> = dirs
+        .iter()
+        .flat_map(|d| processes_using(d))
+        .filter(|p| *p != me)
+        .collect();
+    stray.sort_unstable();
+    stray.dedup();
+    for pid in stray {
+        terminate_session_of(pid, Duration::from_secs(2)).await;
+    }
+}
+
+/// Removes the directories under `sandboxes_dir` of sandboxes not in `keep`, after
+/// stopping whatever still runs from them; returns what was removed.
+pub async fn sweep_sandbox_dirs(
+    sandboxes_dir: &Path,
+    keep: &std::collections::HashSet<atelier_core::SandboxId>,
+) -> Vec<String> {
+    let mut removed = vec![];
+    let Ok(entries) = std::fs::read_dir(sandboxes_dir) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let id =
+            atelier_core::SandboxId::from_trusted(entry.file_name().to_string_lossy().into_owned());
+        if keep.contains(&id) {
+            continue;
+        }
+        stop_sandbox_processes(None, &[&entry.path()], Duration::from_secs(2)).await;
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => removed.push(format!("directory {}", entry.path().display())),
+            Err(e) => {
+                tracing::warn!(path = %entry.path().display(), error = %e, "could not remove a leftover")
+            }
+        }
+    }
+    removed
+}
+
 /// Sends `signal` to every process of the session led by `sid`.
 pub fn signal_session(sid: u32, signal: Signal) {
     for pid in session_members(sid) {

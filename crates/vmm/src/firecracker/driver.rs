@@ -499,24 +499,13 @@ impl FirecrackerDriver {
     /// Stops every process of the sandbox: the recorded one (and its session), and any
     /// other that still uses its directory or jail (e.g. started just before a crash).
     async fn kill_everything_of(&self, id: &SandboxId, runtime: Option<&Runtime>) {
-        if let Some(rt) = runtime {
-            if let (Some(pid), Some(start)) = (rt.pid, rt.pid_start) {
-                if process::is_same_process(pid, start) {
-                    process::terminate_session(pid, STOP_GRACE).await;
-                }
-            }
-        }
         let paths = self.paths(id);
-        let me = std::process::id();
-        let mut stray = process::processes_using(&paths.dir);
+        let mut dirs = vec![paths.dir.as_path()];
+        dirs.extend(paths.jail.as_deref());
+        process::stop_sandbox_processes(runtime, &dirs, STOP_GRACE).await;
         if let Some(jail) = &paths.jail {
-            stray.extend(processes_in_jail(jail, id));
-            stray.extend(process::processes_using(jail));
-        }
-        stray.sort_unstable();
-        stray.dedup();
-        for pid in stray {
-            if pid != me {
+            let me = std::process::id();
+            for pid in processes_in_jail(jail, id).into_iter().filter(|p| *p != me) {
                 process::terminate_session_of(pid, Duration::from_secs(2)).await;
             }
         }
@@ -713,10 +702,6 @@ impl Driver for FirecrackerDriver {
     async fn resume(&self, runtime: &Runtime) -> Result<(), VmmError> {
         self.require_alive(runtime, "resuming")?;
         Ok(self.client_for(runtime)?.resume().await?)
-    }
-
-    fn is_alive(&self, runtime: &Runtime) -> bool {
-        matches!(runtime.pid, Some(pid) if alive(pid, runtime.pid_start))
     }
 
     async fn sweep(&self, keep: &HashSet<SandboxId>) -> Vec<String> {

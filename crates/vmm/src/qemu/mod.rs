@@ -643,18 +643,7 @@ impl Driver for QemuDriver {
     }
 
     async fn stop(&self, id: &SandboxId, runtime: Option<&Runtime>) -> Result<(), VmmError> {
-        if let Some(rt) = runtime {
-            if let (Some(pid), Some(start)) = (rt.pid, rt.pid_start) {
-                if process::is_same_process(pid, start) {
-                    process::terminate_session(pid, Duration::from_secs(5)).await;
-                }
-            }
-        }
-        for pid in process::processes_using(&self.dir(id)) {
-            if pid != std::process::id() {
-                process::terminate_session_of(pid, Duration::from_secs(2)).await;
-            }
-        }
+        process::stop_sandbox_processes(runtime, &[&self.dir(id)], Duration::from_secs(5)).await;
         let _ = std::fs::remove_file(self.dir(id).join("qmp.sock"));
         Ok(())
     }
@@ -699,26 +688,8 @@ impl Driver for QemuDriver {
             .map(|_| ())
     }
 
-    fn is_alive(&self, runtime: &Runtime) -> bool {
-        matches!((runtime.pid, runtime.pid_start), (Some(pid), Some(start)) if process::is_same_process(pid, start))
-    }
-
     async fn sweep(&self, keep: &HashSet<SandboxId>) -> Vec<String> {
-        let mut removed = vec![];
-        let Ok(entries) = std::fs::read_dir(&self.sandboxes_dir) else {
-            return removed;
-        };
-        for entry in entries.flatten() {
-            let id = SandboxId::from_trusted(entry.file_name().to_string_lossy().into_owned());
-            if keep.contains(&id) {
-                continue;
-            }
-            let _ = self.stop(&id, None).await;
-            if std::fs::remove_dir_all(entry.path()).is_ok() {
-                removed.push(format!("directory {}", entry.path().display()));
-            }
-        }
-        removed
+        process::sweep_sandbox_dirs(&self.sandboxes_dir, keep).await
     }
 }
 
