@@ -31,6 +31,21 @@ pub struct FileConfig {
 pub struct FirecrackerFileConfig {
     /// The `firecracker` binary (default: on PATH).
     pub binary: Option<PathBuf>,
+    /// Run every Firecracker through its jailer.
+    pub jailer: Option<JailerFileConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailerFileConfig {
+    /// The `jailer` binary.
+    pub binary: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    /// Where jails are made (default /srv/jailer).
+    pub chroot_base: Option<PathBuf>,
+    /// A network namespace to put every VM in (e.g. /var/run/netns/atelier).
+    pub netns: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -108,5 +123,30 @@ mod tests {
         std::fs::write(dir.path().join("config.toml"), "lisen = 1\n").unwrap();
         let e = FileConfig::load(dir.path()).unwrap_err();
         assert!(e.to_string().contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn the_jailer_is_configured_in_its_own_section() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "[firecracker]\nbinary = \"/opt/fc/firecracker\"\n[firecracker.jailer]\nbinary = \"/opt/fc/jailer\"\nuid = 900\ngid = 900\nnetns = \"/var/run/netns/atelier\"\n",
+        )
+        .unwrap();
+        let c = FileConfig::load(dir.path()).unwrap();
+        let opts = crate::ServeOptions::from_config(dir.path().into(), &c).unwrap();
+        let j = opts.jailer.unwrap();
+        assert_eq!(
+            (j.uid, j.gid, j.binary.as_path()),
+            (900, 900, std::path::Path::new("/opt/fc/jailer"))
+        );
+        assert_eq!(
+            j.netns.as_deref(),
+            Some(std::path::Path::new("/var/run/netns/atelier"))
+        );
+        assert_eq!(
+            opts.firecracker_binary.as_deref(),
+            Some(std::path::Path::new("/opt/fc/firecracker"))
+        );
     }
 }

@@ -47,6 +47,7 @@ pub struct ServeOptions {
     /// Where kernels and images are cached (default: the data dir).
     pub image_cache: Option<PathBuf>,
     pub firecracker_binary: Option<PathBuf>,
+    pub jailer: Option<atelier_vmm::firecracker::JailerConfig>,
     /// How many tasks run at once; the rest wait in the queue.
     pub max_running_tasks: usize,
 }
@@ -75,6 +76,14 @@ impl ServeOptions {
             },
             image_cache: file.images.cache_dir.clone(),
             firecracker_binary: file.firecracker.binary.clone(),
+            jailer: file.firecracker.jailer.as_ref().map(|j| {
+                let mut cfg = atelier_vmm::firecracker::JailerConfig::new(&j.binary, j.uid, j.gid);
+                if let Some(base) = &j.chroot_base {
+                    cfg.chroot_base = base.clone();
+                }
+                cfg.netns = j.netns.clone();
+                cfg
+            }),
             max_running_tasks: file.max_running_tasks.unwrap_or(4),
             data_dir,
         })
@@ -178,6 +187,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
             images: opts.images.clone(),
             image_cache: opts.image_cache.clone(),
             firecracker_binary: opts.firecracker_binary.clone(),
+            jailer: opts.jailer.clone(),
         },
     )?;
     for reason in &selected.reasons {

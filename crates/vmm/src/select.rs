@@ -42,6 +42,8 @@ pub struct DriverConfig {
     pub image_cache: Option<PathBuf>,
     /// The Firecracker binary (default: `firecracker` on PATH).
     pub firecracker_binary: Option<PathBuf>,
+    /// Run every Firecracker through the jailer (uid/gid, chroot, cgroup v2, netns).
+    pub jailer: Option<crate::firecracker::JailerConfig>,
 }
 
 pub struct Selected {
@@ -72,11 +74,15 @@ pub fn select_driver(
     if wants(DriverKind::Firecracker) {
         let made =
             crate::firecracker::probe(config.firecracker_binary.as_deref()).and_then(|probe| {
-                let fc = FirecrackerConfig::new(
+                let mut fc = FirecrackerConfig::new(
                     probe.binary,
                     images.clone() as Arc<dyn ImageResolver>,
                     data_dir,
                 );
+                fc.jailer = config.jailer.clone();
+                if let Some(j) = &fc.jailer {
+                    crate::firecracker::probe_jailer(j, &fc.binary)?;
+                }
                 FirecrackerDriver::new(fc)
                     .map(|d| (d, probe.version))
                     .map_err(|e| e.to_string())
