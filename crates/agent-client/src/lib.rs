@@ -22,6 +22,7 @@
 //! ```
 
 pub mod connect;
+mod upgrade;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,9 @@ use hyper_util::rt::TokioIo;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
+/// The WebSocket library [`TerminalStream`] comes from (its `Message` type, errors).
+pub use tokio_tungstenite::tungstenite;
+pub use upgrade::{TerminalStream, Tunnel};
 
 /// Errors of [`AgentClient`] calls.
 #[derive(Debug, thiserror::Error)]

@@ -80,6 +80,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&p("/services/{name}/logs"), get(logs_h))
         .route(&p("/clock"), axum::routing::put(clock_h))
         .route(&p("/identity"), axum::routing::put(identity_h))
+        .route(&p("/tunnel/{port}"), get(crate::tunnel::tunnel_h))
+        .merge(
+            Router::new()
+                .route(&p("/terminal"), get(crate::pty::terminal_h))
+                .with_state(crate::pty::Sessions::new(state.procs.active.clone())),
+        )
         .fallback(fallback_h)
         .method_not_allowed_fallback(method_not_allowed_h)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))

@@ -13,8 +13,10 @@ pub mod guest;
 pub mod health;
 pub mod init;
 pub mod process;
+pub mod pty;
 pub mod services;
 pub mod transport;
+pub mod tunnel;
 pub mod users;
 pub mod utf8;
 

@@ -24,6 +24,8 @@
 //! | GET | `/v1/services/{name}/logs?offset=&limit=` | → [`LogChunk`] |
 //! | PUT | `/v1/clock` | [`ClockSet`] → [`ClockSet`] (guest mode only: steps the wall clock) |
 //! | PUT | `/v1/identity` | [`Identity`] → [`IdentityApplied`] (guest mode only: a restored clone becomes its own machine) |
+//! | GET | `/v1/terminal?cols=&rows=&session=` | WebSocket upgrade: a shell under a pseudo-terminal (see [`TerminalServerMessage`]) |
+//! | GET | `/v1/tunnel/{port}` | `Upgrade: `[`TUNNEL_UPGRADE`] → raw bytes to `127.0.0.1:{port}` in the sandbox (502 if nothing listens) |
 //!
 //! File paths are absolute (and must lie inside one of the agent's roots) or relative to
 //! its first root. `..` components and symlinks leading out of the roots are refused (403).
@@ -563,6 +565,48 @@ pub struct GuestNetwork {
 /// Size of the raw config disk: one 64 KiB block of NUL-padded JSON.
 pub const GUEST_CONFIG_DISK_BYTES: usize = 64 * 1024;
 
+/// Terminal sizes accepted in columns and in rows.
+pub const TERMINAL_SIZE_RANGE: std::ops::RangeInclusive<u16> = 1..=1000;
+/// Longest terminal session id a client may present.
+pub const TERMINAL_SESSION_MAX_LEN: usize = 64;
+/// WebSocket subprotocol of the terminal (the manager's browser route answers with it).
+pub const TERMINAL_SUBPROTOCOL: &str = "atelier.terminal";
+/// The `Upgrade:` protocol name of `GET /v1/tunnel/{port}`.
+pub const TUNNEL_UPGRADE: &str = "atelier-tunnel";
+
+/// Whether `id` can be a terminal session id: 1–64 of `A-Z a-z 0-9 _ -`.
+pub fn valid_terminal_session(id: &str) -> bool {
+    (1..=TERMINAL_SESSION_MAX_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Control messages a terminal client sends as WebSocket text frames (keystrokes travel as
+/// binary frames).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TerminalClientMessage {
+    /// The window changed size (both within [`TERMINAL_SIZE_RANGE`]).
+    Resize { cols: u16, rows: u16 },
+}
+
+/// Control messages a terminal server sends as WebSocket text frames (output travels as
+/// binary frames).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TerminalServerMessage {
+    /// First message: the session to name when reconnecting. `resumed` is true when an
+    /// earlier session was reattached (its recent output follows as binary frames).
+    Session {
+        id: String,
+        #[serde(default)]
+        resumed: bool,
+    },
+    /// The shell ended (a signal `n` is reported as `128 + n`); the socket closes next.
+    Exit { code: i32 },
+}
+
 #[cfg(test)]
 mod identity_tests {
     use super::*;
@@ -614,5 +658,42 @@ mod identity_tests {
             let e = i.validate().unwrap_err();
             assert!(e.starts_with(field), "{field}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    use super::*;
+
+    #[test]
+    fn terminal_messages_have_the_documented_shape() {
+        let resize: TerminalClientMessage =
+            serde_json::from_str(r#"{"type":"resize","cols":120,"rows":40}"#).unwrap();
+        assert_eq!(
+            resize,
+            TerminalClientMessage::Resize {
+                cols: 120,
+                rows: 40
+            }
+        );
+        let exit = serde_json::to_value(TerminalServerMessage::Exit { code: 3 }).unwrap();
+        assert_eq!(exit, serde_json::json!({"type": "exit", "code": 3}));
+        let session: TerminalServerMessage =
+            serde_json::from_str(r#"{"type":"session","id":"abc"}"#).unwrap();
+        assert_eq!(
+            session,
+            TerminalServerMessage::Session {
+                id: "abc".into(),
+                resumed: false
+            }
+        );
+    }
+
+    #[test]
+    fn session_ids_are_short_and_plain() {
+        assert!(valid_terminal_session("0123abcd-_Z"));
+        assert!(!valid_terminal_session(""));
+        assert!(!valid_terminal_session("a/b"));
+        assert!(!valid_terminal_session(&"a".repeat(65)));
     }
 }
