@@ -13,10 +13,13 @@
 //! same OpenCode server protocol, so the adapter can be exercised offline by the
 //! conformance suite in `tests/conformance.rs`.
 
+pub mod claude;
 pub mod event;
 pub mod fake;
 pub mod opencode;
 pub mod sse;
+pub mod stdio;
+pub mod stdio_host;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -194,6 +197,10 @@ impl ReconnectPolicy {
 pub trait AgentRuntime: Send + Sync {
     /// A short name of the agent kind (`"opencode"`, …).
     fn kind(&self) -> &'static str;
+
+    /// Waits until the agent answers (up to `timeout`) and returns a short description
+    /// of what answers (a version, or the transport).
+    async fn wait_ready(&self, timeout: Duration) -> Result<String>;
 
     /// Creates a new session.
     async fn start_session(&self, spec: &SessionSpec) -> Result<Session>;

@@ -524,6 +524,10 @@ impl AgentRuntime for OpenCodeRuntime {
         "opencode"
     }
 
+    async fn wait_ready(&self, timeout: Duration) -> Result<String> {
+        self.wait_healthy(timeout).await
+    }
+
     async fn start_session(&self, spec: &SessionSpec) -> Result<Session> {
         let mut body = json!({});
         if let Some(t) = &spec.title {
