@@ -138,7 +138,7 @@ async fn workspaces_crud_with_write_only_secrets() {
                 "dev_commands": [{"name": "web", "command": "npm run dev", "port": 5173}],
                 "secrets": {"env": [{"name": "OPENAI_API_KEY", "value": secret}]},
                 "resources": {"vcpus": 4, "memory_mib": 4096, "disk_mib": 20480},
-                "agent_config": {"model": "x"}
+                "agent_config": {"model": "openai/gpt-5"}
             }),
         )
         .await;

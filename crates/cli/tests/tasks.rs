@@ -566,3 +566,167 @@ async fn templates_shape_the_prompt_and_a_review_chains_on_the_same_branch() {
         .await;
     assert_eq!(r.status, 422);
 }
+
+#[tokio::test]
+async fn agent_config_errors_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Manager::start(&dir.path().join("data"));
+    let api = m.client();
+    for (config, field) in [
+        (json!({"model": "gpt"}), "agent_config.model"),
+        (json!({"runtime": "claude"}), "agent_config.runtime"),
+        (json!({"runtime": "fake"}), "agent_config.scenario"),
+        (json!({"modle": "a/b"}), "agent_config.modle"),
+        (
+            json!({"providers": {"local": {"base_url": "ftp://x"}}}),
+            "agent_config.providers.local.base_url",
+        ),
+        (
+            json!({"providers": {"local": {"api_key_env": "LOCAL_KEY"}}}),
+            "agent_config.providers.local.api_key_env",
+        ),
+        (
+            json!({"mcp": {"docs": {"type": "remote"}}}),
+            "agent_config.mcp.docs",
+        ),
+        (
+            json!({"secrets": {"NOT_A_SECRET": "KEY"}}),
+            "agent_config.secrets.NOT_A_SECRET",
+        ),
+        (
+            json!({"secrets": {"MODEL_KEY": "OPENCODE_CONFIG"}}),
+            "agent_config.secrets.MODEL_KEY",
+        ),
+        (
+            json!({"push": {"repos": ["elsewhere"]}}),
+            "agent_config.push.repos[0]",
+        ),
+    ] {
+        let r = api
+            .post(
+                "/workspaces",
+                json!({"name": "w", "secrets": {"env": [{"name": "MODEL_KEY", "value": "v"}]},
+                       "agent_config": config}),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{config}: {}", r.body);
+        assert_eq!(
+            r.body["error"]["details"]["fields"][0]["field"], field,
+            "{config}: {}",
+            r.body
+        );
+    }
+    let r = api
+        .post(
+            "/workspaces",
+            json!({"name": "w", "secrets": {"env": [{"name": "MODEL_KEY", "value": "v"}]},
+                   "agent_config": {"model": "local/m", "secrets": {"MODEL_KEY": "LOCAL_KEY"},
+                       "providers": {"local": {"base_url": "http://127.0.0.1:1/v1", "api_key_env": "LOCAL_KEY"}}}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // A secret the agent config uses cannot be removed from under it.
+    let r = api
+        .patch("/workspaces/w", json!({"remove_secrets": ["MODEL_KEY"]}))
+        .await;
+    assert_eq!(
+        (
+            r.status,
+            r.body["error"]["details"]["fields"][0]["field"].as_str()
+        ),
+        (422, Some("agent_config.secrets.MODEL_KEY")),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn exposed_secrets_reach_the_agent_process_and_nothing_else() {
+    common::ensure_fake_agent_built();
+    let dir = tempfile::tempdir().unwrap();
+    let url = origin(dir.path());
+    let m = Manager::start(&dir.path().join("data"));
+    let api = m.client();
+    let secret = "sk-live-it's-$HOME-0123456789";
+    let w = api
+        .post(
+            "/workspaces",
+            json!({"name": "app", "repos": [{"url": url}],
+                   "secrets": {"env": [{"name": "MODEL_KEY", "value": secret},
+                                       {"name": "UNUSED", "value": "not-for-the-agent"}]},
+                   "agent_config": {"runtime": "fake", "scenario": SCENARIO,
+                       "secrets": {"MODEL_KEY": "AGENT_MODEL_KEY"},
+                       "env": {"AGENT_MODE": "test"}}}),
+        )
+        .await;
+    assert_eq!(w.status, 201, "{}", w.body);
+    let events = api
+        .req(reqwest::Method::GET, "/events")
+        .send()
+        .await
+        .unwrap();
+    let t = api
+        .post(
+            "/tasks",
+            json!({"prompt": "Write a greeting", "workspace": "app", "dispatch": true}),
+        )
+        .await;
+    let id = t.body["id"].as_str().unwrap().to_owned();
+    let task = wait_status(&api, &id, "needs_attention").await;
+    let sandbox = task["sandbox_id"].as_str().unwrap().to_owned();
+
+    // The agent's process has the secret under the chosen name, and only that secret.
+    let svc = api
+        .get(&format!("/sandboxes/{sandbox}/services/coding-agent"))
+        .await;
+    assert_eq!(svc.status, 200, "{}", svc.body);
+    assert!(
+        !svc.body.to_string().contains(secret),
+        "the service definition shows no secret: {}",
+        svc.body
+    );
+    assert_eq!(svc.body["spec"]["env"]["AGENT_MODE"], "test");
+    let pid = svc.body["pid"].as_u64().unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let vars: Vec<String> = environ
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert!(
+        vars.contains(&format!("AGENT_MODEL_KEY={secret}")),
+        "the agent's environment has the secret"
+    );
+    assert!(vars.contains(&"AGENT_MODE=test".to_owned()));
+    assert!(!vars.iter().any(|v| v.contains("not-for-the-agent")));
+
+    let ask = api.get("/attention").await.body[0].clone();
+    api.post(
+        &format!("/attention/{id}/{}/answer", ask["id"].as_str().unwrap()),
+        json!({"kind": "question", "answers": [["Formal"]]}),
+    )
+    .await;
+    let task = wait_status(&api, &id, "review").await;
+    let seen = common::read_sse(events, 1000, Duration::from_secs(1)).await;
+    let timeline = api.get(&format!("/tasks/{id}/events")).await.body;
+    let diff = api
+        .req(reqwest::Method::GET, &format!("/tasks/{id}/diff"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (what, text) in [
+        ("the task", task.to_string()),
+        ("its events", timeline.to_string()),
+        ("the event stream", format!("{seen:?}")),
+        ("the diff", diff),
+        (
+            "the workspace",
+            api.get("/workspaces/app").await.body.to_string(),
+        ),
+        ("the manager's log", m.log()),
+    ] {
+        assert!(!text.contains(secret), "{what} shows the secret");
+    }
+}

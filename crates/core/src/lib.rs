@@ -4,6 +4,7 @@
 //! which changes are legal, and which inputs are valid, so that the store, the server
 //! and the drivers all agree on one set of rules.
 
+pub mod agent_config;
 pub mod event;
 pub mod id;
 pub mod sandbox;

@@ -31,7 +31,8 @@ pub struct WorkspaceSpec {
     #[serde(default = "default_base_image")]
     #[schema(example = "dev")]
     pub base_image: String,
-    /// Coding-agent configuration (models, MCP servers, instructions), free-form JSON object.
+    /// Coding-agent configuration: runtime, model and providers, MCP servers, instructions,
+    /// exposed secrets, push to origin (see `agent_config::AgentConfig`).
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     pub agent_config: serde_json::Value,
@@ -194,9 +195,12 @@ impl WorkspaceSpec {
         self.secrets.validate("secrets", &mut errors);
         self.resources.validate("resources", &mut errors);
         validate_image("base_image", &self.base_image, &mut errors);
-        if !self.agent_config.is_object() {
-            errors.push(FieldError::new("agent_config", "must be a JSON object"));
-        }
+        crate::agent_config::validate_in(
+            &self.agent_config,
+            &self.secrets,
+            &self.repos,
+            &mut errors,
+        );
         errors.finish()
     }
 
@@ -419,7 +423,7 @@ pub fn validate_image(field: &str, image: &str, errors: &mut ValidationErrors) {
     }
 }
 
-fn is_env_name(s: &str) -> bool {
+pub(crate) fn is_env_name(s: &str) -> bool {
     let mut bytes = s.bytes();
     s.len() <= 128
         && bytes

@@ -1,26 +1,48 @@
 //! Starting a coding agent in a sandbox and reaching it.
 //!
-//! The agent runs as a supervised service of the sandbox's `atelier-agent`. Its runtime
-//! comes from the workspace's agent config: `{"runtime": "opencode"}` (the default; the
-//! pinned `opencode-ai@1.18.33` on the sandbox's PATH, or `"binary"`) or
-//! `{"runtime": "fake", "scenario": "<YAML>"}` — the scripted fake agent that speaks the
-//! same protocol, for tests and demos.
+//! The agent runs as a supervised service of the sandbox's `atelier-agent`. What it runs
+//! comes from the workspace's [`AgentConfig`]: `opencode serve` (the pinned
+//! `opencode-ai@1.18.33` on the sandbox's PATH, or `binary`), or the scripted fake agent
+//! that speaks the same protocol, for tests and demos.
+//!
+//! Before the start, the agent's own config file is written next to the repository (not
+//! in its work tree, so it is never committed): for OpenCode an `opencode.json` in its
+//! real schema, found through `OPENCODE_CONFIG`. Secret values never go into that file nor
+//! into the service definition (which the services API shows): they sit in a 0600 env
+//! file that a `sh` wrapper sources just before it execs the agent, and the config names
+//! them as `{env:NAME}`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use atelier_agent_client::AgentClient;
+use atelier_core::agent_config::{AgentConfig, McpServer, RuntimeKind};
 use atelier_proto::{CommandLine, RestartPolicy, ServiceSpec};
 use bytes::Bytes;
+use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ApiResult};
 
 /// The service name of the coding agent in its sandbox.
 pub const SERVICE: &str = "coding-agent";
 
+/// OpenCode's package for OpenAI-compatible servers; bundled, so it needs no download.
+const OPENAI_COMPATIBLE: &str = "@ai-sdk/openai-compatible";
+
 #[derive(Debug, Clone)]
 pub struct AgentLaunch {
     /// The agent's server as the manager reaches it.
     pub base_url: String,
+}
+
+/// Secret values for the agent's environment, by env var name. Redacted in `Debug`.
+#[derive(Default, Clone)]
+pub struct AgentSecrets(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for AgentSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 fn sibling_binary(name: &str) -> Option<PathBuf> {
@@ -42,7 +64,8 @@ fn free_port() -> ApiResult<u16> {
 /// Starts the coding agent for `repo_dir` (absolute, inside the sandbox).
 pub async fn start(
     agent: &AgentClient,
-    config: &serde_json::Value,
+    config: &AgentConfig,
+    secrets: &AgentSecrets,
     repo_dir: &str,
     local: bool,
 ) -> ApiResult<AgentLaunch> {
@@ -54,30 +77,22 @@ pub async fn start(
         ));
     }
     let port = free_port()?;
-    let runtime = config
-        .get("runtime")
-        .and_then(|v| v.as_str())
-        .unwrap_or("opencode");
-    let binary = config
-        .get("binary")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
-    let argv = match runtime {
-        "fake" => {
-            let scenario = config
-                .get("scenario")
-                .and_then(|v| v.as_str())
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "agent_config.scenario",
-                        "the fake runtime needs a scenario (YAML)",
-                    )
-                })?;
+    let mut env: BTreeMap<String, String> = config.env.clone();
+    let argv = match config.runtime {
+        RuntimeKind::Fake => {
+            let scenario = config.scenario.as_deref().ok_or_else(|| {
+                ApiError::invalid(
+                    "agent_config.scenario",
+                    "the fake runtime needs a scenario (YAML)",
+                )
+            })?;
             let path = super::git::beside(repo_dir, ".atelier-scenario.yaml");
             agent
                 .write_file(&path, Bytes::from(scenario.to_owned()), Some(0o600))
                 .await?;
-            let bin = binary
+            let bin = config
+                .binary
+                .clone()
                 .or_else(|| sibling_binary("fake-agent").map(|p| p.display().to_string()))
                 .ok_or_else(|| {
                     ApiError::internal("the fake-agent binary was not found next to atelier")
@@ -94,10 +109,35 @@ pub async fn start(
                 repo_dir.into(),
             ]
         }
-        "opencode" => {
-            let bin = binary.unwrap_or_else(|| "opencode".into());
+        RuntimeKind::Opencode => {
+            let instructions = match &config.instructions {
+                Some(text) => {
+                    let path = super::git::beside(repo_dir, ".atelier-instructions.md");
+                    agent
+                        .write_file(&path, Bytes::from(text.clone()), Some(0o600))
+                        .await?;
+                    Some(path)
+                }
+                None => None,
+            };
+            let path = super::git::beside(repo_dir, ".atelier-opencode.json");
+            let file = opencode_config(config, instructions.as_deref());
+            let text = serde_json::to_vec_pretty(&file)
+                .map_err(|e| ApiError::internal(format!("rendering opencode.json: {e}")))?;
+            agent
+                .write_file(&path, Bytes::from(text), Some(0o600))
+                .await?;
+            for (k, v) in [
+                ("OPENCODE_DISABLE_AUTOUPDATE", "1"),
+                ("OPENCODE_DISABLE_SHARE", "1"),
+                ("OPENCODE_DISABLE_MODELS_FETCH", "1"),
+                ("OPENCODE_ENABLE_QUESTION_TOOL", "1"),
+            ] {
+                env.entry(k.to_owned()).or_insert_with(|| v.to_owned());
+            }
+            env.insert("OPENCODE_CONFIG".into(), path);
             vec![
-                bin,
+                config.binary.clone().unwrap_or_else(|| "opencode".into()),
                 "serve".into(),
                 "--port".into(),
                 port.to_string(),
@@ -105,20 +145,17 @@ pub async fn start(
                 "127.0.0.1".into(),
             ]
         }
-        other => {
-            return Err(ApiError::invalid(
-                "agent_config.runtime",
-                format!("unknown runtime {other:?} (opencode, fake)"),
-            ))
-        }
     };
-    let mut env = std::collections::BTreeMap::new();
-    for (k, v) in [
-        ("OPENCODE_DISABLE_AUTOUPDATE", "1"),
-        ("OPENCODE_DISABLE_SHARE", "1"),
-    ] {
-        env.insert(k.to_owned(), v.to_owned());
-    }
+    let argv = if secrets.0.is_empty() {
+        argv
+    } else {
+        let env_file = super::git::beside(repo_dir, ".atelier-agent.env");
+        let content = env_file_content(secrets)?;
+        agent
+            .write_file(&env_file, Bytes::from(content), Some(0o600))
+            .await?;
+        with_env_file(&env_file, argv)
+    };
     let spec = ServiceSpec {
         command: CommandLine::Argv(argv),
         env,
@@ -130,4 +167,209 @@ pub async fn start(
     Ok(AgentLaunch {
         base_url: format!("http://127.0.0.1:{port}"),
     })
+}
+
+/// Runs `argv` under `sh`, which first sources `env_file` (so the values never show in
+/// the service's definition).
+fn with_env_file(env_file: &str, argv: Vec<String>) -> Vec<String> {
+    let mut wrapped = vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        ". \"$0\" && exec \"$@\"".to_owned(),
+        env_file.to_owned(),
+    ];
+    wrapped.extend(argv);
+    wrapped
+}
+
+/// `export NAME='value'` lines, single-quoted so that any value survives `sh` intact.
+fn env_file_content(secrets: &AgentSecrets) -> ApiResult<String> {
+    let mut out = String::new();
+    for (name, value) in &secrets.0 {
+        if value.contains('\0') {
+            return Err(ApiError::invalid(
+                "secrets",
+                format!("the secret given to the agent as {name} contains a NUL byte"),
+            ));
+        }
+        out.push_str(&format!(
+            "export {name}='{}'\n",
+            value.replace('\'', "'\\''")
+        ));
+    }
+    Ok(out)
+}
+
+/// The workspace's agent config in OpenCode 1.x's `opencode.json` schema.
+pub fn opencode_config(config: &AgentConfig, instructions: Option<&str>) -> Value {
+    let mut out = Map::new();
+    out.insert("$schema".into(), json!("https://opencode.ai/config.json"));
+    out.insert("share".into(), json!("disabled"));
+    out.insert("autoupdate".into(), json!(false));
+    if let Some(m) = &config.model {
+        out.insert("model".into(), json!(m));
+    }
+    if let Some(m) = config.small_model.as_ref().or(config.model.as_ref()) {
+        out.insert("small_model".into(), json!(m));
+    }
+    if !config.providers.is_empty() {
+        let mut providers = Map::new();
+        for (id, p) in &config.providers {
+            let mut options = Map::new();
+            if let Some(url) = &p.base_url {
+                options.insert("baseURL".into(), json!(url));
+            }
+            if let Some(var) = &p.api_key_env {
+                // OpenCode substitutes the variable when it reads the file.
+                options.insert("apiKey".into(), json!(format!("{{env:{var}}}")));
+            }
+            let mut models = Map::new();
+            for (mid, m) in &p.models {
+                let mut model = Map::new();
+                model.insert("name".into(), json!(m.name.as_deref().unwrap_or(mid)));
+                model.insert("tool_call".into(), json!(m.tool_call));
+                model.insert("reasoning".into(), json!(m.reasoning));
+                if m.context.is_some() || m.output.is_some() {
+                    let context = m.context.unwrap_or(128_000);
+                    model.insert(
+                        "limit".into(),
+                        json!({"context": context, "output": m.output.unwrap_or(context.min(8192))}),
+                    );
+                }
+                if m.input_cost.is_some() || m.output_cost.is_some() {
+                    model.insert(
+                        "cost".into(),
+                        json!({"input": m.input_cost.unwrap_or(0.0), "output": m.output_cost.unwrap_or(0.0)}),
+                    );
+                }
+                models.insert(mid.clone(), Value::Object(model));
+            }
+            let mut provider = Map::new();
+            provider.insert(
+                "npm".into(),
+                json!(p.npm.as_deref().unwrap_or(OPENAI_COMPATIBLE)),
+            );
+            provider.insert("name".into(), json!(p.name.as_deref().unwrap_or(id)));
+            provider.insert("options".into(), Value::Object(options));
+            if !models.is_empty() {
+                provider.insert("models".into(), Value::Object(models));
+            }
+            providers.insert(id.clone(), Value::Object(provider));
+        }
+        out.insert("provider".into(), Value::Object(providers));
+    }
+    if !config.mcp.is_empty() {
+        let mut mcp = Map::new();
+        for (name, server) in &config.mcp {
+            let v = match server {
+                McpServer::Local {
+                    command,
+                    environment,
+                    enabled,
+                    timeout_ms,
+                } => {
+                    let mut v = json!({"type": "local", "command": command, "enabled": enabled});
+                    if !environment.is_empty() {
+                        v["environment"] = json!(environment);
+                    }
+                    if let Some(t) = timeout_ms {
+                        v["timeout"] = json!(t);
+                    }
+                    v
+                }
+                McpServer::Remote {
+                    url,
+                    headers,
+                    enabled,
+                    timeout_ms,
+                } => {
+                    let mut v = json!({"type": "remote", "url": url, "enabled": enabled});
+                    if !headers.is_empty() {
+                        v["headers"] = json!(headers);
+                    }
+                    if let Some(t) = timeout_ms {
+                        v["timeout"] = json!(t);
+                    }
+                    v
+                }
+            };
+            mcp.insert(name.clone(), v);
+        }
+        out.insert("mcp".into(), Value::Object(mcp));
+    }
+    if let Some(path) = instructions {
+        out.insert("instructions".into(), json!([path]));
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_opencode_config_names_secrets_by_env_var_only() {
+        let cfg = AgentConfig::from_value(&json!({
+            "model": "local/m",
+            "providers": {"local": {"base_url": "http://127.0.0.1:9/v1", "api_key_env": "LOCAL_KEY",
+                "models": {"m": {"context": 1000, "input_cost": 2.0}}}},
+            "mcp": {"docs": {"type": "remote", "url": "https://mcp.example.com",
+                              "headers": {"Authorization": "Bearer {env:LOCAL_KEY}"}},
+                    "fs": {"type": "local", "command": ["fs-mcp", "--root", "."], "timeout_ms": 5000}},
+            "instructions": "Keep commits small.",
+            "secrets": {"MODEL_KEY": "LOCAL_KEY"}
+        }))
+        .unwrap();
+        let v = opencode_config(&cfg, Some("/work/.atelier-instructions.md"));
+        assert_eq!(v["model"], "local/m");
+        assert_eq!(v["small_model"], "local/m");
+        assert_eq!(v["provider"]["local"]["npm"], OPENAI_COMPATIBLE);
+        assert_eq!(
+            v["provider"]["local"]["options"],
+            json!({"baseURL": "http://127.0.0.1:9/v1", "apiKey": "{env:LOCAL_KEY}"})
+        );
+        assert_eq!(
+            v["provider"]["local"]["models"]["m"]["limit"],
+            json!({"context": 1000, "output": 1000})
+        );
+        assert_eq!(
+            v["provider"]["local"]["models"]["m"]["cost"],
+            json!({"input": 2.0, "output": 0.0})
+        );
+        assert_eq!(
+            v["mcp"]["fs"],
+            json!({"type": "local", "command": ["fs-mcp", "--root", "."], "enabled": true, "timeout": 5000})
+        );
+        assert_eq!(v["mcp"]["docs"]["type"], "remote");
+        assert_eq!(v["instructions"], json!(["/work/.atelier-instructions.md"]));
+        assert_eq!(v["share"], "disabled");
+    }
+
+    #[test]
+    fn env_files_quote_every_value_and_debug_hides_them() {
+        let secrets = AgentSecrets(BTreeMap::from([
+            ("A".to_owned(), "it's $HOME `x`\nline2".to_owned()),
+            ("B".to_owned(), "plain".to_owned()),
+        ]));
+        let content = env_file_content(&secrets).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("env");
+        std::fs::write(&path, &content).unwrap();
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", ". \"$0\" && printf '%s|%s' \"$A\" \"$B\""])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "it's $HOME `x`\nline2|plain"
+        );
+        assert!(!format!("{secrets:?}").contains("plain"));
+        let nul = AgentSecrets(BTreeMap::from([("A".to_owned(), "a\0b".to_owned())]));
+        assert!(env_file_content(&nul).is_err());
+        assert_eq!(
+            with_env_file("/e", vec!["opencode".into(), "serve".into()])[3..],
+            ["/e", "opencode", "serve"]
+        );
+    }
 }

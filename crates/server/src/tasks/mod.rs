@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use atelier_core::agent_config::{AgentConfig, RuntimeKind};
 use atelier_core::task::TodoItem;
 use atelier_core::{SandboxId, Task, TaskStatus};
 use atelier_runtimes::{
@@ -309,6 +310,7 @@ impl Tasks {
             resources: spec.resources,
             image: spec.base_image.clone(),
             agent_token: atelier_core::id::random_token(),
+            prebuild_id: None,
         };
         let (sandbox, _) = self.inner.lifecycle.create(new, None).await?;
         self.inner
@@ -326,9 +328,13 @@ impl Tasks {
         let dir =
             git::prepare(&agent, &source, &task.repo, &task.base_branch, &task.branch).await?;
         let local = !self.inner.lifecycle.driver().info().isolated;
-        let launch = agent::start(&agent, &spec.agent_config, &dir, local).await?;
+        let config = AgentConfig::from_value(&spec.agent_config)
+            .map_err(|e| ApiError::invalid(e.field, e.message))?;
+        let secrets = agent_secrets(&config, &spec.secrets)?;
+        let launch = agent::start(&agent, &config, &secrets, &dir, local).await?;
         let runtime = Arc::new(
-            OpenCodeRuntime::new(OpenCodeConfig::new(&launch.base_url)).map_err(runtime_error)?,
+            OpenCodeRuntime::new(runtime_config(&launch.base_url, config.runtime))
+                .map_err(runtime_error)?,
         );
         runtime
             .wait_healthy(Duration::from_secs(60))
@@ -433,8 +439,17 @@ impl Tasks {
             .clone()
             .ok_or_else(|| ApiError::internal("the task has no sandbox"))?;
         let agent = self.inner.lifecycle.agent(&sandbox).await?;
+        let kind = self
+            .inner
+            .store
+            .workspace_spec(&rec.task.workspace_id)
+            .await
+            .ok()
+            .and_then(|w| AgentConfig::from_value(&w.agent_config).ok())
+            .map(|c| c.runtime)
+            .unwrap_or_default();
         let runtime = Arc::new(
-            OpenCodeRuntime::new(OpenCodeConfig::new(&handle.base_url)).map_err(runtime_error)?,
+            OpenCodeRuntime::new(runtime_config(&handle.base_url, kind)).map_err(runtime_error)?,
         );
         runtime
             .wait_healthy(Duration::from_secs(30))
@@ -643,6 +658,39 @@ fn sandbox_name(task: &Task) -> String {
     let slug = task.branch.trim_start_matches("atelier/");
     let name: String = slug.chars().take(40).collect();
     name.trim_matches('-').to_owned()
+}
+
+/// The client settings for an agent: OpenCode's first request for a directory runs its
+/// instance bootstrap, which can take half a minute; the fake agent answers at once.
+fn runtime_config(base_url: &str, kind: RuntimeKind) -> OpenCodeConfig {
+    let mut cfg = OpenCodeConfig::new(base_url);
+    if kind == RuntimeKind::Opencode {
+        cfg.request_timeout = Duration::from_secs(120);
+        cfg.first_event_timeout = Duration::from_secs(60);
+    }
+    cfg
+}
+
+/// The values of the workspace secrets the config exposes, by the env var they become.
+fn agent_secrets(
+    config: &AgentConfig,
+    secrets: &atelier_core::workspace::SecretsSpec,
+) -> ApiResult<agent::AgentSecrets> {
+    let mut out = agent::AgentSecrets::default();
+    for (name, var) in &config.secrets {
+        let secret = secrets
+            .env
+            .iter()
+            .find(|s| &s.name == name)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    format!("agent_config.secrets.{name}"),
+                    format!("the workspace has no env secret {name:?}"),
+                )
+            })?;
+        out.0.insert(var.clone(), secret.value.clone());
+    }
+    Ok(out)
 }
 
 fn runtime_error(e: atelier_runtimes::RuntimeError) -> ApiError {
