@@ -13,6 +13,7 @@
 //! same OpenCode server protocol, so the adapter can be exercised offline by the
 //! conformance suite in `tests/conformance.rs`.
 
+pub mod acp;
 pub mod claude;
 pub mod event;
 pub mod fake;

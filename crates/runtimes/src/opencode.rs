@@ -1684,9 +1684,22 @@ fn permission_interaction(p: &Value) -> Option<Interaction> {
 /// A question request (`question.asked`).
 fn question_interaction(p: &Value) -> Option<Interaction> {
     let id = str_at(p, "/id")?.to_string();
-    let questions: Vec<Question> = p
-        .get("questions")
-        .and_then(Value::as_array)
+    let questions = parse_questions(p.get("questions"));
+    let title = questions
+        .first()
+        .map(|q| q.question.clone())
+        .unwrap_or_else(|| "question".to_string());
+    Some(Interaction {
+        id,
+        title,
+        call_id: str_at(p, "/tool/callID").map(str::to_string),
+        kind: InteractionKind::Question { questions },
+    })
+}
+
+/// OpenCode's `QuestionInfo[]` (also carried by its ACP extension `opencode/question`).
+pub(crate) fn parse_questions(v: Option<&Value>) -> Vec<Question> {
+    v.and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(|q| {
@@ -1710,17 +1723,7 @@ fn question_interaction(p: &Value) -> Option<Interaction> {
                 custom: q.get("custom").and_then(Value::as_bool).unwrap_or(true),
             })
         })
-        .collect();
-    let title = questions
-        .first()
-        .map(|q| q.question.clone())
-        .unwrap_or_else(|| "question".to_string());
-    Some(Interaction {
-        id,
-        title,
-        call_id: str_at(p, "/tool/callID").map(str::to_string),
-        kind: InteractionKind::Question { questions },
-    })
+        .collect()
 }
 
 #[cfg(test)]
