@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo is needed: install Rust (https://rustup.rs)" >&2; exit 1; }
+# The dashboard is embedded in the binary; without npm the API still works.
+scripts/build-web.sh || echo "warning: the dashboard was not built; http://127.0.0.1:4000/ says how" >&2
 cargo build --release --quiet -p atelier-agent -p atelier-cli
 # The static agent goes into VM images (used when QEMU or Firecracker is available).
 scripts/build-agent.sh >/dev/null

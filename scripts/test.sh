@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if command -v npm >/dev/null; then
+  scripts/build-web.sh
+else
+  echo "skipped: dashboard build and tests (npm not found)"
+fi
 cargo build --workspace --bins
 
 # The agent must be a static binary: it runs on bare guests with whatever libc (or none).
@@ -19,4 +24,14 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else
   cargo test --workspace --no-fail-fast
+fi
+
+# The dashboard: unit tests (vitest), then end to end in Chromium against a real manager.
+if command -v npm >/dev/null; then
+  (cd web && npm test --silent)
+  if [ -x /usr/bin/chromium ]; then
+    (cd web && node e2e/run.mjs)
+  else
+    echo "skipped: dashboard e2e (chromium is missing: apt-get install chromium)"
+  fi
 fi

@@ -3,7 +3,7 @@
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware, Router};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -121,7 +121,6 @@ pub fn router(state: AppState, opts: &ServeOptions) -> Router {
     .route("/swagger", get(swagger_page))
     .route("/swagger/", get(swagger_page))
     .route("/swagger/{asset}", get(swagger_asset))
-    .route("/", get(|| async { Redirect::temporary("/swagger") }))
     .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
     .method_not_allowed_fallback(|| async {
         ApiError::new(
@@ -138,6 +137,7 @@ pub fn router(state: AppState, opts: &ServeOptions) -> Router {
     .layer(CatchPanicLayer::custom(|_| {
         ApiError::internal("the manager hit a bug; see its log").into_response()
     }))
+    .layer(middleware::from_fn(crate::web::dashboard))
     .with_state(state)
 }
 

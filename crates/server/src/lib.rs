@@ -13,6 +13,7 @@ mod extract;
 mod lifecycle;
 mod routes;
 mod tasks;
+mod web;
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;

@@ -1,0 +1,260 @@
+import { lazy, Suspense, useState } from "react";
+import { useMutation, useQueryClient } from "@tanstack/react-query";
+import { Link, useNavigate } from "@tanstack/react-router";
+import { api } from "../api/client";
+import { fetchLogs, useDir, useSandbox, useSandboxes, useServices, useSystem, useTasks, useWorkspaces } from "../api/queries";
+import type { LogChunk, Sandbox } from "../api/types";
+import { ago, Badge, Empty, ErrorNote, Loading, Section } from "../ui/kit";
+
+const Terminal = lazy(() => import("../components/Terminal"));
+
+export function Sandboxes() {
+  const sandboxes = useSandboxes();
+  const workspaces = useWorkspaces();
+  const wsName = new Map((workspaces.data ?? []).map((w) => [w.id, w.name]));
+  return (
+    <>
+      <h1>Sandboxes</h1>
+      <ErrorNote error={sandboxes.error} />
+      {sandboxes.isLoading ? (
+        <Loading />
+      ) : sandboxes.data?.length ? (
+        <div className="table-wrap">
+          <table>
+            <thead>
+              <tr>
+                <th>Name</th>
+                <th>State</th>
+                <th>Workspace</th>
+                <th>Driver</th>
+                <th>Resources</th>
+                <th>Since</th>
+              </tr>
+            </thead>
+            <tbody>
+              {sandboxes.data.map((s) => (
+                <tr key={s.id}>
+                  <td>
+                    <Link to="/sandboxes/$sandboxId" params={{ sandboxId: s.id }}>
+                      {s.name}
+                    </Link>
+                  </td>
+                  <td>
+                    <Badge value={s.state} title={s.error ?? undefined} />
+                  </td>
+                  <td>{s.workspace_id ? wsName.get(s.workspace_id) ?? s.workspace_id : "—"}</td>
+                  <td>{s.driver}</td>
+                  <td>
+                    {s.resources.vcpus} vCPU · {s.resources.memory_mib} MiB
+                  </td>
+                  <td>{ago(s.updated_at)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      ) : (
+        <Empty title="No sandboxes.">Each task gets its own sandbox when it runs; they are listed here.</Empty>
+      )}
+    </>
+  );
+}
+
+function Files({ sandbox }: { sandbox: string }) {
+  const [path, setPath] = useState(".");
+  const [file, setFile] = useState<{ path: string; text: string } | null>(null);
+  const [err, setErr] = useState<unknown>(null);
+  const dir = useDir(sandbox, path, true);
+  const join = (name: string) => (path === "." ? name : `${path.replace(/\/$/, "")}/${name}`);
+  const up = path === "." || path === "/" ? null : path.includes("/") ? path.slice(0, path.lastIndexOf("/")) || "/" : ".";
+  const open = async (p: string) => {
+    setErr(null);
+    try {
+      const text = await api<string>(`/sandboxes/${encodeURIComponent(sandbox)}/files/content`, { query: { path: p }, text: true });
+      setFile({ path: p, text: text.length > 200_000 ? text.slice(0, 200_000) + "\n… (truncated)" : text });
+    } catch (e) {
+      setErr(e);
+    }
+  };
+  return (
+    <div className="files-browser">
+      <p>
+        <code>{dir.data?.path ?? path}</code>
+      </p>
+      <ul className="plain">
+        {up !== null && (
+          <li>
+            <a href="#" onClick={(e) => (e.preventDefault(), setPath(up))}>
+              ..
+            </a>
+          </li>
+        )}
+        {dir.data?.entries.map((f) => (
+          <li key={f.name}>
+            <a
+              href="#"
+              onClick={(e) => {
+                e.preventDefault();
+                if (f.kind === "dir") setPath(join(f.name));
+                else void open(join(f.name));
+              }}
+            >
+              {f.name}
+              {f.kind === "dir" ? "/" : ""}
+            </a>{" "}
+            {f.kind !== "dir" && <small className="muted">{f.size} B</small>}
+          </li>
+        ))}
+      </ul>
+      <ErrorNote error={dir.error ?? err} />
+      {file && (
+        <details open>
+          <summary>
+            <code>{file.path}</code>
+          </summary>
+          <pre className="file-view">{file.text}</pre>
+        </details>
+      )}
+    </div>
+  );
+}
+
+function Services({ sandbox }: { sandbox: string }) {
+  const services = useServices(sandbox, true);
+  const [logs, setLogs] = useState<Record<string, LogChunk & { text: string }>>({});
+  const [err, setErr] = useState<unknown>(null);
+  const load = async (name: string) => {
+    setErr(null);
+    try {
+      const prev = logs[name];
+      const chunk = await fetchLogs(sandbox, name, prev?.next_offset ?? 0);
+      setLogs({ ...logs, [name]: { ...chunk, text: ((prev?.text ?? "") + chunk.data).slice(-100_000) } });
+    } catch (e) {
+      setErr(e);
+    }
+  };
+  if (services.isLoading) return <Loading />;
+  if (!services.data?.length) return <p className="muted">No supervised services (dev servers appear here).</p>;
+  return (
+    <>
+      {services.data.map((s) => (
+        <details key={s.name}>
+          <summary>
+            {s.name} <Badge value={String(s.state)} /> <small className="muted">restarts {s.restarts}</small>
+          </summary>
+          <button className="outline small-button" onClick={() => void load(s.name)}>
+            {logs[s.name] ? "Load newer output" : "Show log"}
+          </button>
+          {logs[s.name] && <pre className="log">{logs[s.name].text || "(empty)"}</pre>}
+        </details>
+      ))}
+      <ErrorNote error={services.error ?? err} />
+    </>
+  );
+}
+
+function Controls({ sb }: { sb: Sandbox }) {
+  const qc = useQueryClient();
+  const navigate = useNavigate();
+  const system = useSystem();
+  const act = useMutation({
+    mutationFn: (what: "start" | "stop" | "pause" | "resume" | "destroy"): Promise<unknown> =>
+      what === "destroy"
+        ? api<void>(`/sandboxes/${encodeURIComponent(sb.id)}`, { method: "DELETE" })
+        : api<Sandbox>(`/sandboxes/${encodeURIComponent(sb.id)}/${what}`, { method: "POST" }),
+    onSuccess: (_r, what) => {
+      void qc.invalidateQueries({ queryKey: ["sandbox", sb.id] });
+      void qc.invalidateQueries({ queryKey: ["sandboxes"] });
+      if (what === "destroy") void navigate({ to: "/sandboxes" });
+    },
+  });
+  const s = sb.state;
+  return (
+    <div className="buttons">
+      {(s === "stopped" || s === "error") && <button onClick={() => act.mutate("start")}>Start</button>}
+      {s === "running" && (
+        <button className="outline" onClick={() => act.mutate("stop")}>
+          Stop
+        </button>
+      )}
+      {s === "running" && system.data?.can_pause && (
+        <button className="outline" onClick={() => act.mutate("pause")}>
+          Pause
+        </button>
+      )}
+      {s === "paused" && <button onClick={() => act.mutate("resume")}>Resume</button>}
+      {s !== "destroyed" && s !== "destroying" && (
+        <button
+          className="secondary outline"
+          onClick={() => confirm(`Destroy ${sb.name}? Everything in it is removed.`) && act.mutate("destroy")}
+        >
+          Destroy
+        </button>
+      )}
+      <ErrorNote error={act.error} />
+    </div>
+  );
+}
+
+export function SandboxDetail({ sandboxId }: { sandboxId: string }) {
+  const sandbox = useSandbox(sandboxId);
+  const tasks = useTasks();
+  const workspaces = useWorkspaces();
+  const [tab, setTab] = useState<"terminal" | "files" | "services">("terminal");
+  const sb = sandbox.data;
+  if (sandbox.isLoading) return <Loading />;
+  if (!sb) return <ErrorNote error={sandbox.error ?? "no such sandbox"} />;
+  const task = tasks.data?.find((t) => t.sandbox_id === sb.id);
+  const ws = workspaces.data?.find((w) => w.id === sb.workspace_id);
+  const running = sb.state === "running";
+  return (
+    <>
+      <p className="crumbs">
+        <Link to="/sandboxes">Sandboxes</Link> / <code>{sb.id}</code>
+      </p>
+      <h1>{sb.name}</h1>
+      <div className="meta">
+        <Badge value={sb.state} /> <small className="muted">
+          {sb.driver} · {sb.image} · {sb.resources.vcpus} vCPU · {sb.resources.memory_mib} MiB · {sb.resources.disk_mib} MiB disk ·
+          since {ago(sb.updated_at)}
+        </small>
+      </div>
+      {sb.error && <p className="error">{sb.error}</p>}
+      {task && (
+        <p>
+          Task: <Link to="/tasks/$taskId" params={{ taskId: task.id }}>{task.title}</Link>
+        </p>
+      )}
+      {ws && ws.dev_commands.length > 0 && (
+        <p className="muted">
+          Dev servers: {ws.dev_commands.map((d) => `${d.name} on port ${d.port}`).join(", ")}
+        </p>
+      )}
+      <Controls sb={sb} />
+      {running ? (
+        <>
+          <nav className="tabs" role="tablist">
+            {(["terminal", "files", "services"] as const).map((t) => (
+              <button key={t} role="tab" aria-selected={tab === t} className={tab === t ? "" : "outline"} onClick={() => setTab(t)}>
+                {t[0].toUpperCase() + t.slice(1)}
+              </button>
+            ))}
+          </nav>
+          {tab === "terminal" && (
+            <Suspense fallback={<Loading />}>
+              <Terminal sandbox={sb.id} />
+            </Suspense>
+          )}
+          {tab === "files" && <Files sandbox={sb.id} />}
+          {tab === "services" && (
+            <Section title="Services">
+              <Services sandbox={sb.id} />
+            </Section>
+          )}
+        </>
+      ) : (
+        <Empty title={`The sandbox is ${sb.state}.`}>Start it to open a terminal, browse its files and see its services.</Empty>
+      )}
+    </>
+  );
+}
