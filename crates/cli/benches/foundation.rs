@@ -36,6 +36,7 @@ async fn seed(data: &std::path::Path, n: usize) {
             resources: Default::default(),
             image: "dev".into(),
             agent_token: atelier_core::id::random_token(),
+            prebuild_id: None,
         };
         store.insert_sandbox(&new, None).await.unwrap();
     }

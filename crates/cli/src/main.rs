@@ -53,6 +53,9 @@ enum Command {
     Task(commands::task::TaskCommand),
     /// Every question and permission request waiting for you.
     Attention,
+    /// Build, check and follow a workspace's prebuild (its setup captured once).
+    #[command(subcommand)]
+    Prebuild(commands::prebuild::PrebuildCommand),
     /// Build and list the images sandboxes boot from.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
@@ -102,6 +105,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
         Command::Workspace(cmd) => commands::workspace::run(cmd, &client, &out).await,
         Command::Sandbox(cmd) => commands::sandbox::run(cmd, &client, &out).await,
         Command::Image(cmd) => commands::image::run(cmd, &client, &out).await,
+        Command::Prebuild(cmd) => commands::prebuild::run(cmd, &client, &out).await,
         Command::Task(cmd) => commands::task::run(cmd, &client, &out).await,
         Command::Attention => commands::task::attention(&client, &out).await,
     }

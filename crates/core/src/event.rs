@@ -66,6 +66,16 @@ pub enum EventKind {
         interaction_id: String,
         outcome: String,
     },
+    /// A prebuild moved from one state to another, or became stale.
+    PrebuildState {
+        prebuild_id: String,
+        workspace_id: WorkspaceId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<crate::PrebuildState>,
+        to: crate::PrebuildState,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 impl EventKind {
@@ -80,6 +90,7 @@ impl EventKind {
             Self::TaskActivity { .. } => "task_activity",
             Self::AttentionAsked { .. } => "attention_asked",
             Self::AttentionResolved { .. } => "attention_resolved",
+            Self::PrebuildState { .. } => "prebuild_state",
         }
     }
 

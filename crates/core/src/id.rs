@@ -82,6 +82,7 @@ macro_rules! id_type {
 id_type!(SandboxId, "s", "sandbox");
 id_type!(WorkspaceId, "w", "workspace");
 id_type!(TaskId, "t", "task");
+id_type!(PrebuildId, "p", "prebuild");
 
 /// A random secret token (hex, 256 bits) for API and agent authentication.
 pub fn random_token() -> String {

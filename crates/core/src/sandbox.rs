@@ -348,6 +348,9 @@ pub struct Sandbox {
     pub driver: String,
     pub resources: Resources,
     pub image: String,
+    /// The prebuild it was cloned from; `None` for a sandbox that booted cold.
+    #[serde(default)]
+    pub prebuild_id: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }

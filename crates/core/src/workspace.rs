@@ -36,6 +36,9 @@ pub struct WorkspaceSpec {
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     pub agent_config: serde_json::Value,
+    /// How the workspace's prebuild is kept fresh.
+    #[serde(default)]
+    pub prebuild: crate::prebuild::PrebuildSettings,
 }
 
 /// A partial update: every field present replaces the stored one; secrets are merged.
@@ -54,6 +57,7 @@ pub struct WorkspacePatch {
     pub base_image: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub agent_config: Option<serde_json::Value>,
+    pub prebuild: Option<crate::prebuild::PrebuildSettings>,
 }
 
 /// A git repository cloned into every sandbox.
@@ -216,6 +220,7 @@ impl WorkspaceSpec {
             resources,
             base_image,
             agent_config,
+            prebuild,
         } = patch;
         if let Some(v) = name {
             self.name = v;
@@ -237,6 +242,9 @@ impl WorkspaceSpec {
         }
         if let Some(v) = agent_config {
             self.agent_config = v;
+        }
+        if let Some(v) = prebuild {
+            self.prebuild = v;
         }
         if let Some(remove) = remove_secrets {
             self.secrets.env.retain(|s| !remove.contains(&s.name));
@@ -714,6 +722,7 @@ pub struct Workspace {
     pub base_image: String,
     #[schema(value_type = Object)]
     pub agent_config: serde_json::Value,
+    pub prebuild: crate::prebuild::PrebuildSettings,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }

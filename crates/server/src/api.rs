@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::routes::{
-    events, files, images, sandboxes, services, system, tasks, templates, workspaces,
+    events, files, images, prebuilds, sandboxes, services, system, tasks, templates, workspaces,
 };
 use crate::{AppState, ServeOptions};
 
@@ -40,6 +40,7 @@ use crate::{AppState, ServeOptions};
         (name = "templates", description = "Session templates: what the agent is told, per effort"),
         (name = "attention", description = "Questions and permission requests waiting for a human"),
         (name = "images", description = "Kernels and root filesystems sandboxes boot from"),
+        (name = "prebuilds", description = "A workspace's setup captured once; its sandboxes start as clones of it"),
     )
 )]
 struct ApiDoc;
@@ -103,6 +104,10 @@ fn api_routes(max_file_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(images::list))
         .routes(routes!(images::build))
         .routes(routes!(images::remove))
+        .routes(routes!(prebuilds::start, prebuilds::status))
+        .routes(routes!(prebuilds::check))
+        .routes(routes!(prebuilds::get))
+        .routes(routes!(prebuilds::logs))
         .merge(uploads)
 }
 

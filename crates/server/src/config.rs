@@ -18,6 +18,8 @@ pub struct FileConfig {
     pub max_running_tasks: Option<usize>,
     /// Largest file upload, bytes (default 256 MiB).
     pub max_file_bytes: Option<usize>,
+    /// Seconds between checks of every prebuild against its repos (default 600).
+    pub prebuild_check_secs: Option<u64>,
     #[serde(default)]
     pub local: LocalConfig,
     #[serde(default)]

@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod extract;
 mod lifecycle;
+mod prebuild;
 mod routes;
 mod tasks;
 mod web;
@@ -51,6 +52,8 @@ pub struct ServeOptions {
     pub jailer: Option<atelier_vmm::firecracker::JailerConfig>,
     /// How many tasks run at once; the rest wait in the queue.
     pub max_running_tasks: usize,
+    /// How often every ready prebuild is checked against its repos.
+    pub prebuild_check_every: Duration,
 }
 
 impl ServeOptions {
@@ -86,6 +89,7 @@ impl ServeOptions {
                 cfg
             }),
             max_running_tasks: file.max_running_tasks.unwrap_or(4),
+            prebuild_check_every: Duration::from_secs(file.prebuild_check_secs.unwrap_or(600).max(1)),
             data_dir,
         })
     }
@@ -127,6 +131,7 @@ pub struct AppState {
     boot_timeout: Duration,
     images: Arc<atelier_vmm::images::ImageStore>,
     tasks: tasks::Tasks,
+    prebuilds: prebuild::Prebuilds,
     /// Why each driver was or was not taken.
     driver_notes: Arc<Vec<String>>,
 }
@@ -226,6 +231,22 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
     }
 
     let shutdown = CancellationToken::new();
+    let prebuilds = prebuild::Prebuilds::new(
+        store.clone(),
+        bus.clone(),
+        lifecycle.clone(),
+        selected.images.clone(),
+        &data_dir,
+    );
+    prebuilds
+        .reconcile()
+        .await
+        .map_err(|e| ServeError::Reconcile(e.message))?;
+    tokio::spawn(
+        prebuilds
+            .clone()
+            .run_checker(opts.prebuild_check_every, shutdown.clone()),
+    );
     let tasks = tasks::Tasks::new(
         store.clone(),
         bus.clone(),
@@ -247,6 +268,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
         boot_timeout: opts.boot_timeout,
         images: selected.images.clone(),
         tasks: tasks.clone(),
+        prebuilds,
         driver_notes: Arc::new(selected.reasons.clone()),
     };
     let app = api::router(state, &opts);

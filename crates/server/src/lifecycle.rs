@@ -11,7 +11,7 @@ use atelier_agent_client::AgentClient;
 use atelier_core::sandbox::Outcome;
 use atelier_core::{Operation, Sandbox, SandboxId, SandboxState};
 use atelier_store::{HostResource, Idempotency, NewSandbox, SandboxFilter, SandboxRecord, Store};
-use atelier_vmm::{Driver, Runtime, SandboxSpec, VmmError};
+use atelier_vmm::{Driver, Runtime, SandboxSpec, SnapshotInfo, VmmError};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::error::{ApiError, ApiResult};
@@ -180,9 +180,17 @@ impl Lifecycle {
                 .await
                 .map_err(store_io)?;
         }
-        let spec = self.spec(rec);
+        let mut spec = self.spec(rec);
         let driver = self.driver_named(&rec.sandbox.driver);
-        let runtime = driver.launch(&spec).await?;
+        let runtime = match &rec.sandbox.prebuild_id {
+            // A clone starts from its prebuild once; later starts boot its own disk.
+            Some(prebuild) if rec.sandbox.state == SandboxState::Creating => {
+                let (snapshot, token) = self.prebuild_snapshot(prebuild).await?;
+                spec.restore_token = Some(token);
+                driver.launch_from_snapshot(&spec, &snapshot).await?
+            }
+            _ => driver.launch(&spec).await?,
+        };
         // Persist the handle before waiting on it: a crash now leaves a record to adopt.
         self.inner
             .store
@@ -200,6 +208,58 @@ impl Lifecycle {
             }
         }
         Ok(())
+    }
+
+    /// The snapshot of a ready prebuild and the token of the agent captured in it.
+    async fn prebuild_snapshot(&self, id: &str) -> Result<(SnapshotInfo, String), VmmError> {
+        let gone = |why: String| VmmError::Snapshot(format!("prebuild {id}: {why}"));
+        let rec = self
+            .inner
+            .store
+            .get_prebuild(id)
+            .await
+            .map_err(|e| gone(e.to_string()))?;
+        let (Some(snapshot), Some(token)) = (rec.snapshot, rec.agent_token) else {
+            return Err(gone("it holds no snapshot (any more)".into()));
+        };
+        let snapshot: SnapshotInfo =
+            serde_json::from_value(snapshot).map_err(|e| gone(e.to_string()))?;
+        Ok((snapshot, token))
+    }
+
+    /// Captures a running sandbox into `dest` (see [`Driver::snapshot`]); the sandbox
+    /// ends `stopped`. Returns the snapshot and the token of the agent it captured.
+    pub async fn capture(
+        &self,
+        id: &SandboxId,
+        dest: &std::path::Path,
+    ) -> ApiResult<(SnapshotInfo, String)> {
+        let _guard = self.lock(id).await;
+        let rec = self.inner.store.get_sandbox(id).await?;
+        if rec.sandbox.state != SandboxState::Running {
+            return Err(ApiError::conflict(format!(
+                "sandbox {id} is {}; only a running sandbox can be captured",
+                rec.sandbox.state
+            )));
+        }
+        let runtime = rec
+            .runtime_handle()
+            .ok_or_else(|| ApiError::internal("a running sandbox has no runtime record"))?;
+        let next = rec.sandbox.state.begin(Operation::Stop)?;
+        self.transition(id, rec.sandbox.state, next, None).await?;
+        self.flush_guest(&rec).await;
+        let driver = self.driver_named(&rec.sandbox.driver);
+        match driver.snapshot(&self.spec(&rec), &runtime, dest).await {
+            Ok(snapshot) => {
+                self.transition(id, SandboxState::Stopping, SandboxState::Stopped, None)
+                    .await?;
+                Ok((snapshot, rec.agent_token))
+            }
+            Err(e) => {
+                let _ = self.finish_stop(id, Some(&runtime)).await;
+                Err(e.into())
+            }
+        }
     }
 
     async fn runtime(&self, id: &SandboxId) -> Option<Runtime> {

@@ -5,6 +5,7 @@
 //! written by a newer Atelier is refused instead of being half-understood.
 
 mod events;
+mod prebuilds;
 mod sandboxes;
 mod seal;
 mod tasks;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+pub use prebuilds::{NewPrebuild, PrebuildRecord};
 pub use sandboxes::{HostResource, NewSandbox, SandboxFilter, SandboxRecord};
 pub use seal::Sealer;
 pub use tasks::{Interaction, NewTask, TaskEvent, TaskProgress, TaskRecord};

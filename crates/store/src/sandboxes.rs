@@ -20,6 +20,8 @@ pub struct NewSandbox {
     pub resources: Resources,
     pub image: String,
     pub agent_token: String,
+    /// The prebuild to clone (its driver must be `driver`); `None` boots cold.
+    pub prebuild_id: Option<String>,
 }
 
 /// A sandbox with what only the manager sees: its driver handle and agent token.
@@ -52,7 +54,7 @@ pub struct HostResource {
 
 const COLUMNS: &str =
     "id, name, workspace_id, state, error, driver, vcpus, memory_mib, disk_mib, image, runtime, \
-                       agent_token, created_at, updated_at";
+                       agent_token, prebuild_id, created_at, updated_at";
 
 impl Store {
     /// Records a new sandbox in `creating`, with its creation event. An idempotency key
@@ -76,7 +78,7 @@ impl Store {
         let at = now();
         sqlx::query(
             "INSERT INTO sandboxes (id, name, workspace_id, state, error, driver, vcpus, memory_mib, disk_mib, image, \
-             runtime, agent_token, created_at, updated_at) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+             runtime, agent_token, prebuild_id, created_at, updated_at) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
         )
         .bind(id.as_str())
         .bind(&new.name)
@@ -88,6 +90,7 @@ impl Store {
         .bind(new.resources.disk_mib as i64)
         .bind(&new.image)
         .bind(self.sealer.seal(new.agent_token.as_bytes()))
+        .bind(new.prebuild_id.as_deref())
         .bind(at)
         .bind(at)
         .execute(&mut *tx)
@@ -291,6 +294,7 @@ impl Store {
                 disk_mib: row.get::<i64, _>("disk_mib") as u32,
             },
             image: row.get("image"),
+            prebuild_id: row.get("prebuild_id"),
             created_at: row.get::<DateTime<Utc>, _>("created_at"),
             updated_at: row.get::<DateTime<Utc>, _>("updated_at"),
         };
@@ -315,6 +319,7 @@ mod tests {
             resources: Resources::default(),
             image: "dev".into(),
             agent_token: "tok-secret".into(),
+            prebuild_id: None,
         }
     }
 

@@ -324,6 +324,7 @@ fn workspace_from_row(
         resources: spec.resources,
         base_image: spec.base_image,
         agent_config: spec.agent_config,
+        prebuild: spec.prebuild,
         created_at: row.get::<DateTime<Utc>, _>("created_at"),
         updated_at: row.get::<DateTime<Utc>, _>("updated_at"),
     })

@@ -219,7 +219,7 @@ async fn raw_restore(
             dir.join("qmp.sock").display()
         ))
         .arg("-incoming")
-        .arg(format!("exec:cat {}", snap.memory.display()))
+        .arg(format!("exec:cat {}", snap.memory.as_ref().expect("a QEMU snapshot holds memory").display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -73,14 +73,21 @@ pub struct SnapshotInfo {
     /// The directory holding everything below (`snapshot.json` describes it too).
     pub dir: PathBuf,
     /// Memory and device state (QEMU: its migration stream). Never modified once written.
-    pub memory: PathBuf,
+    /// `None` for a driver without memory snapshots (`local`): its clones boot from the
+    /// disk instead of resuming, and [`SnapshotInfo::restores_memory`] says so.
+    #[serde(default)]
+    pub memory: Option<PathBuf>,
     /// The disk at the instant of the snapshot, self-contained (QEMU: a qcow2 with no
-    /// backing file). Clones get copy-on-write overlays of it; it is never written.
+    /// backing file; `local`: a directory tree). Clones get copy-on-write copies of it;
+    /// it is never written.
     pub disk: PathBuf,
     /// The kernel and initramfs the captured machine booted, copied here: a restore must
-    /// build the very same machine, whatever the image store holds by then.
-    pub kernel: PathBuf,
-    pub initramfs: PathBuf,
+    /// build the very same machine, whatever the image store holds by then. `None`
+    /// where there is no kernel (`local`).
+    #[serde(default)]
+    pub kernel: Option<PathBuf>,
+    #[serde(default)]
+    pub initramfs: Option<PathBuf>,
     /// The image the captured sandbox was created from.
     pub image: String,
     /// The machine's size; clones get exactly this (a restore cannot resize).
@@ -92,6 +99,13 @@ pub struct SnapshotInfo {
     /// kernel command line, how the agent is reached).
     #[serde(default)]
     pub machine: serde_json::Value,
+}
+
+impl SnapshotInfo {
+    /// Whether clones resume the captured memory (true) or boot the captured disk.
+    pub fn restores_memory(&self) -> bool {
+        self.memory.is_some()
+    }
 }
 
 /// The driver's handle on a launched sandbox, persisted (as JSON) before the manager

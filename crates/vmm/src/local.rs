@@ -19,7 +19,9 @@ use atelier_core::SandboxId;
 use atelier_proto::AgentAddr;
 use nix::sys::signal::Signal;
 
-use crate::driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, VmmError};
+use crate::driver::{
+    Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError,
+};
 use crate::process;
 
 /// Longest path a Unix socket address can hold.
@@ -241,6 +243,105 @@ impl Driver for LocalDriver {
     async fn sweep(&self, keep: &HashSet<SandboxId>) -> Vec<String> {
         process::sweep_sandbox_dirs(&self.sandboxes_dir, keep).await
     }
+
+    /// A local sandbox has no memory to capture: its snapshot is a copy of its file
+    /// root (reflinked where the filesystem can), and clones boot a fresh agent on a
+    /// copy of that.
+    async fn snapshot(
+        &self,
+        spec: &SandboxSpec,
+        runtime: &Runtime,
+        dest_dir: &Path,
+    ) -> Result<SnapshotInfo, VmmError> {
+        if dest_dir.join(SNAPSHOT_INFO).exists() {
+            return Err(VmmError::Snapshot(format!(
+                "{} already holds a snapshot",
+                dest_dir.display()
+            )));
+        }
+        std::fs::create_dir_all(dest_dir)
+            .map_err(VmmError::io(format!("creating {}", dest_dir.display())))?;
+        // Stop first so that nothing writes while the tree is copied.
+        self.stop(&spec.id, Some(runtime)).await?;
+        let disk = dest_dir.join("disk");
+        let copied = copy_tree(&runtime.dir.join("root"), &disk).await;
+        if let Err(e) = copied {
+            let _ = std::fs::remove_dir_all(dest_dir);
+            return Err(e);
+        }
+        let info = SnapshotInfo {
+            driver: DriverKind::Local,
+            dir: dest_dir.to_path_buf(),
+            memory: None,
+            disk,
+            kernel: None,
+            initramfs: None,
+            image: spec.image.clone(),
+            memory_mib: spec.resources.memory_mib,
+            vcpus: spec.resources.vcpus,
+            created_at_ms: now_ms(),
+            machine: serde_json::Value::Null,
+        };
+        let json =
+            serde_json::to_vec_pretty(&info).map_err(|e| VmmError::Corrupt(e.to_string()))?;
+        std::fs::write(dest_dir.join(SNAPSHOT_INFO), json)
+            .map_err(VmmError::io(format!("writing {SNAPSHOT_INFO}")))?;
+        Ok(info)
+    }
+
+    async fn launch_from_snapshot(
+        &self,
+        spec: &SandboxSpec,
+        snapshot: &SnapshotInfo,
+    ) -> Result<Runtime, VmmError> {
+        if snapshot.driver != DriverKind::Local {
+            return Err(VmmError::Snapshot(format!(
+                "a {} snapshot cannot start a local sandbox",
+                snapshot.driver
+            )));
+        }
+        let root = self.dir(&spec.id).join("root");
+        if root.exists() {
+            return Err(VmmError::Snapshot(format!(
+                "{} exists already",
+                root.display()
+            )));
+        }
+        std::fs::create_dir_all(self.dir(&spec.id))
+            .map_err(VmmError::io("creating the sandbox directory"))?;
+        copy_tree(&snapshot.disk, &root).await?;
+        self.launch(spec).await
+    }
+}
+
+/// Name of the description written next to a snapshot's files.
+const SNAPSHOT_INFO: &str = "snapshot.json";
+
+/// Copies a directory tree with `cp -a`, reflinking file data where the filesystem can
+/// (XFS, btrfs): O(1) in the data's size there, a plain copy elsewhere.
+async fn copy_tree(from: &Path, to: &Path) -> Result<(), VmmError> {
+    let out = tokio::process::Command::new("cp")
+        .args(["-a", "--reflink=auto", "--no-target-directory"])
+        .arg(from)
+        .arg(to)
+        .output()
+        .await
+        .map_err(VmmError::io("running cp"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(VmmError::Io {
+            context: format!("copying {} to {}", from.display(), to.display()),
+            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn signal_runtime(runtime: &Runtime, signal: Signal) -> Result<(), VmmError> {

@@ -1,4 +1,5 @@
 pub mod image;
+pub mod prebuild;
 pub mod sandbox;
 pub mod serve;
 pub mod system;

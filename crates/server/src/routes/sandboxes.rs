@@ -37,6 +37,10 @@ pub struct CreateSandbox {
     pub memory_mib: Option<u32>,
     pub disk_mib: Option<u32>,
     pub image: Option<String>,
+    /// Start as a clone of the workspace's ready prebuild. Default: when one fits (same
+    /// driver, image and machine size), else boot cold; `true` requires one (409 if
+    /// none fits); `false` always boots cold.
+    pub prebuild: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -101,7 +105,23 @@ pub async fn create(
         ));
     }
     validate_image("image", &image, &mut errors);
+    if req.prebuild == Some(true) && workspace.is_none() {
+        errors.push(FieldError::new(
+            "prebuild",
+            "needs a workspace: prebuilds belong to workspaces",
+        ));
+    }
     errors.finish()?;
+
+    let prebuild = match (&workspace, req.prebuild) {
+        (Some(w), None | Some(true)) => state.prebuilds.pick(&w.id, &image, &resources).await?,
+        _ => None,
+    };
+    if req.prebuild == Some(true) && prebuild.is_none() {
+        return Err(ApiError::conflict(
+            "the workspace has no ready prebuild that fits (same driver, image, vCPUs and memory)",
+        ));
+    }
 
     let new = NewSandbox {
         name,
@@ -110,6 +130,7 @@ pub async fn create(
         resources,
         image,
         agent_token: atelier_core::id::random_token(),
+        prebuild_id: prebuild.map(|p| p.prebuild.id),
     };
     let idem = key.map(|k| Idempotency::new(k, &body));
     let (sandbox, fresh) = state.lifecycle.create(new, idem.as_ref()).await?;

@@ -321,10 +321,10 @@ impl QemuDriver {
         let info = SnapshotInfo {
             driver: DriverKind::Qemu,
             dir: dest.to_path_buf(),
-            memory,
+            memory: Some(memory),
             disk,
-            kernel,
-            initramfs,
+            kernel: Some(kernel),
+            initramfs: Some(initramfs),
             image: spec.image.clone(),
             memory_mib: machine.memory_mib,
             vcpus: machine.vcpus,
@@ -369,8 +369,12 @@ impl QemuDriver {
                 spec.resources.memory_mib
             )));
         }
+        let memory = snapshot
+            .memory
+            .as_ref()
+            .ok_or_else(|| snap_err("the snapshot holds no memory to restore"))?;
         for f in [
-            &snapshot.memory,
+            memory,
             &snapshot.disk,
             &snap.overlay,
             &snap.machine.kernel,
@@ -409,7 +413,8 @@ impl QemuDriver {
         write_machine(&dir, &snap.machine)?;
         let memory = snapshot
             .memory
-            .to_str()
+            .as_deref()
+            .and_then(|m| m.to_str())
             .ok_or_else(|| snap_err("the snapshot path is not UTF-8"))?;
         let mut cmd = self.command(&snap.machine, &dir, transport);
         cmd.arg("-incoming")

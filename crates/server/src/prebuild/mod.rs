@@ -1,0 +1,631 @@
+//! Prebuilds: a workspace's setup done once and captured, so that its sandboxes start
+//! as clones of it instead of booting and setting up from scratch.
+//!
+//! A build: record the prebuild (`building`) → start a builder sandbox from the base
+//! image → clone each repo at its branch on the host and unpack it in the sandbox (no
+//! git or credentials needed in the guest) → run the init commands, their output
+//! appended to `<data-dir>/prebuilds/<id>/build.log` as it comes → capture the sandbox
+//! (disk, and memory where the driver can) into `<data-dir>/prebuilds/<id>/snapshot/`
+//! → `ready`, which supersedes the previous ready prebuild of the workspace. The
+//! builder sandbox is destroyed either way. A failure keeps the log tail on the record.
+//!
+//! Staleness: a prebuild records each repo's commit and hashes of the workspace settings
+//! and the base image. [`Prebuilds::check`] compares them with `git ls-remote` and the
+//! current workspace; a stale prebuild keeps serving, and with `auto_rebuild` a new
+//! build starts at once. A periodic check runs in the background.
+
+mod git;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atelier_core::prebuild::{config_hash, Prebuild, PrebuildState, RepoCommit};
+use atelier_core::{SandboxId, SandboxState, WorkspaceId, WorkspaceSpec};
+use atelier_proto::{CommandLine, ExecEvent, ExecRequest};
+use atelier_store::{NewPrebuild, NewSandbox, PrebuildRecord, Store};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ApiError, ApiResult};
+use crate::events::EventBus;
+use crate::lifecycle::Lifecycle;
+
+/// How long one init command may run.
+const INIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Lines of the build log kept on a failed prebuild's record.
+const TAIL_LINES: usize = 40;
+const LOG_FILE: &str = "build.log";
+const SNAPSHOT_DIR: &str = "snapshot";
+
+#[derive(Clone)]
+pub struct Prebuilds {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    bus: EventBus,
+    lifecycle: Lifecycle,
+    images: Arc<atelier_vmm::images::ImageStore>,
+    /// `<data-dir>/prebuilds`.
+    dir: PathBuf,
+    /// Prebuild snapshot directories being deleted or written right now.
+    busy: Mutex<HashSet<String>>,
+}
+
+/// Where a prebuild comes from.
+enum Source {
+    /// A builder sandbox from the base image, set up from the workspace.
+    Build,
+    /// A sandbox the user set up by hand.
+    Promote(SandboxId),
+}
+
+impl Prebuilds {
+    pub fn new(
+        store: Store,
+        bus: EventBus,
+        lifecycle: Lifecycle,
+        images: Arc<atelier_vmm::images::ImageStore>,
+        data_dir: &Path,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                bus,
+                lifecycle,
+                images,
+                dir: data_dir.join("prebuilds"),
+                busy: Mutex::default(),
+            }),
+        }
+    }
+
+    fn dir_of(&self, id: &str) -> PathBuf {
+        self.inner.dir.join(id)
+    }
+
+    /// The build log of a prebuild (empty until the build writes to it).
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir_of(id).join(LOG_FILE)
+    }
+
+    /// Starts a build of the workspace's prebuild in the background; 409 while one builds.
+    pub async fn build(&self, workspace: &WorkspaceId) -> ApiResult<Prebuild> {
+        self.start(workspace, Source::Build).await
+    }
+
+    /// Makes a running sandbox of the workspace its prebuild (the sandbox ends stopped).
+    pub async fn promote(&self, workspace: &WorkspaceId, sandbox: SandboxId) -> ApiResult<Prebuild> {
+        let rec = self.inner.store.get_sandbox(&sandbox).await.map_err(|_| {
+            ApiError::invalid("from_sandbox", format!("no sandbox {sandbox}"))
+        })?;
+        if rec.sandbox.workspace_id.as_ref() != Some(workspace) {
+            return Err(ApiError::invalid(
+                "from_sandbox",
+                format!("sandbox {sandbox} does not belong to this workspace"),
+            ));
+        }
+        if rec.sandbox.state != SandboxState::Running {
+            return Err(ApiError::conflict(format!(
+                "sandbox {sandbox} is {}; only a running sandbox can be promoted",
+                rec.sandbox.state
+            )));
+        }
+        self.start(workspace, Source::Promote(sandbox)).await
+    }
+
+    async fn start(&self, workspace: &WorkspaceId, source: Source) -> ApiResult<Prebuild> {
+        let spec = self.inner.store.workspace_spec(workspace).await?;
+        let driver = self.inner.lifecycle.driver().kind().to_string();
+        let (vcpus, memory_mib) = match &source {
+            Source::Build => (spec.resources.vcpus, spec.resources.memory_mib),
+            Source::Promote(id) => {
+                let r = self.inner.store.get_sandbox(id).await?.sandbox.resources;
+                (r.vcpus, r.memory_mib)
+            }
+        };
+        let new = NewPrebuild {
+            workspace_id: workspace.clone(),
+            driver,
+            origin: match source {
+                Source::Build => "build".into(),
+                Source::Promote(_) => "promote".into(),
+            },
+            config_hash: config_hash(&spec),
+            image_hash: self.image_hash(&spec.base_image),
+            vcpus,
+            memory_mib,
+        };
+        let (rec, event) = self.inner.store.insert_prebuild(&new).await.map_err(|e| match e {
+            atelier_store::StoreError::Conflict(m) => ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "prebuild_in_progress",
+                m,
+            ),
+            e => e.into(),
+        })?;
+        self.inner.bus.publish(event);
+        let id = rec.prebuild.id.clone();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = match source {
+                Source::Build => this.run_build(&id, &spec).await,
+                Source::Promote(sandbox) => this.run_promote(&id, &sandbox).await,
+            };
+            if let Err(e) = outcome {
+                this.fail(&id, &e).await;
+            }
+            this.collect_garbage().await;
+        });
+        Ok(rec.prebuild)
+    }
+
+    /// The id of the base image as built, or its name while it has not been built.
+    fn image_hash(&self, image: &str) -> String {
+        if !self.inner.lifecycle.driver().info().isolated {
+            // The local driver boots no image.
+            return "host".into();
+        }
+        self.inner
+            .images
+            .list()
+            .into_iter()
+            .find(|i| i.name == image)
+            .map(|i| i.id)
+            .unwrap_or_else(|| format!("unbuilt:{image}"))
+    }
+
+    async fn log(&self, id: &str, line: &str) {
+        let path = self.log_path(id);
+        if let Some(parent) = path.parent() {
+            let _ = tokio::fs::create_dir_all(parent).await;
+        }
+        match tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await
+        {
+            Ok(mut f) => {
+                let _ = f.write_all(line.as_bytes()).await;
+            }
+            Err(e) => tracing::warn!(prebuild = id, error = %e, "cannot write the build log"),
+        }
+    }
+
+    async fn run_build(&self, id: &str, spec: &WorkspaceSpec) -> Result<(), String> {
+        self.log(id, &format!("==> building prebuild {id} of workspace {}\n", spec.name))
+            .await;
+        let rec = self.inner.store.get_prebuild(id).await.map_err(|e| e.to_string())?;
+        let new = NewSandbox {
+            name: format!("prebuild-{id}"),
+            workspace_id: Some(rec.prebuild.workspace_id.clone()),
+            driver: rec.prebuild.driver.clone(),
+            resources: spec.resources,
+            image: spec.base_image.clone(),
+            agent_token: atelier_core::id::random_token(),
+            prebuild_id: None,
+        };
+        let (sandbox, _) = self
+            .inner
+            .lifecycle
+            .create(new, None)
+            .await
+            .map_err(|e| e.message)?;
+        self.inner
+            .store
+            .set_prebuild_sandbox(id, &sandbox.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.log(id, &format!("==> starting builder sandbox {}\n", sandbox.id))
+            .await;
+        let captured = self.set_up_and_capture(id, spec, &sandbox.id).await;
+        // The builder's work lives on in the snapshot (or failed): it goes either way,
+        // before the prebuild is ready, so that nothing of it outlives the build.
+        if let Err(e) = self.inner.lifecycle.destroy(&sandbox.id).await {
+            tracing::warn!(prebuild = id, sandbox = %sandbox.id, error = %e.message, "could not destroy the builder sandbox");
+        }
+        let (snapshot, token) = captured?;
+        self.finish(id, &snapshot, &token).await
+    }
+
+    async fn set_up_and_capture(
+        &self,
+        id: &str,
+        spec: &WorkspaceSpec,
+        sandbox: &SandboxId,
+    ) -> Result<(serde_json::Value, String), String> {
+        let running = self.wait_running(sandbox).await?;
+        let agent = self
+            .inner
+            .lifecycle
+            .agent(&running)
+            .await
+            .map_err(|e| e.message)?;
+        let workdir = sandbox_workdir(&agent).await?;
+
+        // 1. The repos, cloned on the host and unpacked in the sandbox.
+        let scratch = self.dir_of(id).join("src");
+        let mut commits = Vec::new();
+        for repo in &spec.repos {
+            let path = repo.clone_path();
+            self.log(id, &format!("==> cloning {} ({}) into {path}\n", repo.url, repo.branch))
+                .await;
+            let commit = git::clone(&repo.url, &repo.branch, &scratch.join(&path))
+                .await
+                .map_err(|e| format!("cloning {}: {e}", repo.url))?;
+            self.log(id, &format!("    at {commit}\n")).await;
+            commits.push(RepoCommit {
+                url: repo.url.clone(),
+                branch: repo.branch.clone(),
+                path,
+                commit,
+            });
+        }
+        if !commits.is_empty() {
+            let paths: Vec<String> = commits.iter().map(|c| c.path.clone()).collect();
+            let tarball = git::tar(&scratch, &paths).await?;
+            let remote = format!("{workdir}/.atelier-prebuild-src.tar");
+            agent
+                .write_file(&remote, tarball.into(), Some(0o600))
+                .await
+                .map_err(|e| format!("uploading the repos: {e}"))?;
+            let mut unpack = ExecRequest::argv(["sh", "-c", "tar -xf .atelier-prebuild-src.tar && rm -f .atelier-prebuild-src.tar"]);
+            unpack.cwd = Some(workdir.clone());
+            let r = agent
+                .exec(&unpack)
+                .await
+                .map_err(|e| format!("unpacking the repos: {e}"))?;
+            if r.status.exit_code != Some(0) {
+                return Err(format!("unpacking the repos failed: {}", r.stderr.trim()));
+            }
+        }
+        let _ = tokio::fs::remove_dir_all(&scratch).await;
+        let image_hash = self.image_hash(&spec.base_image);
+        self.inner
+            .store
+            .set_prebuild_inputs(id, &commits, &image_hash)
+            .await
+            .map_err(|e| e.to_string())?;
+
+        // 2. The init commands, in the first repo (where a user would run them).
+        let cwd = commits
+            .first()
+            .map(|c| format!("{workdir}/{}", c.path))
+            .unwrap_or_else(|| workdir.clone());
+        for (n, command) in spec.init_commands.iter().enumerate() {
+            self.log(id, &format!("==> init {}/{}: {command}\n", n + 1, spec.init_commands.len()))
+                .await;
+            let code = self.run_logged(id, &agent, command, &cwd, spec).await?;
+            if code != 0 {
+                return Err(format!(
+                    "init command {} (`{command}`) exited with code {code}",
+                    n + 1
+                ));
+            }
+        }
+
+        // 3. The capture.
+        self.log(id, "==> capturing the sandbox\n").await;
+        self.capture(id, sandbox).await
+    }
+
+    /// Runs one init command, appending its output to the log; returns its exit code.
+    async fn run_logged(
+        &self,
+        id: &str,
+        agent: &atelier_agent_client::AgentClient,
+        command: &str,
+        cwd: &str,
+        spec: &WorkspaceSpec,
+    ) -> Result<i32, String> {
+        let mut req = ExecRequest {
+            command: CommandLine::Shell(command.to_owned()),
+            ..ExecRequest::argv(["true"])
+        };
+        req.cwd = Some(cwd.to_owned());
+        req.timeout_ms = Some(INIT_TIMEOUT.as_millis() as u64);
+        // Init commands may need the workspace's credentials (a private registry…).
+        for s in &spec.secrets.env {
+            req.env.insert(s.name.clone(), s.value.clone());
+        }
+        let mut stream = agent
+            .exec_stream(&req)
+            .await
+            .map_err(|e| format!("running `{command}`: {e}"))?;
+        while let Some(event) = stream.next().await {
+            match event.map_err(|e| format!("running `{command}`: {e}"))? {
+                ExecEvent::Stdout { data } | ExecEvent::Stderr { data } => {
+                    self.log(id, &data).await
+                }
+                ExecEvent::Exit(status) => {
+                    if status.timed_out {
+                        return Err(format!("`{command}` timed out after {INIT_TIMEOUT:?}"));
+                    }
+                    return Ok(status
+                        .exit_code
+                        .unwrap_or_else(|| 128 + status.signal.unwrap_or(0)));
+                }
+            }
+        }
+        Err(format!("`{command}`: the sandbox stopped answering"))
+    }
+
+    async fn run_promote(&self, id: &str, sandbox: &SandboxId) -> Result<(), String> {
+        self.log(id, &format!("==> promoting sandbox {sandbox}\n")).await;
+        self.inner
+            .store
+            .set_prebuild_sandbox(id, sandbox)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (snapshot, token) = self.capture(id, sandbox).await?;
+        self.finish(id, &snapshot, &token).await
+    }
+
+    /// Captures the sandbox into the prebuild's directory; returns the snapshot (JSON)
+    /// and the captured agent's token.
+    async fn capture(
+        &self,
+        id: &str,
+        sandbox: &SandboxId,
+    ) -> Result<(serde_json::Value, String), String> {
+        let dest = self.dir_of(id).join(SNAPSHOT_DIR);
+        let (snapshot, token) = self
+            .inner
+            .lifecycle
+            .capture(sandbox, &dest)
+            .await
+            .map_err(|e| format!("capturing the sandbox: {}", e.message))?;
+        let kind = if snapshot.restores_memory() {
+            "disk and memory: clones resume it"
+        } else {
+            "disk only (this driver has no memory snapshots): clones boot it"
+        };
+        self.log(id, &format!("==> captured {kind}\n")).await;
+        let json = serde_json::to_value(&snapshot).map_err(|e| e.to_string())?;
+        Ok((json, token))
+    }
+
+    /// `building → ready`: new sandboxes of the workspace start from it from now on.
+    async fn finish(&self, id: &str, snapshot: &serde_json::Value, token: &str) -> Result<(), String> {
+        let events = self
+            .inner
+            .store
+            .finish_prebuild(id, snapshot, token)
+            .await
+            .map_err(|e| e.to_string())?;
+        for e in events {
+            self.inner.bus.publish(e);
+        }
+        self.log(id, "==> ready\n").await;
+        Ok(())
+    }
+
+    async fn wait_running(&self, id: &SandboxId) -> Result<SandboxId, String> {
+        let mut events = self.inner.bus.subscribe();
+        loop {
+            let sandbox = self
+                .inner
+                .store
+                .get_sandbox(id)
+                .await
+                .map_err(|e| e.to_string())?
+                .sandbox;
+            match sandbox.state {
+                SandboxState::Running => return Ok(sandbox.id),
+                SandboxState::Creating | SandboxState::Starting => {}
+                other => {
+                    return Err(format!(
+                        "the builder sandbox is {other}: {}",
+                        sandbox.error.unwrap_or_default()
+                    ))
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
+        }
+    }
+
+    async fn fail(&self, id: &str, error: &str) {
+        tracing::warn!(prebuild = id, error, "prebuild failed");
+        self.log(id, &format!("==> failed: {error}\n")).await;
+        let tail = log_tail(&self.log_path(id), TAIL_LINES).await;
+        let _ = tokio::fs::remove_dir_all(self.dir_of(id).join(SNAPSHOT_DIR)).await;
+        let _ = tokio::fs::remove_dir_all(self.dir_of(id).join("src")).await;
+        match self.inner.store.fail_prebuild(id, error, &tail).await {
+            Ok(event) => self.inner.bus.publish(event),
+            Err(e) => tracing::warn!(prebuild = id, error = %e, "could not record the failure"),
+        }
+    }
+
+    /// Compares the workspace's current prebuild with its inputs now (branch heads,
+    /// settings, image); marks it stale and, with `auto_rebuild`, starts a new build.
+    /// Returns the prebuild as checked (`None` when the workspace has none).
+    pub async fn check(&self, workspace: &WorkspaceId) -> ApiResult<Option<Prebuild>> {
+        let driver = self.inner.lifecycle.driver().kind().to_string();
+        let Some(current) = self.inner.store.current_prebuild(workspace, &driver).await? else {
+            return Ok(None);
+        };
+        let spec = self.inner.store.workspace_spec(workspace).await?;
+        let reason = self.staleness(&current.prebuild, &spec).await;
+        if let Some(event) = self
+            .inner
+            .store
+            .set_prebuild_stale(&current.prebuild.id, reason.as_deref())
+            .await?
+        {
+            self.inner.bus.publish(event);
+        }
+        if reason.is_some() && spec.prebuild.auto_rebuild {
+            match self.build(workspace).await {
+                Ok(p) => tracing::info!(prebuild = %p.id, workspace = %workspace, "rebuilding a stale prebuild"),
+                Err(e) if e.status == axum::http::StatusCode::CONFLICT => {} // already building
+                Err(e) => tracing::warn!(workspace = %workspace, error = %e.message, "could not start a rebuild"),
+            }
+        }
+        Ok(Some(self.inner.store.get_prebuild(&current.prebuild.id).await?.prebuild))
+    }
+
+    /// Why `prebuild` no longer matches the workspace, or `None`.
+    async fn staleness(&self, prebuild: &Prebuild, spec: &WorkspaceSpec) -> Option<String> {
+        if config_hash(spec) != prebuild.config_hash {
+            return Some("the workspace's settings changed".into());
+        }
+        let image = self.image_hash(&spec.base_image);
+        if !image.starts_with("unbuilt:") && image != prebuild.image_hash {
+            return Some(format!("the base image {} changed", spec.base_image));
+        }
+        for c in &prebuild.commits {
+            match git::remote_head(&c.url, &c.branch).await {
+                Ok(Some(head)) if head != c.commit => {
+                    return Some(format!(
+                        "{} {} moved from {} to {}",
+                        c.url,
+                        c.branch,
+                        short(&c.commit),
+                        short(&head)
+                    ))
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Some(format!("{} has no branch {} any more", c.url, c.branch)),
+                // An unreachable remote proves nothing: keep the prebuild.
+                Err(e) => tracing::info!(url = %c.url, error = %e, "cannot check a repo's head"),
+            }
+        }
+        None
+    }
+
+    /// Checks every workspace with a ready prebuild, every `every`, until cancelled.
+    pub async fn run_checker(self, every: Duration, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let Ok(all) = self.inner.store.list_prebuilds(None).await else {
+                continue;
+            };
+            let mut seen = HashSet::new();
+            for p in all {
+                if p.prebuild.state == PrebuildState::Ready && seen.insert(p.prebuild.workspace_id.clone()) {
+                    if let Err(e) = self.check(&p.prebuild.workspace_id).await {
+                        tracing::warn!(workspace = %p.prebuild.workspace_id, error = %e.message, "prebuild check failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The ready prebuild a new sandbox of `workspace` should start from, if any: the
+    /// current one on the default driver, when its machine size and image fit.
+    pub async fn pick(
+        &self,
+        workspace: &WorkspaceId,
+        image: &str,
+        resources: &atelier_core::Resources,
+    ) -> ApiResult<Option<PrebuildRecord>> {
+        let driver = self.inner.lifecycle.driver().kind().to_string();
+        let Some(rec) = self.inner.store.current_prebuild(workspace, &driver).await? else {
+            return Ok(None);
+        };
+        let spec = self.inner.store.workspace_spec(workspace).await?;
+        let fits = rec.prebuild.vcpus == resources.vcpus
+            && rec.prebuild.memory_mib == resources.memory_mib
+            && image == spec.base_image
+            && rec.snapshot.is_some();
+        Ok(fits.then_some(rec))
+    }
+
+    /// After a restart: builds that were interrupted failed; leftovers are removed.
+    pub async fn reconcile(&self) -> ApiResult<()> {
+        let all = self.inner.store.list_prebuilds(None).await?;
+        for p in &all {
+            if p.prebuild.state == PrebuildState::Building {
+                self.fail(&p.prebuild.id, "interrupted: the manager stopped during the build")
+                    .await;
+                if let Some(sandbox) = &p.prebuild.sandbox_id {
+                    let builder = self.inner.store.get_sandbox(sandbox).await;
+                    let is_builder = builder
+                        .is_ok_and(|b| b.sandbox.name == format!("prebuild-{}", p.prebuild.id));
+                    if is_builder {
+                        let _ = self.inner.lifecycle.destroy(sandbox).await;
+                    }
+                }
+            }
+        }
+        // Directories with no record (a crash between creating one and recording it).
+        let known: HashSet<String> = all.iter().map(|p| p.prebuild.id.clone()).collect();
+        if let Ok(mut entries) = tokio::fs::read_dir(&self.inner.dir).await {
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !known.contains(&name) {
+                    tracing::info!(dir = %entry.path().display(), "removing a leftover prebuild directory");
+                    let _ = tokio::fs::remove_dir_all(entry.path()).await;
+                }
+            }
+        }
+        self.collect_garbage().await;
+        Ok(())
+    }
+
+    /// Deletes the snapshots of superseded and failed prebuilds no sandbox uses.
+    pub async fn collect_garbage(&self) {
+        let Ok(all) = self.inner.store.list_prebuilds(None).await else {
+            return;
+        };
+        for p in all {
+            let done = matches!(
+                p.prebuild.state,
+                PrebuildState::Superseded | PrebuildState::Failed
+            );
+            let dir = self.dir_of(&p.prebuild.id).join(SNAPSHOT_DIR);
+            if !done || p.prebuild.clones > 0 || !dir.exists() {
+                continue;
+            }
+            {
+                let mut busy = self.inner.busy.lock().unwrap_or_else(|e| e.into_inner());
+                if !busy.insert(p.prebuild.id.clone()) {
+                    continue;
+                }
+            }
+            if let Err(e) = self.inner.store.clear_prebuild_snapshot(&p.prebuild.id).await {
+                tracing::warn!(prebuild = %p.prebuild.id, error = %e, "cannot forget a snapshot");
+            } else if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an unused snapshot");
+            } else {
+                tracing::info!(prebuild = %p.prebuild.id, "removed an unused prebuild snapshot");
+            }
+            self.inner
+                .busy
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&p.prebuild.id);
+        }
+    }
+}
+
+/// The agent's working directory in the sandbox (where repos are cloned).
+async fn sandbox_workdir(agent: &atelier_agent_client::AgentClient) -> Result<String, String> {
+    let r = agent
+        .exec(&ExecRequest::argv(["pwd"]))
+        .await
+        .map_err(|e| format!("asking the sandbox for its directory: {e}"))?;
+    Ok(r.stdout.trim().trim_end_matches('/').to_owned())
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+/// The last `lines` lines of a file (empty when it cannot be read).
+pub async fn log_tail(path: &Path, lines: usize) -> String {
+    let text = tokio::fs::read(path).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    let mut tail = all[all.len().saturating_sub(lines)..].join("\n");
+    tail.push('\n');
+    tail
+}
