@@ -136,7 +136,13 @@ mod tests {
         for p in ["/api", "/api/v1/tasks", "/swagger", "/swagger/init.js"] {
             assert!(is_server_path(p), "{p}");
         }
-        for p in ["/", "/tasks/t1", "/assets/index-abc.js", "/apiary", "/swaggerish"] {
+        for p in [
+            "/",
+            "/tasks/t1",
+            "/assets/index-abc.js",
+            "/apiary",
+            "/swaggerish",
+        ] {
             assert!(!is_server_path(p), "{p}");
         }
     }
