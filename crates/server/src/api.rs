@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::routes::{
     events, files, images, prebuilds, sandboxes, services, system, tasks, templates, workspaces,
 };
+use crate::routes::terminal;
 use crate::{AppState, ServeOptions};
 
 #[derive(OpenApi)]
@@ -78,6 +79,7 @@ fn api_routes(max_file_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(sandboxes::resume))
         .routes(routes!(sandboxes::exec))
         .routes(routes!(sandboxes::exec_stream))
+        .routes(routes!(terminal::terminal))
         .routes(routes!(files::list, files::delete))
         .routes(routes!(files::stat))
         .routes(routes!(files::mkdir))

@@ -29,7 +29,8 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(str::trim)
+        .or_else(|| crate::routes::terminal::subprotocol_token(req.headers()));
     match presented {
         Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => {
             next.run(req).await

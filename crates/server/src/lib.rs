@@ -10,6 +10,7 @@ pub mod config;
 mod error;
 mod events;
 mod extract;
+pub mod forward;
 mod lifecycle;
 mod prebuild;
 mod routes;

@@ -33,6 +33,8 @@ pub enum SandboxCommand {
     Show { id: String },
     /// Run a command in a sandbox, streaming its output; exits with its exit code.
     Exec(ExecArgs),
+    /// Open an interactive shell in a sandbox; exits with the shell's exit code.
+    Shell(ShellArgs),
     /// Stop a sandbox (its files stay).
     Stop { id: String },
     /// Start a stopped sandbox and wait until it runs.
@@ -90,6 +92,14 @@ pub struct ExecArgs {
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ShellArgs {
+    id: String,
+    /// Reattach to a shell left running (the session id printed when it was left).
+    #[arg(long)]
+    session: Option<String>,
 }
 
 pub async fn run(
@@ -217,6 +227,7 @@ pub async fn run(
             return finish(r?, out);
         }
         SandboxCommand::Exec(args) => return exec(args, client, out).await,
+        SandboxCommand::Shell(args) => return shell::run(args, client).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -342,4 +353,207 @@ fn exit_code(status: &ExitStatus) -> ExitCode {
         .exit_code
         .unwrap_or_else(|| 128 + status.signal.unwrap_or(0));
     ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+}
+
+/// `atelier sandbox shell`: the local terminal, in raw mode, wired to a shell in the
+/// sandbox over the manager's terminal WebSocket.
+mod shell {
+    use std::io::{IsTerminal, Read, Write};
+    use std::process::ExitCode;
+
+    use futures::{SinkExt, StreamExt};
+    use reqwest::Method;
+    use tokio::sync::mpsc;
+    use tokio_tungstenite::tungstenite::client::ClientRequestBuilder;
+    use tokio_tungstenite::tungstenite::{self, Message};
+
+    use super::ShellArgs;
+    use crate::client::{Client, ClientError};
+    use crate::commands::workspace::encode;
+
+    /// Leaves raw mode however the session ends.
+    struct RawMode;
+
+    impl RawMode {
+        fn enable() -> Result<Self, ClientError> {
+            crossterm::terminal::enable_raw_mode().map_err(|e| {
+                ClientError::Usage(format!("cannot put the terminal in raw mode: {e}"))
+            })?;
+            Ok(Self)
+        }
+    }
+
+    impl Drop for RawMode {
+        fn drop(&mut self) {
+            let _ = crossterm::terminal::disable_raw_mode();
+        }
+    }
+
+    /// The local terminal's size, within what the manager accepts.
+    fn size() -> (u16, u16) {
+        let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
+        (cols.clamp(1, 1000), rows.clamp(1, 1000))
+    }
+
+    fn resize_message() -> Message {
+        let (cols, rows) = size();
+        Message::text(
+            serde_json::json!({ "type": "resize", "cols": cols, "rows": rows }).to_string(),
+        )
+    }
+
+    /// Why the manager refused the terminal, in the CLI's usual terms.
+    fn refusal(e: tungstenite::Error, base: &str) -> ClientError {
+        match e {
+            tungstenite::Error::Http(answer) => {
+                let status = answer.status().as_u16();
+                if status == 401 {
+                    return ClientError::Unauthorized;
+                }
+                let body: serde_json::Value = answer
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or_default();
+                let error = &body["error"];
+                ClientError::Api {
+                    status,
+                    code: error["code"].as_str().unwrap_or("unknown").to_owned(),
+                    message: error["message"]
+                        .as_str()
+                        .unwrap_or("the manager refused the terminal")
+                        .to_owned(),
+                    details: error["details"].clone(),
+                }
+            }
+            other => ClientError::Unreachable {
+                url: base.to_owned(),
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// Keystrokes, read on a thread of their own: a blocking read of a terminal cannot be
+    /// cancelled, and must not hold up the runtime's shutdown.
+    fn stdin_reader() -> mpsc::Receiver<Vec<u8>> {
+        let (tx, rx) = mpsc::channel(16);
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = [0u8; 4096];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    pub async fn run(args: ShellArgs, client: &Client) -> Result<ExitCode, ClientError> {
+        if !std::io::stdin().is_terminal() {
+            eprintln!(
+                "atelier: stdin is not a terminal; `sandbox shell` is interactive \
+                 (use `atelier sandbox exec` from scripts)"
+            );
+            return Ok(ExitCode::from(2));
+        }
+        let (cols, rows) = size();
+        let mut path = format!(
+            "/sandboxes/{}/terminal?cols={cols}&rows={rows}",
+            encode(&args.id)
+        );
+        if let Some(s) = &args.session {
+            path.push_str(&format!("&session={}", encode(s)));
+        }
+        // The client's own request carries the URL and the token.
+        let template = client
+            .request(Method::GET, &path)
+            .build()
+            .map_err(|e| ClientError::Protocol(format!("building the request: {e}")))?;
+        let mut url = template.url().clone();
+        let base = format!("{}://{}", url.scheme(), url.authority());
+        let ws_scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(ws_scheme)
+            .map_err(|_| ClientError::Usage(format!("cannot open a WebSocket to {base}")))?;
+        let mut request = ClientRequestBuilder::new(
+            url.as_str()
+                .parse()
+                .map_err(|e| ClientError::Usage(format!("manager URL: {e}")))?,
+        );
+        if let Some(auth) = template
+            .headers()
+            .get(reqwest::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            request = request.with_header("Authorization", auth);
+        }
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| refusal(e, &base))?;
+        let (mut to_server, mut from_server) = socket.split();
+
+        let mut resized =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+                .map_err(|e| ClientError::Usage(format!("cannot watch the window size: {e}")))?;
+        let mut keys = stdin_reader();
+        let raw = RawMode::enable()?;
+        let mut stdout = std::io::stdout();
+        let mut session = None;
+        let mut exit = None;
+        loop {
+            tokio::select! {
+                msg = from_server.next() => match msg {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        let _ = stdout.write_all(&bytes);
+                        let _ = stdout.flush();
+                    }
+                    Some(Ok(Message::Text(text))) => {
+                        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                        match v["type"].as_str() {
+                            Some("session") => session = v["id"].as_str().map(str::to_owned),
+                            Some("exit") => exit = v["code"].as_i64(),
+                            _ => {}
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => {}
+                },
+                key = keys.recv() => match key {
+                    Some(bytes) => {
+                        if to_server.send(Message::Binary(bytes.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                _ = resized.recv() => {
+                    if to_server.send(resize_message()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to_server.send(Message::Close(None)).await;
+        drop(raw);
+        match exit {
+            Some(code) => Ok(ExitCode::from(
+                u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+            )),
+            None => {
+                eprintln!("\r\natelier: the connection to the shell was lost");
+                if let Some(sid) = session {
+                    eprintln!(
+                        "atelier: it keeps running for 5 minutes: atelier sandbox shell {} --session {sid}",
+                        args.id
+                    );
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@ pub mod services;
 pub mod system;
 pub mod tasks;
 pub mod templates;
+pub mod terminal;
 pub mod workspaces;
 
 use atelier_core::{SandboxId, WorkspaceId};
