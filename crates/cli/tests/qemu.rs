@@ -285,3 +285,130 @@ async fn a_vm_that_misses_its_boot_deadline_is_killed_with_its_console_tail_kept
         "its disk was removed"
     );
 }
+
+#[tokio::test]
+async fn a_qemu_prebuild_restores_clones_that_are_distinct_machines_on_the_host_clock() {
+    require_qemu!();
+    let dir = tempfile::tempdir().unwrap();
+    let data = qemu_data_dir(dir.path(), "");
+    // A repo to clone (on the host) into the builder VM.
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(&work)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    std::fs::write(work.join("hello.txt"), "from the repo\n").unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-qm", "init"]);
+
+    let m = Manager::start_with(&data, &["--driver", "qemu"]);
+    let api = m.client();
+    let r = api
+        .post(
+            "/workspaces",
+            json!({
+                "name": "vmapp",
+                "base_image": "minimal",
+                "resources": {"vcpus": 1, "memory_mib": 512, "disk_mib": 2048},
+                "repos": [{"url": format!("file://{}", work.display()), "branch": "main", "path": "app"}],
+                "init_commands": ["echo warmed > .warm && cat hello.txt"],
+                "prebuild": {"auto_rebuild": false},
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = api.post("/workspaces/vmapp/prebuilds", json!({})).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let p = eventually(Duration::from_secs(240), "the prebuild", || async {
+        let p = api.get(&format!("/prebuilds/{id}")).await.body;
+        (p["state"] != "building").then_some(p)
+    })
+    .await;
+    let log = api.get(&format!("/prebuilds/{id}/logs")).await.body["data"].to_string();
+    assert_eq!(p["state"], "ready", "{p}\n{log}\n{}", m.log());
+    assert_eq!(p["memory_snapshot"], true, "{p}");
+    assert!(log.contains("from the repo"), "{log}");
+
+    // Let the snapshot age: a restored guest's clock starts where it was captured.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let spawn = |name: &'static str| {
+        let api = api.clone();
+        async move {
+            let r = api
+                .post("/sandboxes?wait=true", json!({"workspace": "vmapp", "name": name}))
+                .await;
+            assert_eq!(r.body["state"], "running", "{}", r.body);
+            r.body
+        }
+    };
+    let (a, b) = tokio::join!(spawn("clone-a"), spawn("clone-b"));
+    let (a, b) = (a["id"].as_str().unwrap().to_owned(), b["id"].as_str().unwrap().to_owned());
+    let out = |id: String, script: &'static str| {
+        let api = api.clone();
+        async move {
+            let r = api.exec(&id, "sh", &["-c", script]).await;
+            assert_eq!(r.body["exit_code"], 0, "{}", r.body);
+            r.body["stdout"].as_str().unwrap().to_owned()
+        }
+    };
+    // The host's clock, right after restore.
+    for id in [&a, &b] {
+        // busybox's date has no sub-second format; adjtimex reads the clock exactly.
+        let clock = out(id.clone(), "adjtimex").await;
+        let field = |name: &str| -> f64 {
+            clock
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {clock}"))
+        };
+        let fraction = field("time.tv_usec:");
+        // With STA_NANO (the kernel's default) the "usec" field holds nanoseconds.
+        let fraction = if fraction >= 1e6 { fraction / 1e9 } else { fraction / 1e6 };
+        let guest = field("time.tv_sec:") + fraction;
+        let host = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!((host - guest).abs() < 1.0, "guest clock {guest} vs host {host}");
+    }
+    assert_eq!(out(a.clone(), "hostname").await, "clone-a\n");
+    assert_eq!(out(b.clone(), "hostname").await, "clone-b\n");
+    let random = "head -c 16 /dev/urandom | od -An -tx1";
+    assert_ne!(out(a.clone(), random).await, out(b.clone(), random).await);
+    assert_ne!(
+        out(a.clone(), "cat /etc/machine-id").await,
+        out(b.clone(), "cat /etc/machine-id").await
+    );
+    // Set up by the prebuild, and apart from each other.
+    assert_eq!(out(a.clone(), "cat app/.warm").await, "warmed\n");
+    out(a.clone(), "echo mine > app/only-in-a && sync").await;
+    assert_eq!(
+        api.exec(&b, "test", &["-e", "app/only-in-a"]).await.body["exit_code"],
+        1
+    );
+    // A clone is a sandbox like any other: it stops and boots its own disk again.
+    let stopped = api.post(&format!("/sandboxes/{a}/stop"), json!({})).await;
+    assert_eq!(stopped.body["state"], "stopped", "{}", stopped.body);
+    api.post(&format!("/sandboxes/{a}/start"), json!({})).await;
+    let running = eventually(Duration::from_secs(120), "the clone to boot again", || async {
+        let s = api.get(&format!("/sandboxes/{a}")).await.body;
+        (s["state"] != "starting").then_some(s)
+    })
+    .await;
+    assert_eq!(running["state"], "running", "{running}");
+    assert_eq!(out(a.clone(), "cat app/only-in-a").await, "mine\n");
+    for id in [&a, &b] {
+        api.delete(&format!("/sandboxes/{id}")).await;
+    }
+    assert_eq!(processes_under(&data.join("sandboxes")), Vec::<u32>::new());
+}
