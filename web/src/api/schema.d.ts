@@ -130,6 +130,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/prebuilds/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One prebuild. */
+        get: operations["get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/prebuilds/{id}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A slice of a prebuild's build log (the clone, each init command's output, the
+         *     capture). Poll with `next_offset` while the prebuild is `building`.
+         */
+        get: operations["logs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sandboxes": {
         parameters: {
             query?: never;
@@ -650,6 +687,48 @@ export interface paths {
         patch: operations["update"];
         trace?: never;
     };
+    "/api/v1/workspaces/{workspace}/prebuilds": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The workspace's current prebuild, the build in progress, and the history. */
+        get: operations["status"];
+        put?: never;
+        /**
+         * Start a prebuild of the workspace (or promote one of its running sandboxes). The
+         *     build runs in the background; follow it with the status and logs routes.
+         */
+        post: operations["start"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/workspaces/{workspace}/prebuilds/check": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Check the current prebuild against its inputs now (`git ls-remote` of every repo,
+         *     the workspace's settings, the base image). A stale prebuild keeps serving; with the
+         *     workspace's `prebuild.auto_rebuild` a new build starts.
+         */
+        post: operations["check"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/workspaces/{workspace}/templates": {
         parameters: {
             query?: never;
@@ -702,6 +781,12 @@ export interface components {
             memory_mib?: number | null;
             /** @description DNS label; defaults to the workspace's name (or `sandbox`). */
             name?: string | null;
+            /**
+             * @description Start as a clone of the workspace's ready prebuild. Default: when one fits (same
+             *     driver, image and machine size), else boot cold; `true` requires one (409 if
+             *     none fits); `false` always boots cold.
+             */
+            prebuild?: boolean | null;
             /** Format: int32 */
             vcpus?: number | null;
             /** @description Workspace id or name; its resources and image are the defaults. */
@@ -803,6 +888,14 @@ export interface components {
             task_id: string;
             /** @enum {string} */
             type: "attention_resolved";
+        } | {
+            from?: null | components["schemas"]["PrebuildState"];
+            prebuild_id: string;
+            reason?: string | null;
+            to: components["schemas"]["PrebuildState"];
+            /** @enum {string} */
+            type: "prebuild_state";
+            workspace_id: components["schemas"]["WorkspaceId"];
         };
         /** @description A command to run in a sandbox. */
         ExecBody: {
@@ -967,6 +1060,78 @@ export interface components {
              */
             size: number;
         };
+        /** @description A prebuild as the API shows it. */
+        Prebuild: {
+            /**
+             * Format: int32
+             * @description Sandboxes that were started from it and still exist.
+             */
+            clones: number;
+            commits: components["schemas"]["RepoCommit"][];
+            /** @description Hash of the workspace settings the prebuild depends on. */
+            config_hash: string;
+            /** Format: date-time */
+            created_at: string;
+            /** @description The driver that built it; only its sandboxes can start from it. */
+            driver: string;
+            /** @description Why it failed. */
+            error?: string | null;
+            /** Format: date-time */
+            finished_at?: string | null;
+            id: string;
+            /** @description Hash (id) of the base image it was built on. */
+            image_hash: string;
+            /** @description The end of the build log, for a failed build. */
+            log_tail?: string | null;
+            /** Format: int32 */
+            memory_mib: number;
+            /** @description Whether clones resume the captured memory (`true`) or boot the captured disk. */
+            memory_snapshot: boolean;
+            /** @description `build` or `promote`. */
+            origin: string;
+            sandbox_id?: null | components["schemas"]["SandboxId"];
+            /** @description Why the prebuild no longer matches its inputs (it still serves until replaced). */
+            stale?: string | null;
+            state: components["schemas"]["PrebuildState"];
+            /**
+             * Format: int32
+             * @description The machine size clones get.
+             */
+            vcpus: number;
+            workspace_id: components["schemas"]["WorkspaceId"];
+        };
+        /** @description A workspace's prebuild policy. */
+        PrebuildSettings: {
+            /**
+             * @description Start a new build by itself when the prebuild becomes stale (a branch moved, the
+             *     workspace or its image changed). The old prebuild serves until the new is ready.
+             */
+            auto_rebuild?: boolean;
+        };
+        /**
+         * @description Where a prebuild is in its life.
+         *
+         *     `building → ready | failed`; a ready prebuild becomes `superseded` when a newer one of
+         *     its workspace is ready (it keeps serving until then). Staleness is not a state: a
+         *     ready prebuild whose inputs moved carries a `stale` reason and keeps serving.
+         * @enum {string}
+         */
+        PrebuildState: "building" | "ready" | "failed" | "superseded";
+        /** @description A workspace's prebuilds at a glance. */
+        PrebuildStatus: {
+            building?: null | components["schemas"]["Prebuild"];
+            current?: null | components["schemas"]["Prebuild"];
+            /** @description Every prebuild of the workspace, newest first. */
+            history: components["schemas"]["Prebuild"][];
+        };
+        /** @description The commit a repo was at when the prebuild cloned it. */
+        RepoCommit: {
+            branch: string;
+            commit: string;
+            /** @description Where it is cloned, relative to the sandbox's working directory. */
+            path: string;
+            url: string;
+        };
         /** @description A git repository cloned into every sandbox. */
         RepoSpec: {
             /** @example main */
@@ -1018,6 +1183,8 @@ export interface components {
             id: components["schemas"]["SandboxId"];
             image: string;
             name: string;
+            /** @description The prebuild it was cloned from; `None` for a sandbox that booted cold. */
+            prebuild_id?: string | null;
             resources: components["schemas"]["Resources"];
             state: components["schemas"]["SandboxState"];
             /** Format: date-time */
@@ -1102,6 +1269,13 @@ export interface components {
             /** @description The prompt sent to the agent, with `{{…}}` variables. */
             prompt: string;
             title: string;
+        };
+        StartPrebuild: {
+            /**
+             * @description Make this running sandbox of the workspace the prebuild (it ends stopped) instead
+             *     of building one from the workspace's settings.
+             */
+            from_sandbox?: string | null;
         };
         SystemInfo: {
             can_pause: boolean;
@@ -1208,6 +1382,7 @@ export interface components {
             id: components["schemas"]["WorkspaceId"];
             init_commands: string[];
             name: string;
+            prebuild: components["schemas"]["PrebuildSettings"];
             repos: components["schemas"]["RepoSpec"][];
             resources: components["schemas"]["Resources"];
             secrets: components["schemas"]["SecretView"][];
@@ -1223,6 +1398,7 @@ export interface components {
             dev_commands?: components["schemas"]["DevCommand"][] | null;
             init_commands?: string[] | null;
             name?: string | null;
+            prebuild?: null | components["schemas"]["PrebuildSettings"];
             /** @description Names of env secrets or paths of file secrets to remove. */
             remove_secrets?: string[] | null;
             repos?: components["schemas"]["RepoSpec"][] | null;
@@ -1250,6 +1426,8 @@ export interface components {
              * @example atelier
              */
             name: string;
+            /** @description How the workspace's prebuild is kept fresh. */
+            prebuild?: components["schemas"]["PrebuildSettings"];
             repos?: components["schemas"]["RepoSpec"][];
             resources?: components["schemas"]["Resources"];
             /** @description Secrets; write-only: they are never returned, only their names and a masked preview. */
@@ -1458,6 +1636,76 @@ export interface operations {
                 };
             };
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Prebuild"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    logs: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                /** @description Byte offset to read from (the `next_offset` of the previous read). */
+                offset: number;
+                /** @description Bytes to read at most (default 64 KiB, at most 1 MiB). */
+                limit: number | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LogChunk"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2980,6 +3228,117 @@ export interface operations {
                 };
             };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    status: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description id or name */
+                workspace: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PrebuildStatus"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    start: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description id or name */
+                workspace: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["StartPrebuild"];
+            };
+        };
+        responses: {
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Prebuild"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a build is in progress, or the sandbox is not running */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    check: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description id or name */
+                workspace: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PrebuildStatus"];
+                };
+            };
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
