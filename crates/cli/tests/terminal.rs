@@ -559,3 +559,84 @@ async fn the_shell_command_is_an_interactive_terminal() {
         .unwrap();
     assert_eq!(status.code(), Some(4), "{}", seen.lock().unwrap());
 }
+
+/// Why a QEMU microVM cannot run here, if it cannot (same requirements as tests/qemu.rs).
+fn qemu_skip_reason() -> Option<String> {
+    let have = |tool: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    for (tool, package) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("qemu-img", "qemu-utils"),
+        ("apt-get", "apt"),
+        ("mkfs.ext4", "e2fsprogs"),
+    ] {
+        if !have(tool) {
+            return Some(format!("{tool} is not installed ({package})"));
+        }
+    }
+    if !std::path::Path::new("/bin/busybox").exists() {
+        return Some("busybox-static is not installed".into());
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_terminal_opens_in_a_qemu_microvm() {
+    if let Some(why) = qemu_skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent.sh");
+    let built = std::process::Command::new(&script)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run build-agent.sh");
+    assert!(built.success(), "scripts/build-agent.sh failed");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // One image cache across tests and runs, as in tests/qemu.rs.
+    let cache =
+        std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/atelier/test-images");
+    std::fs::write(
+        data.join("config.toml"),
+        format!("[images]\ncache_dir = \"{}\"\n", cache.display()),
+    )
+    .unwrap();
+    let m = Manager::start_with(&data, &["--driver", "qemu"]);
+    let api = m.client();
+    let r = api
+        .post(
+            "/sandboxes?wait=true",
+            json!({"name": "vmterm", "image": "minimal", "vcpus": 1, "memory_mib": 512}),
+        )
+        .await;
+    assert_eq!(r.body["state"], "running", "{}\n{}", r.body, m.log());
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let kernel = api.exec(&id, "uname", &["-r"]).await.body["stdout"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_ne!(kernel, host_kernel.trim(), "the guest runs its own kernel");
+
+    let (mut term, _, _, _) = Term::connect(ws_request(
+        &m,
+        &id,
+        "cols=80&rows=24",
+        Auth::Subprotocol(&m.token),
+    ))
+    .await;
+    term.type_in("uname -r\r").await;
+    term.expect_line(&kernel).await;
+    term.type_in("tty\r").await;
+    term.expect("/dev/pts/").await;
+    term.type_in("exit 3\r").await;
+    assert_eq!(term.until_closed().await, Some(3));
+}
