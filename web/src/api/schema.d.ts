@@ -460,6 +460,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sandboxes/{id}/terminal": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Open a shell in a running sandbox (WebSocket).
+         * @description Authenticate with `Authorization: Bearer <token>`, or (browsers) with the subprotocol
+         *     list `["atelier.terminal", "bearer.<token>"]`; the answer then selects
+         *     `atelier.terminal`. Binary frames are terminal bytes both ways. Text frames are JSON:
+         *     the client sends `{"type":"resize","cols":N,"rows":M}`; the server first sends
+         *     `{"type":"session","id":"<sid>","resumed":false}` and, when the shell ends,
+         *     `{"type":"exit","code":N}` before closing. A detached shell lives 5 minutes; reconnect
+         *     with `session=<sid>` to get it back with up to 64 KiB of its recent output.
+         */
+        get: operations["terminal"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/system": {
         parameters: {
             query?: never;
@@ -2620,6 +2646,89 @@ export interface operations {
                 };
             };
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    terminal: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                /** @description Terminal width in columns (1–1000). */
+                cols: number;
+                /** @description Terminal height in rows (1–1000). */
+                rows: number;
+                /**
+                 * @description Reattach to this session (the id of an earlier `session` message) if its shell is
+                 *     still alive; otherwise a new shell starts.
+                 */
+                session: string | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Switching to the WebSocket */
+            101: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No valid token (header or subprotocol) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such sandbox */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The sandbox is not running */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A bad `cols`, `rows` or `session` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not a WebSocket request */
+            426: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The sandbox's agent could not open a terminal */
+            502: {
                 headers: {
                     [name: string]: unknown;
                 };
