@@ -374,7 +374,7 @@ impl AcpNormalizer {
 
     fn ours(&self, params: &Value) -> bool {
         let sid = str_at(params, "/sessionId").or_else(|| str_at(params, "/scope/sessionId"));
-        sid.map_or(true, |s| s == self.session_id)
+        !matches!(sid, Some(s) if s != self.session_id)
     }
 
     fn message_id(&self) -> String {
@@ -461,12 +461,24 @@ impl AcpNormalizer {
             }
             Some("session/cancel") if self.ours(params) && self.turns.busy => {
                 let halt = note.and_then(|n| n.get("halt")).and_then(Value::as_bool) == Some(true);
-                if halt {
-                    self.turns.halted = true;
-                } else {
+                if !halt {
                     self.turns.abort_requested = true;
+                    return Vec::new();
                 }
-                Vec::new()
+                // A halt answers an ask and stops the turn; the agent may end the turn
+                // before it reads the answer, so the ask is settled here.
+                self.turns.halted = true;
+                match (
+                    note.and_then(|n| n.get("id")).and_then(Value::as_str),
+                    noted_outcome(note),
+                ) {
+                    (Some(id), Some(outcome)) => {
+                        let id = id.to_string();
+                        self.asks.remove(&id);
+                        self.turns.resolve(&id, outcome)
+                    }
+                    _ => Vec::new(),
+                }
             }
             Some(_) => Vec::new(),
             None => {
@@ -605,8 +617,7 @@ impl AcpNormalizer {
                 out
             }
             "usage_update" => {
-                let usd =
-                    str_at(u, "/cost/currency").map_or(true, |c| c.eq_ignore_ascii_case("USD"));
+                let usd = !matches!(str_at(u, "/cost/currency"), Some(c) if !c.eq_ignore_ascii_case("USD"));
                 if let (Some(amount), true) =
                     (u.pointer("/cost/amount").and_then(Value::as_f64), usd)
                 {
@@ -1064,18 +1075,24 @@ impl WireNormalizer for AcpNormalizer {
                 )))
             }
         };
-        let mut out = vec![Input {
-            id: format!("answer-{id}"),
-            message: response(&ask.rpc_id, result),
-            note: Some(outcome_note(&outcome)),
-        }];
+        let mut out = Vec::new();
         if halt {
+            // The cancel goes first, so the agent does not run on between the answer
+            // and the cancel; its note settles the ask.
+            let mut note = outcome_note(&outcome);
+            note["halt"] = json!(true);
+            note["id"] = json!(id);
             out.push(Input {
                 id: format!("halt-{id}"),
                 message: notification("session/cancel", json!({"sessionId": self.session_id})),
-                note: Some(json!({"halt": true})),
+                note: Some(note),
             });
         }
+        out.push(Input {
+            id: format!("answer-{id}"),
+            message: response(&ask.rpc_id, result),
+            note: Some(outcome_note(&outcome)),
+        });
         Ok(out)
     }
 
@@ -1585,7 +1602,7 @@ mod tests {
             )
             .expect("reject");
         assert_eq!(bare.len(), 2);
-        assert_eq!(bare[1].message["method"], "session/cancel");
+        assert_eq!(bare[0].message["method"], "session/cancel");
         // Replaying the halt: the agent's cancelled stop counts as a completed turn.
         let tail: Vec<Record> = recs(&[
             (
@@ -1759,8 +1776,11 @@ mod tests {
         );
         assert!(matches!(free, Err(RuntimeError::Protocol(m)) if m.contains("free text")));
         let dismiss = n.answer(&q.id, &Answer::Dismiss).expect("dismiss");
-        assert_eq!(dismiss[0].message["result"], json!({"action": "decline"}));
-        assert_eq!(dismiss[1].note, Some(json!({"halt": true})));
+        assert_eq!(
+            dismiss[0].note,
+            Some(json!({"halt": true, "id": q.id, "outcome": {"kind": "dismissed"}}))
+        );
+        assert_eq!(dismiss[1].message["result"], json!({"action": "decline"}));
     }
 
     #[test]

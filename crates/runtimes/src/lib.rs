@@ -4,14 +4,26 @@
 //! attach a session, send a prompt (and make sure it landed), follow the session's
 //! normalized [`AgentEvent`]s with reconnect and resume, answer the agent's permission
 //! requests and questions, abort a turn, and re-read what is pending after a reconnect.
+//! [`runtime_for`] picks an adapter by name.
 //!
 //! Adapters:
-//! - [`opencode::OpenCodeRuntime`]: `opencode serve` (HTTP + SSE, the 1.x dialect, pinned
-//!   to `opencode-ai@1.18.33`). Everything OpenCode-specific lives in that one module.
+//! - [`opencode::OpenCodeRuntime`] (`"opencode"`): `opencode serve` (HTTP + SSE, the 1.x
+//!   dialect, pinned to `opencode-ai@1.18.33`). Everything OpenCode-specific lives in
+//!   that one module.
+//! - [`claude`] (`"claude"`): Claude Code, `claude -p` with stream-json in and out and
+//!   the stdio control protocol (tool approvals, `AskUserQuestion`, `TodoWrite` → todos).
+//! - [`acp`] (`"acp"`): any Agent Client Protocol agent (Gemini CLI, Qwen Code,
+//!   `opencode acp`, Zed's Claude and Codex adapters).
 //!
-//! Testing: [`fake`] is a scenario-driven fake agent (`fake-agent` binary) that speaks the
-//! same OpenCode server protocol, so the adapter can be exercised offline by the
-//! conformance suite in `tests/conformance.rs`.
+//! Claude Code and ACP agents speak over stdio. In the sandbox they run under
+//! [`stdio_host`] (the `atelier-stdio-host` binary), which keeps a numbered transcript
+//! of both directions and serves it over HTTP with SSE resume, so the manager reaches
+//! them like `opencode serve` and a restarted manager loses nothing: the stdio adapters
+//! ([`stdio::StdioRuntime`]) rebuild their state by replaying the transcript.
+//!
+//! Testing: [`fake`] is a scenario-driven fake agent (`fake-agent` binary) that speaks
+//! all three protocols, so every adapter runs offline against every scenario
+//! (`tests/conformance.rs`, `tests/conformance_matrix.rs`).
 
 pub mod acp;
 pub mod claude;
@@ -36,6 +48,8 @@ pub use event::{
     ToolStatus, TurnEndReason, Usage,
 };
 pub use opencode::{OpenCodeConfig, OpenCodeRuntime};
+pub use stdio::StdioRuntime;
+pub use stdio_host::StdioConfig;
 
 /// Which model to use: a provider id and the model id within it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +161,9 @@ pub enum RuntimeError {
     /// The agent rejected the credentials.
     #[error("unauthorized: the agent rejected the credentials")]
     Unauthorized,
+    /// [`runtime_for`] was asked for an adapter that does not exist.
+    #[error("unknown runtime {0:?} (one of: opencode, claude, acp)")]
+    UnknownKind(String),
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
@@ -184,6 +201,47 @@ impl ReconnectPolicy {
             .checked_mul(factor)
             .unwrap_or(self.max_delay)
             .min(self.max_delay)
+    }
+}
+
+/// The adapters [`runtime_for`] knows.
+pub const RUNTIME_KINDS: &[&str] = &["opencode", "claude", "acp"];
+
+/// Connection options of [`runtime_for`].
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// OpenCode: `OPENCODE_SERVER_PASSWORD` (Basic auth); Claude and ACP: the stdio
+    /// host's bearer token (`ATELIER_STDIO_HOST_TOKEN`).
+    pub secret: Option<String>,
+    /// How event streams reconnect (the default when `None`).
+    pub reconnect: Option<ReconnectPolicy>,
+}
+
+/// The adapter named `kind` (`"opencode"`, `"claude"`, `"acp"`) for the agent reached
+/// at `base_url`: `opencode serve` for OpenCode, the `atelier-stdio-host` running the
+/// agent for Claude Code and ACP agents.
+pub fn runtime_for(
+    kind: &str,
+    base_url: &str,
+    options: &RuntimeOptions,
+) -> Result<Box<dyn AgentRuntime>> {
+    let reconnect = options.reconnect.clone().unwrap_or_default();
+    match kind {
+        "opencode" => {
+            let mut cfg = OpenCodeConfig::new(base_url).with_reconnect(reconnect);
+            cfg.password = options.secret.clone();
+            Ok(Box::new(OpenCodeRuntime::new(cfg)?))
+        }
+        "claude" | "acp" => {
+            let mut cfg = StdioConfig::new(base_url).with_reconnect(reconnect);
+            cfg.token = options.secret.clone();
+            Ok(Box::new(if kind == "claude" {
+                claude::runtime(cfg)?
+            } else {
+                acp::runtime(cfg)?
+            }))
+        }
+        other => Err(RuntimeError::UnknownKind(other.to_string())),
     }
 }
 
@@ -249,6 +307,19 @@ mod tests {
         }
         assert!("nope".parse::<Cursor>().is_err());
         assert!("x:1".parse::<Cursor>().is_err());
+    }
+
+    #[test]
+    fn runtime_for_picks_adapters_by_name() {
+        for kind in RUNTIME_KINDS {
+            let rt = runtime_for(kind, "http://127.0.0.1:9", &RuntimeOptions::default())
+                .expect("runtime");
+            assert_eq!(rt.kind(), *kind);
+        }
+        match runtime_for("codex", "http://127.0.0.1:9", &RuntimeOptions::default()) {
+            Err(RuntimeError::UnknownKind(k)) => assert_eq!(k, "codex"),
+            other => panic!("{:?}", other.map(|r| r.kind())),
+        }
     }
 
     #[test]

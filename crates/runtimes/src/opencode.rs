@@ -651,6 +651,9 @@ impl AgentRuntime for OpenCodeRuntime {
             Err(e) => tracing::warn!(session = %session.id, "preload status: {e}"),
         }
         let resumed = after.is_some();
+        if resumed {
+            norm.set_resumed();
+        }
         let after = after.unwrap_or_default();
         let first = self
             .connect(session, after.last_event_id.as_deref())
@@ -1061,6 +1064,8 @@ pub struct Normalizer {
     last_todos: Option<Vec<TodoItem>>,
     /// Full text last reported per part (a resync re-reads parts; don't repeat them).
     part_texts: HashMap<String, String>,
+    /// The stream resumes from a caller's cursor.
+    resumed: bool,
 }
 
 /// Events that are understood and deliberately not reported.
@@ -1095,7 +1100,14 @@ impl Normalizer {
             open_interactions: Vec::new(),
             last_todos: None,
             part_texts: HashMap::new(),
+            resumed: false,
         }
+    }
+
+    /// The stream resumes from a caller's cursor: interactions asked before it may be
+    /// settled in it.
+    pub fn set_resumed(&mut self) {
+        self.resumed = true;
     }
 
     /// Learns message roles and part kinds from `GET /session/{id}/message` output.
@@ -1228,11 +1240,16 @@ impl Normalizer {
     }
 
     fn resolve(&mut self, id: &str, outcome: InteractionOutcome) -> Vec<AgentEvent> {
-        let Some(pos) = self.open_interactions.iter().position(|i| i == id) else {
+        match self.open_interactions.iter().position(|i| i == id) {
+            Some(pos) => {
+                self.open_interactions.remove(pos);
+            }
+            // A stream resumed from a cursor never saw the asks made before it, but its
+            // consumer did: their settlement must still reach it (once).
+            None if self.resumed && self.interactions_seen.insert(id.to_string()) => {}
             // Unknown or already settled (e.g. reported cancelled at the end of a turn).
-            return Vec::new();
-        };
-        self.open_interactions.remove(pos);
+            None => return Vec::new(),
+        }
         let outcome = if self.abort_requested {
             InteractionOutcome::Cancelled
         } else {

@@ -216,6 +216,32 @@ impl HostConfig {
     }
 }
 
+/// The host's command line: the host binary listening on `127.0.0.1:port`, keeping its
+/// transcript at `transcript`, running `agent` (program first) in `cwd`.
+pub fn host_command(
+    host_binary: &str,
+    port: u16,
+    transcript: &str,
+    cwd: Option<&str>,
+    agent: &[String],
+) -> Vec<String> {
+    let mut argv: Vec<String> = vec![
+        host_binary.into(),
+        "--hostname".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+        "--transcript".into(),
+        transcript.into(),
+    ];
+    if let Some(d) = cwd {
+        argv.extend(["--cwd".into(), d.into()]);
+    }
+    argv.push("--".into());
+    argv.extend(agent.iter().cloned());
+    argv
+}
+
 /// Errors of the host itself (startup; requests answer with HTTP errors).
 #[derive(Debug)]
 pub struct HostError(pub String);
@@ -654,16 +680,17 @@ struct AfterQuery {
     after: Option<String>,
 }
 
-fn parse_after(raw: Option<&str>, field: &str) -> std::result::Result<u64, Response> {
+/// Parses a record number (`after`, `Last-Event-ID`); empty means from the start.
+fn parse_after(raw: Option<&str>, field: &str) -> std::result::Result<u64, Box<Response>> {
     match raw.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(0),
         Some(s) => s.parse().map_err(|_| {
-            error(
+            Box::new(error(
                 StatusCode::BAD_REQUEST,
                 "invalid",
                 Some(field),
                 format!("{field} must be a record number, got {s:?}"),
-            )
+            ))
         }),
     }
 }
@@ -671,7 +698,7 @@ fn parse_after(raw: Option<&str>, field: &str) -> std::result::Result<u64, Respo
 async fn transcript(State(host): State<Arc<Host>>, Query(q): Query<AfterQuery>) -> Response {
     let after = match parse_after(q.after.as_deref(), "after") {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut body = String::new();
     {
@@ -726,7 +753,7 @@ async fn events(
     };
     let after = match after {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     host.subscribers_total.fetch_add(1, Ordering::SeqCst);
     host.subscribers_open.fetch_add(1, Ordering::SeqCst);

@@ -1,12 +1,16 @@
-//! `fake-agent`: a scripted coding agent that speaks the OpenCode 1.x server protocol.
+//! `fake-agent`: a scripted coding agent that speaks the OpenCode 1.x server protocol,
+//! Claude Code's stream-json, or ACP.
 //!
 //! ```text
 //! fake-agent --scenario scenarios/permission_once.yaml [--port 0] [--hostname 127.0.0.1]
 //!            [--directory DIR] [--password PW] [--no-replay]
+//! fake-agent --protocol claude|acp --scenario S.yaml [--directory DIR]
 //! ```
 //!
-//! Prints `opencode server listening on http://HOST:PORT` once it listens, like
-//! `opencode serve`. The scenario starts when a prompt arrives.
+//! As OpenCode it prints `opencode server listening on http://HOST:PORT` once it
+//! listens, like `opencode serve`. As Claude or ACP it speaks JSON lines over
+//! stdin/stdout (run it under `atelier-stdio-host`, as the real agents are). The scenario
+//! starts when a prompt arrives.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +21,7 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(
     name = "fake-agent",
-    about = "A scenario-driven fake coding agent (OpenCode 1.x server protocol)"
+    about = "A scenario-driven fake coding agent (OpenCode 1.x server, Claude stream-json, ACP)"
 )]
 struct Args {
     /// The YAML scenario to play.
@@ -37,7 +41,7 @@ struct Args {
     /// Behave like the real OpenCode 1.18.33: no SSE ids, `Last-Event-ID` ignored.
     #[arg(long)]
     no_replay: bool,
-    /// The protocol to speak; only `opencode` exists so far.
+    /// The protocol to speak: `opencode` (HTTP server), `claude` or `acp` (stdio).
     #[arg(long, default_value = "opencode")]
     protocol: String,
 }
@@ -45,9 +49,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if args.protocol != "opencode" {
+    if !matches!(args.protocol.as_str(), "opencode" | "claude" | "acp") {
         eprintln!(
-            "fake-agent: unsupported protocol {:?} (only \"opencode\")",
+            "fake-agent: unsupported protocol {:?} (opencode, claude, acp)",
             args.protocol
         );
         return ExitCode::from(2);
@@ -66,6 +70,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match args.protocol.as_str() {
+        "claude" => {
+            atelier_runtimes::fake::play_claude(scenario, directory).await;
+            return ExitCode::SUCCESS;
+        }
+        "acp" => {
+            atelier_runtimes::fake::play_acp(scenario, directory).await;
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     let listener = match tokio::net::TcpListener::bind((args.hostname.as_str(), args.port)).await {
         Ok(l) => l,
         Err(e) => {

@@ -4,11 +4,29 @@
 //!   `ask_permission`, `ask_question`, `usage`, `sleep_ms`, `finish`, `fail`, `crash`,
 //!   `drop_stream`, `wait_for_prompt`).
 //! - [`opencode`]: a fake `opencode serve` (HTTP + SSE), served by the `fake-agent`
-//!   binary. Fakes for other protocols (Claude stream-json, Codex app-server, ACP) are
-//!   meant to replay the same scenarios.
+//!   binary.
+//! - [`claude`] and [`acp`]: fake Claude Code (stream-json + control protocol) and a fake
+//!   ACP agent (JSON-RPC), both over stdin/stdout (`fake-agent --protocol claude|acp`),
+//!   meant to run under `atelier-stdio-host` as the real agents do.
 
+pub mod acp;
+pub mod claude;
 pub mod opencode;
 pub mod scenario;
+pub(crate) mod stdio;
 
 pub use opencode::{serve, FakeConfig};
 pub use scenario::{Scenario, Step};
+
+/// Plays `scenario` as Claude Code over this process's stdin/stdout; `edit_file`
+/// writes under `directory`. Returns when stdin closes.
+pub async fn play_claude(scenario: Scenario, directory: std::path::PathBuf) {
+    let wire = claude::ClaudeWire::new(&directory);
+    stdio::play(scenario, directory, wire).await
+}
+
+/// Plays `scenario` as an ACP agent over this process's stdin/stdout.
+pub async fn play_acp(scenario: Scenario, directory: std::path::PathBuf) {
+    let wire = acp::AcpWire::new(&directory);
+    stdio::play(scenario, directory, wire).await
+}

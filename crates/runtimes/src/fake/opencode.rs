@@ -1154,7 +1154,7 @@ impl<'a> Turn<'a> {
 }
 
 /// Splits text into a few streaming chunks (at word boundaries).
-fn chunks(text: &str) -> Vec<String> {
+pub(crate) fn chunks(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     for (i, word) in text.split_inclusive(' ').enumerate() {
