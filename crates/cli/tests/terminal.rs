@@ -639,4 +639,61 @@ async fn a_terminal_opens_in_a_qemu_microvm() {
     term.expect("/dev/pts/").await;
     term.type_in("exit 3\r").await;
     assert_eq!(term.until_closed().await, Some(3));
+
+    // A server inside the VM, reached from the host through a forwarded port: the way the
+    // manager talks to a coding agent's HTTP API in a microVM.
+    let page = api
+        .send(
+            api.req(
+                reqwest::Method::PUT,
+                &format!("/sandboxes/{id}/files/content?path=%2Froot%2Fsite%2Findex.html"),
+            )
+            .body("served from the microVM\n"),
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let argv = [
+        "/bin/busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "127.0.0.1:8080",
+        "-h",
+        "/root/site",
+    ];
+    let svc = api
+        .send(
+            api.req(
+                reqwest::Method::PUT,
+                &format!("/sandboxes/{id}/services/web"),
+            )
+            .json(&json!({ "command": { "argv": argv } })),
+        )
+        .await;
+    assert_eq!(svc.status, 200, "{}", svc.body);
+    let store = atelier_store::Store::open(&data.join("atelier.db"), &data.join("secrets.key"))
+        .await
+        .unwrap();
+    let record = store
+        .get_sandbox(&atelier_core::SandboxId::parse(&id).unwrap())
+        .await
+        .unwrap();
+    let agent_addr = record.runtime.as_ref().unwrap()["agent"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let agent = atelier_agent_client::AgentClient::new(agent_addr, record.agent_token);
+    let forward = PortForward::start(agent, 8080).await.unwrap();
+    let url = format!("{}/index.html", forward.url());
+    let body = eventually(WAIT, "the VM's page through the forward", || {
+        let url = url.clone();
+        async move {
+            let r = reqwest::get(&url).await.ok()?;
+            r.status().is_success().then_some(())?;
+            r.text().await.ok()
+        }
+    })
+    .await;
+    assert_eq!(body, "served from the microVM\n");
 }
