@@ -1487,6 +1487,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn shutdown_stops_the_agents_process_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        // A shell with a child of its own: both must go.
+        let cfg = HostConfig::new(
+            vec!["sh".into(), "-c".into(), "sleep 30 & wait".into()],
+            dir.path().join("t.jsonl"),
+        );
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = serve_until(cfg, listener, async {
+                let _ = stop_rx.await;
+            })
+            .await;
+        });
+        let c = client(&url);
+        let pid = c
+            .wait_ready(Duration::from_secs(5))
+            .await
+            .expect("ready")
+            .pid
+            .expect("pid");
+        let group = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
+        let _ = stop_tx.send(());
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the host stops")
+            .expect("join");
+        // No process is left in the agent's group.
+        let mut gone = false;
+        for _ in 0..100 {
+            if nix::sys::signal::killpg(group, None) == Err(nix::errno::Errno::ESRCH) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone, "the agent's process group outlived the host");
+        let text = std::fs::read_to_string(dir.path().join("t.jsonl")).expect("transcript");
+        assert!(
+            text.lines()
+                .last()
+                .unwrap_or("")
+                .contains("\"kind\":\"exit\""),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
     async fn long_lines_are_capped() {
         let data = format!("{}\nshort\n", "x".repeat(100));
         let mut reader = tokio::io::BufReader::with_capacity(7, data.as_bytes());
