@@ -1,6 +1,8 @@
 //! Starts real `atelier serve` processes on ephemeral ports with temporary data dirs.
 #![allow(dead_code)]
 
+pub mod model_server;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -169,6 +169,19 @@ pub async fn start(
     })
 }
 
+/// The last couple of KiB of the agent's output, to explain why it did not come up.
+pub async fn log_tail(agent: &AgentClient) -> String {
+    const TAIL: u64 = 2048;
+    let Ok(head) = agent.service_logs(SERVICE, 0, Some(1)).await else {
+        return String::new();
+    };
+    agent
+        .service_logs(SERVICE, head.size.saturating_sub(TAIL), Some(TAIL))
+        .await
+        .map(|c| c.data)
+        .unwrap_or_default()
+}
+
 /// Runs `argv` under `sh`, which first sources `env_file` (so the values never show in
 /// the service's definition).
 fn with_env_file(env_file: &str, argv: Vec<String>) -> Vec<String> {

@@ -331,15 +331,25 @@ impl Tasks {
         let config = AgentConfig::from_value(&spec.agent_config)
             .map_err(|e| ApiError::invalid(e.field, e.message))?;
         let secrets = agent_secrets(&config, &spec.secrets)?;
+        let redactor = Redactor::new(secrets.0.values());
         let launch = agent::start(&agent, &config, &secrets, &dir, local).await?;
         let runtime = Arc::new(
             OpenCodeRuntime::new(runtime_config(&launch.base_url, config.runtime))
                 .map_err(runtime_error)?,
         );
-        runtime
-            .wait_healthy(Duration::from_secs(60))
-            .await
-            .map_err(runtime_error)?;
+        if let Err(e) = wait_healthy(&runtime, Duration::from_secs(60)).await {
+            let tail = agent::log_tail(&agent).await;
+            let log = if tail.trim().is_empty() {
+                String::new()
+            } else {
+                format!("; its log ends with:\n{}", tail.trim_end())
+            };
+            return Err(ApiError::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                "agent_error",
+                redactor.text(&format!("the coding agent did not come up: {e}{log}")),
+            ));
+        }
         let template = self
             .inner
             .store
@@ -396,7 +406,7 @@ impl Tasks {
             .prompt(&session, &prompt)
             .await
             .map_err(runtime_error)?;
-        self.pump(id, &agent, &dir, events).await
+        self.pump(id, &agent, &dir, events, &redactor).await
     }
 
     /// After a manager restart: re-attach to the agents of tasks that were running and
@@ -439,20 +449,19 @@ impl Tasks {
             .clone()
             .ok_or_else(|| ApiError::internal("the task has no sandbox"))?;
         let agent = self.inner.lifecycle.agent(&sandbox).await?;
-        let kind = self
+        let spec = self
             .inner
             .store
             .workspace_spec(&rec.task.workspace_id)
-            .await
-            .ok()
-            .and_then(|w| AgentConfig::from_value(&w.agent_config).ok())
-            .map(|c| c.runtime)
-            .unwrap_or_default();
+            .await?;
+        let config = AgentConfig::from_value(&spec.agent_config)
+            .map_err(|e| ApiError::invalid(e.field, e.message))?;
+        let kind = config.runtime;
+        let redactor = Redactor::new(agent_secrets(&config, &spec.secrets)?.0.values());
         let runtime = Arc::new(
             OpenCodeRuntime::new(runtime_config(&handle.base_url, kind)).map_err(runtime_error)?,
         );
-        runtime
-            .wait_healthy(Duration::from_secs(30))
+        wait_healthy(&runtime, Duration::from_secs(30))
             .await
             .map_err(runtime_error)?;
         let spec = SessionSpec {
@@ -478,7 +487,8 @@ impl Tasks {
             .await
             .map_err(runtime_error)?;
         tracing::info!(task = %id, "resumed the task's agent stream");
-        self.pump(&id, &agent, &handle.directory, events).await
+        self.pump(&id, &agent, &handle.directory, events, &redactor)
+            .await
     }
 
     async fn wait_running(&self, id: &SandboxId) -> ApiResult<atelier_core::Sandbox> {
@@ -508,6 +518,7 @@ impl Tasks {
         agent: &atelier_agent_client::AgentClient,
         dir: &str,
         mut events: atelier_runtimes::EventStream,
+        redactor: &Redactor,
     ) -> ApiResult<()> {
         let mut progress = self
             .inner
@@ -520,6 +531,7 @@ impl Tasks {
         let mut last_message = String::new();
         while let Some(item) = events.next().await {
             let (cursor, event) = item.map_err(runtime_error)?;
+            let event = redactor.event(event);
             match &event {
                 AgentEvent::Todos { items } => {
                     progress.todos = items
@@ -660,6 +672,31 @@ fn sandbox_name(task: &Task) -> String {
     name.trim_matches('-').to_owned()
 }
 
+/// Polls the agent's health with short attempts: a server still starting may accept a
+/// connection and never answer on it, which would hold one long request past the deadline.
+async fn wait_healthy(
+    runtime: &OpenCodeRuntime,
+    within: Duration,
+) -> Result<String, atelier_runtimes::RuntimeError> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let attempt = tokio::time::timeout(Duration::from_secs(2), runtime.health()).await;
+        match attempt {
+            Ok(Ok(version)) => return Ok(version),
+            Ok(Err(atelier_runtimes::RuntimeError::Unauthorized)) => {
+                return Err(atelier_runtimes::RuntimeError::Unauthorized)
+            }
+            Ok(Err(e)) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(atelier_runtimes::RuntimeError::Protocol(
+                    "the agent takes connections but does not answer its health check".into(),
+                ))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// The client settings for an agent: OpenCode's first request for a directory runs its
 /// instance bootstrap, which can take half a minute; the fake agent answers at once.
 fn runtime_config(base_url: &str, kind: RuntimeKind) -> OpenCodeConfig {
@@ -699,4 +736,100 @@ fn runtime_error(e: atelier_runtimes::RuntimeError) -> ApiError {
         "agent_error",
         format!("coding agent: {e}"),
     )
+}
+
+/// Masks secret values in text and events the manager keeps or shows: the agent has the
+/// secrets in its environment, and a tool's output may echo them.
+#[derive(Clone, Default)]
+struct Redactor(Arc<Vec<String>>);
+
+const MASK: &str = "••••";
+
+impl Redactor {
+    /// Values shorter than 6 characters are not masked: they would blot out ordinary text.
+    fn new<'a>(values: impl IntoIterator<Item = &'a String>) -> Redactor {
+        let mut v: Vec<String> = values
+            .into_iter()
+            .filter(|s| s.chars().count() >= 6)
+            .cloned()
+            .collect();
+        // Longest first, so that a secret containing another is masked whole.
+        v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        v.dedup();
+        Redactor(Arc::new(v))
+    }
+
+    fn text(&self, s: &str) -> String {
+        let mut out = s.to_owned();
+        for secret in self.0.iter() {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), MASK);
+            }
+        }
+        out
+    }
+
+    /// The event with every secret value in its strings masked.
+    fn event(&self, event: AgentEvent) -> AgentEvent {
+        if self.0.is_empty() {
+            return event;
+        }
+        let Ok(mut value) = serde_json::to_value(&event) else {
+            return event;
+        };
+        self.json(&mut value);
+        serde_json::from_value(value).unwrap_or(event)
+    }
+
+    fn json(&self, v: &mut serde_json::Value) {
+        use serde_json::Value;
+        if self.0.is_empty() {
+            return;
+        }
+        match v {
+            Value::String(s) if self.0.iter().any(|x| s.contains(x.as_str())) => {
+                *s = self.text(s);
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| self.json(x)),
+            Value::Object(o) => o.values_mut().for_each(|x| self.json(x)),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_masks_secrets_in_text_and_in_every_json_string() {
+        let secrets = [
+            "sk-abcdef123".to_owned(),
+            "sk-abcdef123456".to_owned(),
+            "ab".to_owned(),
+        ];
+        let r = Redactor::new(secrets.iter());
+        assert_eq!(
+            r.text("key=sk-abcdef123456 other=sk-abcdef123 ab"),
+            "key=•••• other=•••• ab"
+        );
+        let mut v = serde_json::json!({"type": "tool_call", "output": "OPENAI=sk-abcdef123\n",
+            "nested": [{"x": "sk-abcdef123"}], "n": 5});
+        r.json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "tool_call", "output": "OPENAI=••••\n",
+                "nested": [{"x": "••••"}], "n": 5})
+        );
+        let event = r.event(AgentEvent::Text {
+            message_id: "m".into(),
+            part_id: "p".into(),
+            delta: None,
+            text: Some("the key is sk-abcdef123456".into()),
+        });
+        assert!(
+            matches!(&event, AgentEvent::Text { text: Some(t), .. } if t == "the key is ••••"),
+            "{event:?}"
+        );
+    }
 }

@@ -1,0 +1,365 @@
+//! A task run by the real OpenCode (`opencode-ai@1.18.33`) on the local driver, against a
+//! scripted OpenAI-compatible model on 127.0.0.1: the workspace's agent config points
+//! OpenCode at the model (its key a workspace secret), the model edits a file with a
+//! tool, asks a question that is answered through the attention API, and finishes; the
+//! task reaches review with the edit in its diff and its commit in the preserved branch.
+//!
+//! The package is installed once with npm into `$HOME/.cache/atelier/opencode-1.18.33`
+//! (override with `ATELIER_OPENCODE_CACHE`), shared with the runtimes crate's tests. When
+//! npm or the binary is unavailable the test prints `skipped: <reason>`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::model_server::{self, ModelServer, Reply};
+use common::{eventually, Manager};
+use serde_json::json;
+
+const OPENCODE_VERSION: &str = "1.18.33";
+
+fn cache_dir() -> Option<PathBuf> {
+    if let Ok(d) = std::env::var("ATELIER_OPENCODE_CACHE") {
+        return Some(PathBuf::from(d));
+    }
+    let home = std::env::var_os("HOME")?;
+    Some(
+        PathBuf::from(home)
+            .join(".cache/atelier")
+            .join(format!("opencode-{OPENCODE_VERSION}")),
+    )
+}
+
+fn version_of(bin: &Path) -> Option<String> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The pinned `opencode` binary, installed with npm on first use.
+fn opencode_binary() -> Result<PathBuf, String> {
+    let dir = cache_dir().ok_or("no HOME to keep the npm cache in")?;
+    let bin = dir.join("node_modules/.bin/opencode");
+    if bin.exists() && version_of(&bin).as_deref() == Some(OPENCODE_VERSION) {
+        return Ok(bin);
+    }
+    let npm = Command::new("npm")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !npm {
+        return Err("npm is not installed".into());
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let out = Command::new("npm")
+        .arg("install")
+        .arg("--prefix")
+        .arg(&dir)
+        .args([
+            &format!("opencode-ai@{OPENCODE_VERSION}"),
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ])
+        .output()
+        .map_err(|e| format!("npm install failed to start: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "npm install opencode-ai@{OPENCODE_VERSION} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    match version_of(&bin) {
+        Some(v) if v == OPENCODE_VERSION => Ok(bin),
+        other => Err(format!("installed opencode reports version {other:?}")),
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn origin(dir: &Path) -> String {
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "--quiet"]);
+    std::fs::write(work.join("README.md"), "# app\n").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "--quiet", "-m", "initial"]);
+    let bare = dir.join("origin.git");
+    git(
+        dir,
+        &[
+            "clone",
+            "--quiet",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    format!("file://{}", bare.display())
+}
+
+const INSTRUCTIONS_MARKER: &str = "Sign every file with the word PERSIMMON.";
+const SECRET: &str = "sk-scripted-0123456789-secret";
+
+/// The model's side of the task: write NOTES.md, ask which greeting, then report.
+fn script(req: &serde_json::Value) -> Reply {
+    match model_server::tool_results(req) {
+        0 => Reply::tool(
+            "write",
+            json!({"filePath": "NOTES.md", "content": "Good day to you.\n"}),
+        ),
+        1 => Reply::tool(
+            "question",
+            json!({"questions": [{"question": "Formal or casual greeting?", "header": "Greeting",
+                "options": [{"label": "Formal", "description": "Good day"},
+                            {"label": "Casual", "description": "Hi"}]}]}),
+        ),
+        _ => Reply::Text(vec![
+            "I wrote NOTES.md ".into(),
+            "with the greeting you chose.".into(),
+        ]),
+    }
+}
+
+#[tokio::test]
+async fn a_real_opencode_task_edits_asks_and_reaches_review() {
+    let bin = match opencode_binary() {
+        Ok(b) => b,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let cache = cache_dir().expect("cache dir");
+    let opencode_home = cache.join("home");
+    let dir = tempfile::tempdir().unwrap();
+    let url = origin(dir.path());
+    let model = match ModelServer::start(script).await {
+        Ok(m) => m,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let m = Manager::start(&dir.path().join("data"));
+    let api = m.client();
+    let state = dir.path().join("opencode-state");
+    let w = api
+        .post(
+            "/workspaces",
+            json!({
+                "name": "app",
+                "repos": [{"url": url}],
+                "secrets": {"env": [{"name": "MODEL_KEY", "value": SECRET}]},
+                "agent_config": {
+                    "runtime": "opencode",
+                    "binary": bin.to_str().unwrap(),
+                    "model": "scripted/m",
+                    "providers": {"scripted": {
+                        "name": "Scripted",
+                        "base_url": model.url,
+                        "api_key_env": "SCRIPTED_API_KEY",
+                        "models": {"m": {"context": 100000, "output": 4000,
+                                         "input_cost": 1.0, "output_cost": 2.0}}
+                    }},
+                    "instructions": INSTRUCTIONS_MARKER,
+                    "secrets": {"MODEL_KEY": "SCRIPTED_API_KEY"},
+                    // OpenCode's caches (its npm packages) are shared with the runtimes
+                    // tests; its sessions live with this test.
+                    "env": {
+                        "HOME": opencode_home.to_str().unwrap(),
+                        "XDG_CONFIG_HOME": opencode_home.join(".config").to_str().unwrap(),
+                        "XDG_CACHE_HOME": opencode_home.join(".cache").to_str().unwrap(),
+                        "XDG_DATA_HOME": state.join("data").to_str().unwrap(),
+                        "XDG_STATE_HOME": state.join("state").to_str().unwrap(),
+                        "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+                        "OPENCODE_DISABLE_CLAUDE_CODE": "1",
+                        "OPENCODE_DISABLE_EXTERNAL_SKILLS": "1",
+                        "OPENCODE_DISABLE_DEFAULT_PLUGINS": "1"
+                    }
+                }
+            }),
+        )
+        .await;
+    assert_eq!(w.status, 201, "{}", w.body);
+
+    let t = api
+        .post(
+            "/tasks",
+            json!({"prompt": "Write a greeting into NOTES.md", "workspace": "app", "dispatch": true}),
+        )
+        .await;
+    assert_eq!(t.status, 201, "{}", t.body);
+    let id = t.body["id"].as_str().unwrap().to_owned();
+    let branch = t.body["branch"].as_str().unwrap().to_owned();
+
+    // The model's question reaches the attention feed.
+    let (a, i) = (api.clone(), id.clone());
+    let waited = tokio::time::timeout(Duration::from_secs(240), async move {
+        loop {
+            let t = a.get(&format!("/tasks/{i}")).await.body;
+            if t["status"] == "failed" {
+                return Err(t);
+            }
+            let feed = a.get("/attention").await.body;
+            if let Some(ask) = feed
+                .as_array()
+                .and_then(|f| f.iter().find(|x| x["task_id"] == i.as_str()).cloned())
+            {
+                return Ok(ask);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let ask = match waited {
+        Ok(Ok(ask)) => ask,
+        other => panic!(
+            "no question ({other:?}); task: {}\nmodel requests: {}\nlog:\n{}",
+            api.get(&format!("/tasks/{id}")).await.body,
+            model.requests().len(),
+            m.log()
+        ),
+    };
+    assert_eq!(ask["kind"], "question", "{ask}");
+    assert!(
+        ask["title"]
+            .as_str()
+            .unwrap()
+            .contains("Formal or casual greeting?"),
+        "{ask}"
+    );
+    assert_eq!(
+        api.get(&format!("/tasks/{id}")).await.body["status"],
+        "needs_attention"
+    );
+    let r = api
+        .post(
+            &format!("/attention/{id}/{}/answer", ask["id"].as_str().unwrap()),
+            json!({"kind": "question", "answers": [["Formal"]]}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+
+    let (a, i) = (api.clone(), id.clone());
+    let task = eventually(Duration::from_secs(240), "the task to reach review", || {
+        let (api, id) = (a.clone(), i.clone());
+        async move {
+            let t = api.get(&format!("/tasks/{id}")).await.body;
+            assert_ne!(t["status"], "failed", "{t}");
+            (t["status"] == "review").then_some(t)
+        }
+    })
+    .await;
+    assert_eq!(task["changes"][0]["path"], "NOTES.md", "{task}");
+    assert!(
+        task["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("with the greeting you chose"),
+        "{task}"
+    );
+    assert!(
+        task["usage"]["input_tokens"].as_u64().unwrap_or(0) >= 300,
+        "three working requests of 100 input tokens each: {task}"
+    );
+    let diff = api
+        .req(reqwest::Method::GET, &format!("/tasks/{id}/diff"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(diff.contains("+Good day to you."), "{diff}");
+
+    // What the model saw: the key (through OpenCode's environment), the instructions, and
+    // the human's answer as the question tool's result.
+    let requests = model.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.authorization.as_deref() == Some(&format!("Bearer {SECRET}"))),
+        "every model call carries the workspace secret as the key"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| model_server::system_text(&r.body).contains(INSTRUCTIONS_MARKER)),
+        "the workspace's instructions reach the model"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| model_server::tool_results(&r.body) == 2
+                && model_server::last_tool_result(&r.body).is_some_and(|t| t.contains("Formal"))),
+        "the answer reaches the model"
+    );
+
+    // The secret stays out of everything the manager shows or logs.
+    let timeline = api.get(&format!("/tasks/{id}/events")).await.body;
+    let sandbox = task["sandbox_id"].as_str().unwrap().to_owned();
+    let service = api
+        .get(&format!("/sandboxes/{sandbox}/services/coding-agent"))
+        .await
+        .body;
+    for (what, text) in [
+        ("the task", task.to_string()),
+        ("its events", timeline.to_string()),
+        ("the agent's service", service.to_string()),
+        ("the manager's log", m.log()),
+    ] {
+        assert!(!text.contains(SECRET), "{what} shows the secret");
+    }
+
+    // Done: the sandbox goes; the commit stays in the preserved branch.
+    let r = api.post(&format!("/tasks/{id}/done"), json!({})).await;
+    assert_eq!(r.body["status"], "done", "{}", r.body);
+    assert_eq!(
+        api.get(&format!("/sandboxes/{sandbox}")).await.body["state"],
+        "destroyed"
+    );
+    let mirror = std::fs::read_dir(m.data_dir.join("mirrors"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let git_dir = mirror.to_str().unwrap();
+    let log = git(
+        &mirror,
+        &["--git-dir", git_dir, "log", "--format=%s", &branch],
+    );
+    assert!(log.starts_with("Write a greeting into NOTES.md"), "{log}");
+    assert_eq!(
+        git(
+            &mirror,
+            &["--git-dir", git_dir, "show", &format!("{branch}:NOTES.md")]
+        ),
+        "Good day to you.\n"
+    );
+}
