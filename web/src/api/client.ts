@@ -1,3 +1,4 @@
+import type { paths } from "./schema";
 import { loadToken } from "./token";
 import type { ErrorBody } from "./types";
 
@@ -33,6 +34,42 @@ export function withQuery(path: string, query?: Query): string {
   for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null && v !== "") q.set(k, String(v));
   const s = q.toString();
   return s ? `${path}?${s}` : path;
+}
+
+type Method = "get" | "put" | "post" | "delete" | "patch";
+type StripPrefix<P> = P extends `/api/v1${infer R}` ? R : never;
+/** A route of the API, written as in the OpenAPI document without the `/api/v1` prefix. */
+export type Route = StripPrefix<keyof paths>;
+type Operation<R extends Route, M extends Method> = NonNullable<paths[`/api/v1${R}`][M]>;
+type ParamsOf<R extends Route, M extends Method> = [Operation<R, M>] extends [never]
+  ? never // the route has no such method
+  : Operation<R, M> extends { parameters: infer P }
+    ? P
+    : never;
+type PathPart<P> = P extends { path: infer X } ? { path: X } : { path?: undefined };
+type QueryPart<P> = P extends { query: infer Q }
+  ? { query: Q }
+  : P extends { query?: infer Q }
+    ? [NonNullable<Q>] extends [never]
+      ? { query?: undefined }
+      : { query?: NonNullable<Q> }
+    : { query?: undefined };
+/** The path and query parameters the OpenAPI document declares for a route and method. */
+export type RouteParams<R extends Route, M extends Method> = PathPart<ParamsOf<R, M>> & QueryPart<ParamsOf<R, M>>;
+
+/**
+ * The URL (below `/api/v1`) of a route, with its `{placeholders}` filled in and its query
+ * string built, both typed from the OpenAPI document: a renamed or retyped parameter fails
+ * the type check instead of the request.
+ */
+export function route<R extends Route, M extends Method>(_method: M, template: R, params: RouteParams<R, M>): string {
+  const values = (params.path ?? {}) as Record<string, string | number>;
+  const path = template.replace(/\{(\w+)\}/g, (_, name: string) => {
+    const v = values[name];
+    if (v === undefined) throw new Error(`route ${template}: no value for {${name}}`);
+    return encodeURIComponent(String(v));
+  });
+  return withQuery(path, params.query as Query | undefined);
 }
 
 async function toError(res: Response): Promise<ApiError> {

@@ -1,6 +1,6 @@
 // Every server read the dashboard makes, keyed so that live events can invalidate them.
 import { useQuery, useQueryClient, type QueryClient } from "@tanstack/react-query";
-import { api } from "./client";
+import { api, route } from "./client";
 import type {
   DirListing,
   ImageView,
@@ -71,7 +71,7 @@ export const useDir = (sandbox: string, path: string, enabled: boolean) =>
   useQuery({
     queryKey: ["files", sandbox, path],
     enabled,
-    queryFn: () => api<DirListing>(`/sandboxes/${encodeURIComponent(sandbox)}/files`, { query: { path } }),
+    queryFn: () => api<DirListing>(route("get", "/sandboxes/{id}/files", { path: { id: sandbox }, query: { path } })),
   });
 
 export const useServices = (sandbox: string, enabled: boolean) =>
@@ -82,6 +82,4 @@ export const useServices = (sandbox: string, enabled: boolean) =>
   });
 
 export const fetchLogs = (sandbox: string, service: string, offset: number) =>
-  api<LogChunk>(`/sandboxes/${encodeURIComponent(sandbox)}/services/${encodeURIComponent(service)}/logs`, {
-    query: { offset },
-  });
+  api<LogChunk>(route("get", "/sandboxes/{id}/services/{name}/logs", { path: { id: sandbox, name: service }, query: { offset } }));

@@ -1,12 +1,13 @@
 // The terminal WebSocket: bearer token in the subprotocol list (never in the URL), binary
 // frames for bytes, JSON text frames for control, and reattach by session id.
+import { API, route } from "../api/client";
+
 export type TerminalControl = { type: "session"; id: string } | { type: "exit"; code: number };
 
 export function terminalUrl(loc: { protocol: string; host: string }, sandbox: string, cols: number, rows: number, session?: string): string {
   const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
-  const q = new URLSearchParams({ cols: String(cols), rows: String(rows) });
-  if (session) q.set("session", session);
-  return `${scheme}//${loc.host}/api/v1/sandboxes/${encodeURIComponent(sandbox)}/terminal?${q}`;
+  const path = route("get", "/sandboxes/{id}/terminal", { path: { id: sandbox }, query: { cols, rows, session } });
+  return `${scheme}//${loc.host}${API}${path}`;
 }
 
 export function terminalProtocols(token: string): string[] {

@@ -1,7 +1,7 @@
 import { lazy, Suspense, useState } from "react";
 import { useMutation, useQueryClient } from "@tanstack/react-query";
 import { Link, useNavigate } from "@tanstack/react-router";
-import { api } from "../api/client";
+import { api, route } from "../api/client";
 import { fetchLogs, useDir, useSandbox, useSandboxes, useServices, useSystem, useTasks, useWorkspaces } from "../api/queries";
 import type { LogChunk, Sandbox } from "../api/types";
 import { ago, Badge, Empty, ErrorNote, Loading, Section } from "../ui/kit";
@@ -70,7 +70,7 @@ function Files({ sandbox }: { sandbox: string }) {
   const open = async (p: string) => {
     setErr(null);
     try {
-      const text = await api<string>(`/sandboxes/${encodeURIComponent(sandbox)}/files/content`, { query: { path: p }, text: true });
+      const text = await api<string>(route("get", "/sandboxes/{id}/files/content", { path: { id: sandbox }, query: { path: p } }), { text: true });
       setFile({ path: p, text: text.length > 200_000 ? text.slice(0, 200_000) + "\n… (truncated)" : text });
     } catch (e) {
       setErr(e);

@@ -13,6 +13,7 @@ use crate::extract::ApiQuery;
 use crate::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Resume after this event id (the `Last-Event-ID` header wins when both are sent);

@@ -16,6 +16,7 @@ use crate::AppState;
 type ErrorBody = atelier_proto::ErrorBody;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PathQuery {
     /// Absolute path in the sandbox, or relative to its work directory.
@@ -23,6 +24,7 @@ pub struct PathQuery {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WriteQuery {
     pub path: String,
@@ -31,6 +33,7 @@ pub struct WriteQuery {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     pub path: String,

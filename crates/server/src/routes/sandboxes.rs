@@ -44,6 +44,7 @@ pub struct CreateSandbox {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CreateQuery {
     /// Answer only once the sandbox is running (or failed).
@@ -169,6 +170,7 @@ fn slug(name: &str) -> String {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Comma-separated states; default: every state but `destroyed`.

@@ -50,6 +50,7 @@ pub fn subprotocol_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TerminalQuery {
     /// Terminal width in columns (1–1000).
