@@ -730,3 +730,146 @@ async fn exposed_secrets_reach_the_agent_process_and_nothing_else() {
         assert!(!text.contains(secret), "{what} shows the secret");
     }
 }
+
+/// The mirror (under the manager's data dir) that holds `branch`.
+fn mirror_with(data_dir: &Path, branch: &str) -> std::path::PathBuf {
+    std::fs::read_dir(data_dir.join("mirrors"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|m| {
+            Command::new("git")
+                .arg("--git-dir")
+                .arg(m)
+                .args(["rev-parse", "--verify", "--quiet", branch])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .unwrap_or_else(|| panic!("no mirror holds {branch}"))
+}
+
+#[tokio::test]
+async fn branches_are_pushed_to_origin_and_a_refused_push_keeps_the_work_in_review() {
+    common::ensure_fake_agent_built();
+    let dir = tempfile::tempdir().unwrap();
+    let open = origin(&dir.path().join("open"));
+    let locked = origin(&dir.path().join("locked"));
+    let locked_dir = dir.path().join("locked/origin.git");
+    let hook = locked_dir.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'this origin is read-only' >&2\nexit 1\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let m = Manager::start(&dir.path().join("data"));
+    let api = m.client();
+    for (name, url) in [("open", &open), ("locked", &locked)] {
+        let w = api
+            .post(
+                "/workspaces",
+                json!({"name": name, "repos": [{"url": url}],
+                       "agent_config": {"runtime": "fake", "scenario": QUIET_SCENARIO, "push": {}}}),
+            )
+            .await;
+        assert_eq!(w.status, 201, "{}", w.body);
+    }
+    let mut ids = vec![];
+    for name in ["open", "locked"] {
+        let t = api
+            .post(
+                "/tasks",
+                json!({"prompt": format!("Tidy the {name} changelog"), "workspace": name, "dispatch": true}),
+            )
+            .await;
+        assert_eq!(t.status, 201, "{}", t.body);
+        ids.push(t.body["id"].as_str().unwrap().to_owned());
+    }
+
+    // Pushed: origin has the branch at the commit the task reports.
+    let task = wait_status(&api, &ids[0], "review").await;
+    let branch = task["branch"].as_str().unwrap();
+    assert_eq!(task["push"]["ok"], true, "{task}");
+    assert_eq!(task["push"]["remote"], open.as_str());
+    let open_dir = dir.path().join("open/origin.git");
+    let in_origin = git(
+        &open_dir,
+        &["--git-dir", open_dir.to_str().unwrap(), "rev-parse", branch],
+    );
+    assert_eq!(task["push"]["commit"], in_origin.trim(), "{task}");
+    let log = git(
+        &open_dir,
+        &[
+            "--git-dir",
+            open_dir.to_str().unwrap(),
+            "log",
+            "--format=%s",
+            branch,
+        ],
+    );
+    assert!(log.starts_with("Tidy the open changelog"), "{log}");
+    let events = api.get(&format!("/tasks/{}/events", ids[0])).await.body;
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"]["type"] == "branch_pushed" && e["event"]["branch"] == branch),
+        "{events}"
+    );
+
+    // Refused: the task still reaches review, says why, and the mirror keeps the work.
+    let task = wait_status(&api, &ids[1], "review").await;
+    let branch = task["branch"].as_str().unwrap();
+    assert_eq!(task["push"]["ok"], false, "{task}");
+    assert!(
+        task["push"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("this origin is read-only"),
+        "{task}"
+    );
+    assert_eq!(task["error"], serde_json::Value::Null, "{task}");
+    let events = api.get(&format!("/tasks/{}/events", ids[1])).await.body;
+    let failed = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"]["type"] == "push_failed")
+        .unwrap_or_else(|| panic!("no push_failed event: {events}"));
+    assert!(
+        failed["event"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("read-only"),
+        "{failed}"
+    );
+    let refused = Command::new("git")
+        .arg("--git-dir")
+        .arg(&locked_dir)
+        .args(["rev-parse", "--verify", "--quiet", branch])
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "the locked origin took no branch"
+    );
+    let mirror = mirror_with(&m.data_dir, branch);
+    let file = git(
+        &mirror,
+        &[
+            "--git-dir",
+            mirror.to_str().unwrap(),
+            "show",
+            &format!("{branch}:CHANGES.md"),
+        ],
+    );
+    assert_eq!(file, "edited\n");
+    let r = api
+        .post(&format!("/tasks/{}/done", ids[1]), json!({}))
+        .await;
+    assert_eq!(r.body["status"], "done", "{}", r.body);
+}

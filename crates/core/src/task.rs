@@ -258,8 +258,25 @@ pub struct Task {
     pub changes: Vec<FileChange>,
     pub summary: Option<String>,
     pub error: Option<String>,
+    /// The push of the branch to the repo's origin at the end of the last turn, when the
+    /// workspace asks for one.
+    pub push: Option<PushOutcome>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// How pushing a task's branch to origin went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PushOutcome {
+    /// The origin, shown without credentials.
+    pub remote: String,
+    pub branch: String,
+    /// The commit now at the branch's head in origin.
+    pub commit: Option<String>,
+    pub ok: bool,
+    /// Git's message when the push failed.
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
 }
 
 /// Progress from a todo list: completed / (all but cancelled).

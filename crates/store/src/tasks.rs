@@ -1,6 +1,6 @@
 //! Tasks, their agent event log and the questions waiting for a human.
 
-use atelier_core::task::{FileChange, TodoItem, Usage};
+use atelier_core::task::{FileChange, PushOutcome, TodoItem, Usage};
 use atelier_core::{Effort, Event, EventKind, SandboxId, Task, TaskStatus, WorkspaceId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,8 @@ pub struct TaskProgress {
     pub usage: Usage,
     #[serde(default)]
     pub changes: Vec<FileChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushOutcome>,
 }
 
 /// A task with what only the manager needs: where its agent stream resumes.
@@ -446,6 +448,7 @@ fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
         changes: progress.changes,
         summary: row.get("summary"),
         error: row.get("error"),
+        push: progress.push,
         created_at: row.get::<DateTime<Utc>, _>("created_at"),
         updated_at: row.get::<DateTime<Utc>, _>("updated_at"),
     };

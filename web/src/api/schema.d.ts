@@ -3163,6 +3163,19 @@ export interface components {
             /** @description Every prebuild of the workspace, newest first. */
             history: components["schemas"]["Prebuild"][];
         };
+        /** @description How pushing a task's branch to origin went. */
+        PushOutcome: {
+            /** Format: date-time */
+            at: string;
+            branch: string;
+            /** @description The commit now at the branch's head in origin. */
+            commit?: string | null;
+            /** @description Git's message when the push failed. */
+            error?: string | null;
+            ok: boolean;
+            /** @description The origin, shown without credentials. */
+            remote: string;
+        };
         /** @description The commit a repo was at when the prebuild cloned it. */
         RepoCommit: {
             branch: string;
@@ -3351,6 +3364,7 @@ export interface components {
              */
             progress?: number | null;
             prompt: string;
+            push?: null | components["schemas"]["PushOutcome"];
             /** @description Clone path of the repo the task works in. */
             repo: string;
             sandbox_id?: null | components["schemas"]["SandboxId"];

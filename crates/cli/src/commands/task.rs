@@ -277,6 +277,17 @@ fn describe(e: &serde_json::Value) -> String {
         ),
         "interaction_asked" => format!("ASK       {}", e["title"].as_str().unwrap_or_default()),
         "turn_ended" => format!("turn end  {}", e["reason"].as_str().unwrap_or_default()),
+        "branch_pushed" => format!(
+            "pushed    {} to {}",
+            e["branch"].as_str().unwrap_or_default(),
+            e["remote"].as_str().unwrap_or_default()
+        ),
+        "push_failed" => format!(
+            "PUSH FAILED {} to {}: {}",
+            e["branch"].as_str().unwrap_or_default(),
+            e["remote"].as_str().unwrap_or_default(),
+            e["error"].as_str().unwrap_or_default()
+        ),
         _ => format!("{kind:<9} {e}"),
     }
 }
@@ -305,6 +316,12 @@ fn show(t: &Task, out: &Output) {
     }
     if let Some(s) = &t.summary {
         println!("  summary     {s}");
+    }
+    if let Some(p) = &t.push {
+        match &p.error {
+            None => println!("  pushed      to {}", p.remote),
+            Some(e) => println!("  push failed to {}: {e}", p.remote),
+        }
     }
     if let Some(e) = &t.error {
         println!("  error       {e}");

@@ -197,3 +197,216 @@ fn fetch_into_mirror(mirror: &Path, bundle: &[u8], branch: &str) -> ApiResult<()
     let _ = std::fs::remove_file(&file);
     fail("git fetch into the mirror", out)
 }
+
+/// A password or token for an HTTP(S) origin. It reaches git only through the
+/// environment of one `git push` and an askpass helper, never a command line or a URL.
+#[derive(Clone)]
+pub struct PushCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for PushCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Answers git's username and password prompts from variables set for that one push.
+const ASKPASS: &str = "#!/bin/sh\n\
+case \"$1\" in\n\
+  Username*) printf '%s\\n' \"$ATELIER_GIT_USERNAME\" ;;\n\
+  *) printf '%s\\n' \"$ATELIER_GIT_PASSWORD\" ;;\n\
+esac\n";
+
+/// A clone URL without the user information some people put in it, for showing.
+pub fn display_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            if path.is_empty() {
+                format!("{scheme}://{host}")
+            } else {
+                format!("{scheme}://{host}/{path}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Pushes `branch` from the host-side mirror to `remote` (force: the branch is the
+/// task's own); returns the pushed commit. Errors carry git's message, credentials never.
+pub async fn push_from_mirror(
+    mirror: &Path,
+    remote: &str,
+    branch: &str,
+    credentials: Option<&PushCredentials>,
+    within: std::time::Duration,
+) -> Result<String, String> {
+    let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.arg("--git-dir")
+        .arg(mirror)
+        // No helper of the host's own configuration answers for us.
+        .args(["-c", "credential.helper=", "push", "--quiet", "--", remote])
+        .arg(&refspec)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_ASKPASS")
+        .env_remove("SSH_ASKPASS")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if std::env::var_os("GIT_SSH_COMMAND").is_none() {
+        cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+    }
+    if let Some(c) = credentials {
+        let helper = mirror.parent().unwrap_or(mirror).join("git-askpass.sh");
+        write_askpass(&helper).map_err(|e| format!("writing the askpass helper: {e}"))?;
+        cmd.env("GIT_ASKPASS", &helper)
+            .env("ATELIER_GIT_USERNAME", &c.username)
+            .env("ATELIER_GIT_PASSWORD", &c.password);
+    }
+    let out = tokio::time::timeout(within, cmd.output())
+        .await
+        .map_err(|_| format!("git push did not finish within {} s", within.as_secs()))?
+        .map_err(|e| format!("git push: {e} (is git installed on the host?)"))?;
+    if !out.status.success() {
+        let mut msg = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        if let Some(c) = credentials {
+            msg = msg.replace(&c.password, "••••");
+        }
+        return Err(if msg.is_empty() {
+            format!("git push exited with {}", out.status)
+        } else {
+            msg
+        });
+    }
+    let head = tokio::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(mirror)
+        .args(["rev-parse", "--verify", "--quiet"])
+        .arg(format!("refs/heads/{branch}"))
+        .output()
+        .await
+        .map_err(|e| format!("git rev-parse: {e}"))?;
+    Ok(String::from_utf8_lossy(&head.stdout).trim().to_owned())
+}
+
+fn write_askpass(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::read_to_string(path).ok().as_deref() != Some(ASKPASS) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, ASKPASS)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::rename(&tmp, path)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(
+            display_url("https://user:tok@github.com/a/b.git"),
+            "https://github.com/a/b.git"
+        );
+        assert_eq!(display_url("file:///srv/r.git"), "file:///srv/r.git");
+        assert_eq!(display_url("git@host:a/b"), "git@host:a/b");
+    }
+
+    /// An HTTP origin that asks for credentials and records what git sends back.
+    #[tokio::test]
+    async fn push_credentials_reach_git_through_askpass_only() {
+        use axum::http::{HeaderMap, StatusCode};
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let record = seen.clone();
+        let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+            let record = record.clone();
+            async move {
+                match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+                    Some(auth) => {
+                        record.lock().unwrap().push(auth.to_owned());
+                        (StatusCode::FORBIDDEN, HeaderMap::new(), "denied")
+                    }
+                    None => {
+                        let mut h = HeaderMap::new();
+                        h.insert("www-authenticate", "Basic realm=\"git\"".parse().unwrap());
+                        (StatusCode::UNAUTHORIZED, h, "credentials, please")
+                    }
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let mirror = dir.path().join("mirrors/m.git");
+        std::fs::create_dir_all(&work).unwrap();
+        let git = |cwd: &Path, args: &[&str]| {
+            let ok = Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .current_dir(cwd)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&work, &["init", "--quiet", "-b", "atelier/x"]);
+        git(&work, &["commit", "--quiet", "--allow-empty", "-m", "one"]);
+        git(
+            dir.path(),
+            &["clone", "--quiet", "--bare", "work", "mirrors/m.git"],
+        );
+
+        let token = "tok-0123456789-secret";
+        let creds = PushCredentials {
+            username: "x-access-token".into(),
+            password: token.into(),
+        };
+        let url = format!("http://{addr}/owner/repo.git");
+        let err = push_from_mirror(
+            &mirror,
+            &url,
+            "atelier/x",
+            Some(&creds),
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
+        assert!(!err.contains(token), "{err}");
+        use base64::Engine;
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
+        );
+        assert!(
+            seen.lock().unwrap().contains(&expected),
+            "git sent the credentials from askpass: {:?}",
+            seen.lock().unwrap()
+        );
+        assert!(!format!("{creds:?}").contains(token));
+
+        // Without credentials git gives up at once instead of prompting.
+        let err = push_from_mirror(
+            &mirror,
+            &url,
+            "atelier/x",
+            None,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
+        assert!(!err.is_empty());
+    }
+}

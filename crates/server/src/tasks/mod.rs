@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atelier_core::agent_config::{AgentConfig, RuntimeKind};
-use atelier_core::task::TodoItem;
+use atelier_core::task::{PushOutcome, TodoItem};
 use atelier_core::{SandboxId, Task, TaskStatus};
 use atelier_runtimes::{
     AgentEvent, AgentRuntime, Answer, InteractionKind, OpenCodeConfig, OpenCodeRuntime, Session,
@@ -331,7 +331,8 @@ impl Tasks {
         let config = AgentConfig::from_value(&spec.agent_config)
             .map_err(|e| ApiError::invalid(e.field, e.message))?;
         let secrets = agent_secrets(&config, &spec.secrets)?;
-        let redactor = Redactor::new(secrets.0.values());
+        let turn = TurnContext::new(&config, &spec, &repo, &secrets)?;
+        let redactor = turn.redactor.clone();
         let launch = agent::start(&agent, &config, &secrets, &dir, local).await?;
         let runtime = Arc::new(
             OpenCodeRuntime::new(runtime_config(&launch.base_url, config.runtime))
@@ -406,7 +407,7 @@ impl Tasks {
             .prompt(&session, &prompt)
             .await
             .map_err(runtime_error)?;
-        self.pump(id, &agent, &dir, events, &redactor).await
+        self.pump(id, &agent, &dir, events, &turn).await
     }
 
     /// After a manager restart: re-attach to the agents of tasks that were running and
@@ -457,7 +458,18 @@ impl Tasks {
         let config = AgentConfig::from_value(&spec.agent_config)
             .map_err(|e| ApiError::invalid(e.field, e.message))?;
         let kind = config.runtime;
-        let redactor = Redactor::new(agent_secrets(&config, &spec.secrets)?.0.values());
+        let repo = spec
+            .repos
+            .iter()
+            .find(|r| r.clone_path() == rec.task.repo)
+            .cloned()
+            .ok_or_else(|| ApiError::internal("the task's repo left its workspace"))?;
+        let turn = TurnContext::new(
+            &config,
+            &spec,
+            &repo,
+            &agent_secrets(&config, &spec.secrets)?,
+        )?;
         let runtime = Arc::new(
             OpenCodeRuntime::new(runtime_config(&handle.base_url, kind)).map_err(runtime_error)?,
         );
@@ -487,7 +499,7 @@ impl Tasks {
             .await
             .map_err(runtime_error)?;
         tracing::info!(task = %id, "resumed the task's agent stream");
-        self.pump(&id, &agent, &handle.directory, events, &redactor)
+        self.pump(&id, &agent, &handle.directory, events, &turn)
             .await
     }
 
@@ -518,7 +530,7 @@ impl Tasks {
         agent: &atelier_agent_client::AgentClient,
         dir: &str,
         mut events: atelier_runtimes::EventStream,
-        redactor: &Redactor,
+        turn: &TurnContext,
     ) -> ApiResult<()> {
         let mut progress = self
             .inner
@@ -531,7 +543,7 @@ impl Tasks {
         let mut last_message = String::new();
         while let Some(item) = events.next().await {
             let (cursor, event) = item.map_err(runtime_error)?;
-            let event = redactor.event(event);
+            let event = turn.redactor.event(event);
             match &event {
                 AgentEvent::Todos { items } => {
                     progress.todos = items
@@ -616,7 +628,7 @@ impl Tasks {
                 AgentEvent::TurnEnded { reason, error } => {
                     use atelier_runtimes::TurnEndReason::*;
                     return match reason {
-                        Completed => self.finish(id, agent, dir, &last_message).await,
+                        Completed => self.finish(id, agent, dir, &last_message, turn).await,
                         Cancelled => Ok(()),
                         Error => Err(ApiError::internal(format!(
                             "the agent failed: {}",
@@ -639,13 +651,62 @@ impl Tasks {
         agent: &atelier_agent_client::AgentClient,
         dir: &str,
         summary: &str,
+        turn: &TurnContext,
     ) -> ApiResult<()> {
         let task = self.inner.store.get_task(id).await?.task;
         git::commit_all(agent, dir, &format!("{}\n\n{}", task.title, task.prompt)).await?;
         let (changes, diff) = git::changes(agent, dir, &task.base_branch).await?;
-        git::preserve(agent, dir, &task.branch, &self.mirror_path(&task)).await?;
+        let mirror = self.mirror_path(&task);
+        git::preserve(agent, dir, &task.branch, &mirror).await?;
         let mut progress = progress_of(&self.inner.store.get_task(id).await?);
         progress.changes = changes;
+        if let Some(push) = &turn.push {
+            // A failed push is the user's to fix (credentials, protection rules): it is
+            // recorded and shown, and the work waits in review, safe in the mirror.
+            let outcome = match git::push_from_mirror(
+                &mirror,
+                &push.remote,
+                &task.branch,
+                push.credentials.as_ref(),
+                PUSH_TIMEOUT,
+            )
+            .await
+            {
+                Ok(commit) => PushOutcome {
+                    remote: git::display_url(&push.remote),
+                    branch: task.branch.clone(),
+                    commit: Some(commit),
+                    ok: true,
+                    error: None,
+                    at: chrono::Utc::now(),
+                },
+                Err(error) => PushOutcome {
+                    remote: git::display_url(&push.remote),
+                    branch: task.branch.clone(),
+                    commit: None,
+                    ok: false,
+                    error: Some(turn.redactor.text(&error)),
+                    at: chrono::Utc::now(),
+                },
+            };
+            if let Some(error) = &outcome.error {
+                tracing::warn!(task = %id, remote = %outcome.remote, %error, "pushing the task branch failed");
+            }
+            let event = if outcome.ok {
+                serde_json::json!({"type": "branch_pushed", "remote": outcome.remote,
+                    "branch": outcome.branch, "commit": outcome.commit})
+            } else {
+                serde_json::json!({"type": "push_failed", "remote": outcome.remote,
+                    "branch": outcome.branch, "error": outcome.error})
+            };
+            progress.push = Some(outcome);
+            let e = self
+                .inner
+                .store
+                .record_task_event(id, &event, None, &progress)
+                .await?;
+            self.inner.bus.publish(e);
+        }
         self.inner.store.set_task_progress(id, &progress).await?;
         self.inner
             .store
@@ -663,6 +724,69 @@ fn progress_of(rec: &TaskRecord) -> TaskProgress {
         files_touched: rec.task.files_touched.clone(),
         usage: rec.task.usage,
         changes: rec.task.changes.clone(),
+        push: rec.task.push.clone(),
+    }
+}
+
+/// How long one push to origin may take.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// Where a task's branch goes at the end of a turn besides the mirror.
+#[derive(Debug, Clone)]
+struct PushPlan {
+    remote: String,
+    credentials: Option<git::PushCredentials>,
+}
+
+/// What following a task's turn needs from its workspace.
+#[derive(Clone)]
+struct TurnContext {
+    redactor: Redactor,
+    push: Option<PushPlan>,
+}
+
+impl TurnContext {
+    fn new(
+        config: &AgentConfig,
+        spec: &atelier_core::WorkspaceSpec,
+        repo: &atelier_core::workspace::RepoSpec,
+        secrets: &agent::AgentSecrets,
+    ) -> ApiResult<TurnContext> {
+        let push = match &config.push {
+            Some(p) if p.applies_to(&repo.clone_path()) => {
+                let credentials = match &p.token_secret {
+                    Some(name) => {
+                        let secret = spec
+                            .secrets
+                            .env
+                            .iter()
+                            .find(|s| &s.name == name)
+                            .ok_or_else(|| {
+                                ApiError::invalid(
+                                    "agent_config.push.token_secret",
+                                    format!("the workspace has no env secret {name:?}"),
+                                )
+                            })?;
+                        Some(git::PushCredentials {
+                            username: p.username().to_owned(),
+                            password: secret.value.clone(),
+                        })
+                    }
+                    None => None,
+                };
+                Some(PushPlan {
+                    remote: repo.url.clone(),
+                    credentials,
+                })
+            }
+            _ => None,
+        };
+        let token = push
+            .as_ref()
+            .and_then(|p| p.credentials.as_ref())
+            .map(|c| c.password.clone());
+        let redactor = Redactor::new(secrets.0.values().chain(token.as_ref()));
+        Ok(TurnContext { redactor, push })
     }
 }
 
