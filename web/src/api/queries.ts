@@ -1,11 +1,12 @@
 // Every server read the dashboard makes, keyed so that live events can invalidate them.
-import { useQuery, useQueryClient, type QueryClient } from "@tanstack/react-query";
+import { useQueries, useQuery, useQueryClient, type QueryClient } from "@tanstack/react-query";
 import { api, route } from "./client";
 import type {
   DirListing,
   ImageView,
   Interaction,
   LogChunk,
+  PrebuildStatus,
   SandboxList,
   Sandbox,
   ServiceStatus,
@@ -83,3 +84,55 @@ export const useServices = (sandbox: string, enabled: boolean) =>
 
 export const fetchLogs = (sandbox: string, service: string, offset: number) =>
   api<LogChunk>(route("get", "/sandboxes/{id}/services/{name}/logs", { path: { id: sandbox, name: service }, query: { offset } }));
+
+const prebuildsQuery = (workspace: string) => ({
+  queryKey: ["prebuilds", workspace],
+  queryFn: () => api<PrebuildStatus>(route("get", "/workspaces/{workspace}/prebuilds", { path: { workspace } })),
+});
+
+/** A workspace's current prebuild, the build in progress and the history. */
+export const usePrebuilds = (workspace: string) => useQuery(prebuildsQuery(workspace));
+
+/** The prebuild status of every workspace given (one read each, shared with usePrebuilds). */
+export const usePrebuildStatuses = (workspaces: string[]) => useQueries({ queries: workspaces.map(prebuildsQuery) });
+
+/** A build log as read so far: its text (the newest part, when long) and where to go on reading. */
+export interface BuildLog {
+  text: string;
+  next: number;
+  size: number;
+}
+
+/** How much of a build log the page keeps; older output is dropped from the view. */
+export const BUILD_LOG_KEEP = 200_000;
+/** Pages read in one refresh, so a huge log cannot keep one refresh going for long. */
+const BUILD_LOG_PAGES = 16;
+
+/** Reads a prebuild's log on from the offset already read (stored in the query cache). */
+export async function fetchPrebuildLog(qc: QueryClient, id: string): Promise<BuildLog> {
+  const known = qc.getQueryData<BuildLog>(["prebuild-log", id]) ?? { text: "", next: 0, size: 0 };
+  let { text, next, size } = known;
+  for (let page = 0; page < BUILD_LOG_PAGES; page++) {
+    const chunk = await api<LogChunk>(route("get", "/prebuilds/{id}/logs", { path: { id }, query: { offset: next } }));
+    text += chunk.data;
+    next = chunk.next_offset;
+    size = chunk.size;
+    if (chunk.data.length === 0 || chunk.next_offset >= chunk.size) break;
+  }
+  return { text: text.length > BUILD_LOG_KEEP ? text.slice(-BUILD_LOG_KEEP) : text, next, size };
+}
+
+/**
+ * A prebuild's build log. While `follow` is set (the build is running) it is re-read every
+ * second from where the last read ended; a prebuild_state event refreshes it once more, so
+ * the end of the log shows when the build finishes and the re-reading stops.
+ */
+export function usePrebuildLog(id: string | undefined, follow: boolean) {
+  const qc = useQueryClient();
+  return useQuery({
+    queryKey: ["prebuild-log", id],
+    enabled: Boolean(id),
+    refetchInterval: follow ? 1000 : false,
+    queryFn: () => fetchPrebuildLog(qc, id!),
+  });
+}

@@ -25,6 +25,12 @@ export type DirListing = S["DirListing"];
 export type FileStat = S["FileStat"];
 export type ServiceStatus = S["ServiceStatus"];
 export type LogChunk = S["LogChunk"];
+export type Prebuild = S["Prebuild"];
+export type PrebuildState = S["PrebuildState"];
+export type PrebuildStatus = S["PrebuildStatus"];
+export type RepoCommit = S["RepoCommit"];
+export type StartPrebuild = S["StartPrebuild"];
+export type CreateSandbox = S["CreateSandbox"];
 export type ApiEvent = S["Event"];
 export type ErrorBody = S["ErrorBody"];
 

@@ -6,11 +6,14 @@ export type QueryKey = readonly unknown[];
 export function keysFor(e: ApiEvent): QueryKey[] {
   switch (e.type) {
     case "sandbox_state":
-      return [["sandboxes"], ["sandbox", e.sandbox_id], ["system"]];
+      // A prebuild counts the sandboxes cloned from it.
+      return [["sandboxes"], ["sandbox", e.sandbox_id], ["system"], ["prebuilds"]];
     case "workspace_created":
     case "workspace_updated":
     case "workspace_deleted":
-      return [["workspaces"], ["workspace", e.workspace_id]];
+      return [["workspaces"], ["workspace", e.workspace_id], ["prebuilds", e.workspace_id]];
+    case "prebuild_state":
+      return [["prebuilds", e.workspace_id], ["prebuild-log", e.prebuild_id], ["sandboxes"]];
     case "task_status":
       return [["tasks"], ["task", e.task_id], ["diff", e.task_id], ["attention"]];
     case "task_activity":

@@ -61,6 +61,9 @@ describe("live events", () => {
   it("maps events to the queries they make stale and batches a burst into one flush", async () => {
     expect(keysFor({ id: 1, at: "", type: "attention_asked", task_id: "t1", interaction_id: "q", title: "?" })).toContainEqual(["attention"]);
     expect(keysFor({ id: 2, at: "", type: "sandbox_state", sandbox_id: "s1", to: "running" })).toContainEqual(["sandbox", "s1"]);
+    const prebuildKeys = keysFor({ id: 3, at: "", type: "prebuild_state", prebuild_id: "pb1", workspace_id: "ws1", from: "building", to: "ready" });
+    expect(prebuildKeys).toContainEqual(["prebuilds", "ws1"]);
+    expect(prebuildKeys).toContainEqual(["prebuild-log", "pb1"]);
     const flushes: unknown[][] = [];
     const b = new InvalidationBatcher((k) => flushes.push(k), 5);
     b.add([["tasks"], ["task", "t1"]]);

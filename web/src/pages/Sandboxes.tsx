@@ -3,10 +3,23 @@ import { useMutation, useQueryClient } from "@tanstack/react-query";
 import { Link, useNavigate } from "@tanstack/react-router";
 import { api, route } from "../api/client";
 import { fetchLogs, useDir, useSandbox, useSandboxes, useServices, useSystem, useTasks, useWorkspaces } from "../api/queries";
-import type { LogChunk, Sandbox } from "../api/types";
+import type { LogChunk, Prebuild, Sandbox, StartPrebuild } from "../api/types";
 import { ago, Badge, Empty, ErrorNote, Loading, Section } from "../ui/kit";
 
 const Terminal = lazy(() => import("../components/Terminal"));
+
+/** Where a sandbox came from: a clone of a prebuild (linked to its workspace), or a cold boot. */
+export function Origin({ sb }: { sb: Sandbox }) {
+  if (!sb.prebuild_id) return <span className="muted">cold</span>;
+  const label = `prebuild ${sb.prebuild_id}`;
+  return sb.workspace_id ? (
+    <Link to="/workspaces/$workspaceId" params={{ workspaceId: sb.workspace_id }} data-testid="sandbox-origin">
+      {label}
+    </Link>
+  ) : (
+    <span data-testid="sandbox-origin">{label}</span>
+  );
+}
 
 export function Sandboxes() {
   const sandboxes = useSandboxes();
@@ -26,6 +39,7 @@ export function Sandboxes() {
                 <th>Name</th>
                 <th>State</th>
                 <th>Workspace</th>
+                <th>Origin</th>
                 <th>Driver</th>
                 <th>Resources</th>
                 <th>Since</th>
@@ -43,6 +57,9 @@ export function Sandboxes() {
                     <Badge value={s.state} title={s.error ?? undefined} />
                   </td>
                   <td>{s.workspace_id ? wsName.get(s.workspace_id) ?? s.workspace_id : "—"}</td>
+                  <td>
+                    <Origin sb={s} />
+                  </td>
                   <td>{s.driver}</td>
                   <td>
                     {s.resources.vcpus} vCPU · {s.resources.memory_mib} MiB
@@ -196,6 +213,41 @@ function Controls({ sb }: { sb: Sandbox }) {
   );
 }
 
+/** Captures a running sandbox of a workspace as that workspace's prebuild (the sandbox ends stopped). */
+function PromoteButton({ sb, workspaceId }: { sb: Sandbox; workspaceId: string }) {
+  const qc = useQueryClient();
+  const navigate = useNavigate();
+  const promote = useMutation({
+    mutationFn: () =>
+      api<Prebuild>(route("post", "/workspaces/{workspace}/prebuilds", { path: { workspace: workspaceId } }), {
+        method: "POST",
+        body: { from_sandbox: sb.id } satisfies StartPrebuild,
+      }),
+    onSuccess: () => {
+      void qc.invalidateQueries({ queryKey: ["prebuilds", workspaceId] });
+      void qc.invalidateQueries({ queryKey: ["sandbox", sb.id] });
+      void navigate({ to: "/workspaces/$workspaceId", params: { workspaceId } });
+    },
+  });
+  return (
+    <>
+      <button
+        className="outline"
+        disabled={promote.isPending}
+        aria-busy={promote.isPending || undefined}
+        onClick={() =>
+          confirm(
+            `Make ${sb.name} the workspace's prebuild? It is stopped and captured as it is now; new sandboxes of the workspace start as copies of it.`,
+          ) && promote.mutate()
+        }
+      >
+        Make this the workspace's prebuild
+      </button>
+      <ErrorNote error={promote.error} />
+    </>
+  );
+}
+
 export function SandboxDetail({ sandboxId }: { sandboxId: string }) {
   const sandbox = useSandbox(sandboxId);
   const tasks = useTasks();
@@ -216,7 +268,7 @@ export function SandboxDetail({ sandboxId }: { sandboxId: string }) {
       <div className="meta">
         <Badge value={sb.state} /> <small className="muted">
           {sb.driver} · {sb.image} · {sb.resources.vcpus} vCPU · {sb.resources.memory_mib} MiB · {sb.resources.disk_mib} MiB disk ·
-          since {ago(sb.updated_at)}
+          since {ago(sb.updated_at)} · origin <Origin sb={sb} />
         </small>
       </div>
       {sb.error && <p className="error">{sb.error}</p>}
@@ -231,6 +283,11 @@ export function SandboxDetail({ sandboxId }: { sandboxId: string }) {
         </p>
       )}
       <Controls sb={sb} />
+      {running && sb.workspace_id && (
+        <div className="buttons">
+          <PromoteButton sb={sb} workspaceId={sb.workspace_id} />
+        </div>
+      )}
       {running ? (
         <>
           <nav className="tabs" role="tablist">

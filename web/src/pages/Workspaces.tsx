@@ -3,7 +3,8 @@ import { useMutation, useQueryClient } from "@tanstack/react-query";
 import { Link, useNavigate } from "@tanstack/react-router";
 import { api, ApiError } from "../api/client";
 import { useImages, useWorkspace, useWorkspaces } from "../api/queries";
-import type { Workspace } from "../api/types";
+import type { CreateSandbox, Sandbox, Workspace } from "../api/types";
+import { PrebuildCard } from "../components/PrebuildCard";
 import { draftOf, DraftError, emptyDraft, toPatch, toSpec, type WorkspaceDraft } from "../components/workspace-form";
 import { ago, Empty, ErrorNote, Loading } from "../ui/kit";
 
@@ -50,11 +51,51 @@ export function Workspaces() {
   );
 }
 
+function NewSandboxButton({ workspace }: { workspace: Workspace }) {
+  const qc = useQueryClient();
+  const navigate = useNavigate();
+  const create = useMutation({
+    mutationFn: () => api<Sandbox>("/sandboxes", { method: "POST", body: { workspace: workspace.id } satisfies CreateSandbox }),
+    onSuccess: (s) => {
+      qc.setQueryData(["sandbox", s.id], s);
+      void qc.invalidateQueries({ queryKey: ["sandboxes"] });
+      void navigate({ to: "/sandboxes/$sandboxId", params: { sandboxId: s.id } });
+    },
+  });
+  return (
+    <>
+      <button className="outline small-button" onClick={() => create.mutate()} disabled={create.isPending} aria-busy={create.isPending || undefined}>
+        New sandbox
+      </button>
+      <ErrorNote error={create.error} />
+    </>
+  );
+}
+
 export function WorkspaceEdit({ workspaceId }: { workspaceId: string }) {
   const ws = useWorkspace(workspaceId);
   if (ws.isLoading) return <Loading />;
   if (!ws.data) return <ErrorNote error={ws.error ?? "no such workspace"} />;
-  return <WorkspaceForm existing={ws.data} key={ws.data.updated_at} />;
+  return (
+    <>
+      <p className="crumbs">
+        <Link to="/workspaces">Workspaces</Link> / {ws.data.name}
+      </p>
+      <div className="section-head">
+        <h1>Edit {ws.data.name}</h1>
+        <div className="buttons">
+          <NewSandboxButton workspace={ws.data} />
+          <Link to="/tasks" search={{ workspace: ws.data.id, new: true }} role="button" className="outline small-button">
+            New task
+          </Link>
+        </div>
+      </div>
+      <PrebuildCard workspace={ws.data} />
+      <h2 className="settings-head">Settings</h2>
+      {/* Keyed by the update time: a change saved elsewhere reloads the form. */}
+      <WorkspaceForm existing={ws.data} key={ws.data.updated_at} />
+    </>
+  );
 }
 
 export function WorkspaceForm({ existing }: { existing?: Workspace }) {
@@ -87,10 +128,14 @@ export function WorkspaceForm({ existing }: { existing?: Workspace }) {
 
   return (
     <>
-      <p className="crumbs">
-        <Link to="/workspaces">Workspaces</Link> / {existing ? existing.name : "new"}
-      </p>
-      <h1>{existing ? `Edit ${existing.name}` : "New workspace"}</h1>
+      {!existing && (
+        <>
+          <p className="crumbs">
+            <Link to="/workspaces">Workspaces</Link> / new
+          </p>
+          <h1>New workspace</h1>
+        </>
+      )}
       <form
         className="workspace-form"
         onSubmit={(e) => {

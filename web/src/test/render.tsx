@@ -24,3 +24,28 @@ export function recordFetch() {
   );
   return calls;
 }
+
+/**
+ * Replaces fetch with a small fake API: each request is recorded and answered by the first
+ * handler whose "METHOD /path" key matches the request (path without /api/v1, query left
+ * out); unmatched requests get a 404 error body.
+ */
+export function stubApi(handlers: Record<string, (url: URL, body: unknown) => unknown>) {
+  const calls: { method: string; path: string; query: string; body: unknown }[] = [];
+  vi.stubGlobal(
+    "fetch",
+    vi.fn(async (input: string, init?: RequestInit) => {
+      const url = new URL(input, "http://dashboard.test");
+      const method = init?.method ?? "GET";
+      const path = url.pathname.replace(/^\/api\/v1/, "");
+      const body = init?.body ? JSON.parse(String(init.body)) : undefined;
+      calls.push({ method, path, query: url.search, body });
+      const handler = handlers[`${method} ${path}`];
+      if (!handler) {
+        return Response.json({ error: { code: "not_found", message: `no stub for ${method} ${path}` } }, { status: 404 });
+      }
+      return Response.json(handler(url, body));
+    }),
+  );
+  return calls;
+}
