@@ -1,6 +1,8 @@
 import { useState } from "react";
 import { Link } from "@tanstack/react-router";
-import { useAttention, useSandboxes, useTasks, useWorkspaces } from "../api/queries";
+import { useAttention, usePrebuildStatuses, useSandboxes, useTasks, useWorkspaces } from "../api/queries";
+import type { Workspace } from "../api/types";
+import { needsNotice, summarize, type PrebuildSummary } from "../components/prebuild";
 import { AttentionCard } from "../components/AttentionCard";
 import { TaskCard } from "../components/TaskCard";
 import { askNotifyPermission, notifyState } from "../live/notify";
@@ -13,6 +15,35 @@ function NotifyButton() {
     <button className="outline small-button" onClick={async () => setState(await askNotifyPermission())}>
       Notify me
     </button>
+  );
+}
+
+function prebuildNote(s: PrebuildSummary): string {
+  if (s.health === "building" && s.building) return `building since ${ago(s.building.created_at)}`;
+  if (s.health === "failed") return s.failed?.error ?? "the last build failed";
+  return s.current?.stale ?? "";
+}
+
+/** Workspaces whose prebuild is building, failed or stale; nothing at all when none is. */
+export function PrebuildNotices({ workspaces }: { workspaces: Workspace[] }) {
+  const statuses = usePrebuildStatuses(workspaces.map((w) => w.id));
+  const rows = workspaces
+    .map((w, i) => ({ w, s: statuses[i]?.data ? summarize(statuses[i].data) : null }))
+    .filter((r): r is { w: Workspace; s: PrebuildSummary } => r.s !== null && needsNotice(r.s.health));
+  if (!rows.length) return null;
+  return (
+    <Section title="Prebuilds">
+      <ul className="plain" data-testid="prebuild-notices">
+        {rows.map(({ w, s }) => (
+          <li key={w.id}>
+            <Link to="/workspaces/$workspaceId" params={{ workspaceId: w.id }}>
+              {w.name}
+            </Link>{" "}
+            <Badge value={s.health} /> <small className="muted">{prebuildNote(s)}</small>
+          </li>
+        ))}
+      </ul>
+    </Section>
   );
 }
 
@@ -57,6 +88,7 @@ export function MissionControl() {
         )}
         <ErrorNote error={tasks.error} />
       </Section>
+      <PrebuildNotices workspaces={workspaces.data ?? []} />
       <Section title="Running sandboxes">
         {running.length ? (
           <ul className="plain">
