@@ -35,6 +35,15 @@ export function makeOrigin(dir) {
   return `file://${bare}`;
 }
 
+/** Moves the origin's main branch on by one commit (made in the work tree makeOrigin left). */
+export function pushCommit(dir, message) {
+  const work = join(dir, "work");
+  writeFileSync(join(work, "CHANGES.md"), `${message}\n`, { flag: "a" });
+  git(work, "add", ".");
+  git(work, "commit", "--quiet", "-m", message);
+  git(work, "push", "--quiet", join(dir, "origin.git"), "HEAD:main");
+}
+
 export async function startManager(bin) {
   const dir = mkdtempSync(join(tmpdir(), "atelier-e2e-"));
   const dataDir = join(dir, "data");

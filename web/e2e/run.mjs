@@ -2,13 +2,15 @@
 // against a real manager (local driver + scripted fake agent), at phone and desktop sizes.
 //   log in → create a workspace → create a task → watch it run → answer its question from
 //   the attention feed → see it in review with its diff → open its sandbox terminal and run
-//   a command → mark it done.
+//   a command → mark it done. On the way, the workspace gets a prebuild built from its page
+//   (its log followed live), a sandbox started from the workspace is a clone of it, and at
+//   the end a new commit on the branch makes "Check now" report it stale.
 // Screenshots go to target/e2e-artifacts/ (the path is printed).
 import { chromium } from "playwright-core";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { atelierBinary, makeOrigin, repoRoot, startManager } from "./manager.mjs";
+import { atelierBinary, makeOrigin, pushCommit, repoRoot, startManager } from "./manager.mjs";
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
@@ -109,6 +111,8 @@ async function flow(vp) {
     await page.getByLabel("Name").fill(wsName);
     await page.getByLabel("Clone URL").fill(originUrl);
     await page.getByLabel("Branch").fill("main");
+    // Output, then a pause: the build stays in "building" long enough to watch its log.
+    await page.getByLabel(/Init commands/).fill("echo prebuild-init-$((6*7))\nsleep 3");
     await page.getByRole("button", { name: "Add secret" }).click();
     await page.getByLabel("Secret name").fill("DEMO_TOKEN");
     await page.getByLabel("Secret value").fill("s3cret-value-1234");
@@ -120,6 +124,35 @@ async function flow(vp) {
     await page.getByText("DEMO_TOKEN").waitFor();
     if ((await page.content()).includes("s3cret-value-1234")) throw new Error("a secret value is shown");
     step("workspace created");
+
+    // build a prebuild from the workspace page and follow its log while it runs
+    const prebuildCard = page.getByTestId("prebuild-card");
+    await prebuildCard.getByText("No prebuild yet.").waitFor();
+    await prebuildCard.getByRole("button", { name: "Build prebuild" }).click();
+    await page.locator('[data-testid="prebuild-card"][data-health="building"]').waitFor();
+    await page.getByTestId("prebuild-log").getByText("prebuild-init-42").waitFor();
+    await shot("prebuild-building");
+    step("prebuild building, log followed");
+    await page.locator('[data-testid="prebuild-card"][data-health="ready"]').waitFor({ timeout: 60_000 });
+    const prebuilds = await (await manager.api(`/workspaces/${wsName}/prebuilds`)).json();
+    const pb = prebuilds.current;
+    if (!pb) throw new Error(`no current prebuild: ${JSON.stringify(prebuilds)}`);
+    await prebuildCard.getByText(pb.id).waitFor();
+    // the local driver captures disks only
+    await prebuildCard.getByTestId("prebuild-start").getByText(/^disk only/).waitFor();
+    await prebuildCard.getByText(pb.commits[0].commit.slice(0, 7), { exact: true }).waitFor();
+    await shot("prebuild-ready");
+    step(`prebuild ${pb.id} ready`);
+
+    // a sandbox started from the workspace is a clone of it
+    await page.getByRole("button", { name: "New sandbox" }).click();
+    await page.waitForURL(/\/sandboxes\/[^/]+$/);
+    await page.getByTestId("sandbox-origin").getByText(`prebuild ${pb.id}`).waitFor();
+    await page.locator(".meta .badge-running").waitFor({ timeout: 30_000 });
+    await shot("sandbox-from-prebuild");
+    await nav("Sandboxes");
+    await page.getByRole("table").getByRole("link", { name: `prebuild ${pb.id}` }).waitFor();
+    step("sandbox cloned from the prebuild");
 
     // create a task
     await nav("Tasks");
@@ -183,6 +216,24 @@ async function flow(vp) {
     await nav("Tasks");
     await page.getByTestId("column-done").getByText("Write a greeting in NOTES.md").first().waitFor();
     await shot("kanban");
+
+    // a new commit on the branch makes the prebuild stale; with auto-rebuild off it keeps serving
+    await nav("Workspaces");
+    await page.getByRole("link", { name: wsName, exact: true }).click();
+    const auto = page.getByRole("switch", { name: /Rebuild by itself/ });
+    await auto.uncheck();
+    await page.locator('input[role="switch"]:not(:checked):not([disabled])').waitFor();
+    const saved = await (await manager.api(`/workspaces/${wsName}`)).json();
+    if (saved.prebuild.auto_rebuild !== false) throw new Error("auto_rebuild was not turned off");
+    pushCommit(manager.dir, `change for ${vp.name}`);
+    await page.getByRole("button", { name: "Check now" }).click();
+    await page.getByTestId("prebuild-stale").getByText(/main moved from/).waitFor();
+    await page.locator('[data-testid="prebuild-card"][data-health="stale"]').waitFor();
+    await shot("prebuild-stale");
+    await nav("Home");
+    await page.getByTestId("prebuild-notices").getByRole("link", { name: wsName }).waitFor();
+    await shot("mission-control-prebuilds");
+    step("prebuild stale after a push, shown on mission control");
     if (consoleErrors.length) throw new Error(`page errors: ${consoleErrors.join("; ")}`);
     results.push({ name: vp.name, ok: true });
   } catch (e) {
