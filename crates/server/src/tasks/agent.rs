@@ -31,9 +31,12 @@ const OPENAI_COMPATIBLE: &str = "@ai-sdk/openai-compatible";
 
 #[derive(Debug, Clone)]
 pub struct AgentLaunch {
-    /// The agent's server as the manager reaches it.
-    pub base_url: String,
+    /// The port the agent's server listens on, on the sandbox's loopback.
+    pub port: u16,
 }
+
+/// The agent's port in an isolated sandbox, which has its own loopback.
+const SANDBOX_AGENT_PORT: u16 = 4096;
 
 /// Secret values for the agent's environment, by env var name. Redacted in `Debug`.
 #[derive(Default, Clone)]
@@ -61,7 +64,8 @@ fn free_port() -> ApiResult<u16> {
         .port())
 }
 
-/// Starts the coding agent for `repo_dir` (absolute, inside the sandbox).
+/// Starts the coding agent for `repo_dir` (absolute, inside the sandbox). `local`: the
+/// sandbox shares the host's network (so the port must be free on the host too).
 pub async fn start(
     agent: &AgentClient,
     config: &AgentConfig,
@@ -69,14 +73,11 @@ pub async fn start(
     repo_dir: &str,
     local: bool,
 ) -> ApiResult<AgentLaunch> {
-    if !local {
-        return Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "unsupported",
-            "tasks run on the local driver in this version: reaching an agent inside a VM needs the sandbox port proxy",
-        ));
-    }
-    let port = free_port()?;
+    let port = if local {
+        free_port()?
+    } else {
+        SANDBOX_AGENT_PORT
+    };
     let mut env: BTreeMap<String, String> = config.env.clone();
     let argv = match config.runtime {
         RuntimeKind::Fake => {
@@ -90,13 +91,27 @@ pub async fn start(
             agent
                 .write_file(&path, Bytes::from(scenario.to_owned()), Some(0o600))
                 .await?;
-            let bin = config
-                .binary
-                .clone()
-                .or_else(|| sibling_binary("fake-agent").map(|p| p.display().to_string()))
-                .ok_or_else(|| {
-                    ApiError::internal("the fake-agent binary was not found next to atelier")
-                })?;
+            let bin = match &config.binary {
+                Some(b) => b.clone(),
+                None => {
+                    let host = sibling_binary("fake-agent").ok_or_else(|| {
+                        ApiError::internal("the fake-agent binary was not found next to atelier")
+                    })?;
+                    if local {
+                        host.display().to_string()
+                    } else {
+                        // A VM cannot run the host's file: give it a copy.
+                        let bytes = tokio::fs::read(&host).await.map_err(|e| {
+                            ApiError::internal(format!("reading {}: {e}", host.display()))
+                        })?;
+                        let path = super::git::beside(repo_dir, ".atelier-fake-agent");
+                        agent
+                            .write_file(&path, Bytes::from(bytes), Some(0o755))
+                            .await?;
+                        path
+                    }
+                }
+            };
             vec![
                 bin,
                 "--scenario".into(),
@@ -164,9 +179,7 @@ pub async fn start(
         restart: RestartPolicy::OnFailure,
     };
     agent.put_service(SERVICE, &spec).await?;
-    Ok(AgentLaunch {
-        base_url: format!("http://127.0.0.1:{port}"),
-    })
+    Ok(AgentLaunch { port })
 }
 
 /// The last couple of KiB of the agent's output, to explain why it did not come up.

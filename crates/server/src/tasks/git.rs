@@ -161,6 +161,34 @@ pub async fn preserve(
         .map_err(|e| ApiError::internal(e.to_string()))?
 }
 
+/// A bundle of `branch` from the host-side mirror, to start a sandbox's clone from.
+pub async fn bundle_from_mirror(mirror: &Path, branch: &str) -> ApiResult<Vec<u8>> {
+    let file = mirror.with_extension(format!(
+        "outgoing-{}.bundle",
+        atelier_core::id::random_token()
+    ));
+    let out = tokio::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(mirror)
+        .args(["bundle", "create", "--quiet"])
+        .arg(&file)
+        .arg(format!("refs/heads/{branch}"))
+        .output()
+        .await;
+    let bytes = match out {
+        Ok(o) if o.status.success() => tokio::fs::read(&file)
+            .await
+            .map_err(|e| ApiError::internal(format!("reading the bundle: {e}"))),
+        Ok(o) => Err(ApiError::internal(format!(
+            "bundling {branch} from the mirror: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))),
+        Err(e) => Err(ApiError::internal(format!("git bundle: {e}"))),
+    };
+    let _ = tokio::fs::remove_file(&file).await;
+    bytes
+}
+
 fn fetch_into_mirror(mirror: &Path, bundle: &[u8], branch: &str) -> ApiResult<()> {
     let fail = |what: &str, out: std::io::Result<std::process::Output>| -> ApiResult<()> {
         match out {

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventBus;
+use crate::forward::PortForward;
 use crate::lifecycle::Lifecycle;
 
 #[derive(Clone)]
@@ -44,7 +45,7 @@ struct Inner {
     slots: Arc<Semaphore>,
     wake: Notify,
     /// Agents of running tasks: their runtime client and session.
-    active: Mutex<HashMap<String, (Arc<OpenCodeRuntime>, Session)>>,
+    active: Mutex<HashMap<String, ActiveAgent>>,
     shutdown: CancellationToken,
 }
 
@@ -54,6 +55,20 @@ struct AgentHandle {
     base_url: String,
     session: String,
     directory: String,
+    /// The agent's port inside an isolated sandbox, reached through a [`PortForward`]
+    /// (whose host port does not survive a manager restart).
+    #[serde(default)]
+    sandbox_port: Option<u16>,
+}
+
+/// A running task's agent: its client, its session, and the forward that reaches it
+/// inside an isolated sandbox (kept open as long as the agent is in use).
+#[derive(Clone)]
+struct ActiveAgent {
+    runtime: Arc<OpenCodeRuntime>,
+    session: Session,
+    /// Held, not read: dropping it would cut the connection to the agent.
+    _forward: Option<Arc<PortForward>>,
 }
 
 impl Tasks {
@@ -136,8 +151,8 @@ impl Tasks {
     /// Stops a task wherever it is; its sandbox is destroyed, its mirror branch kept.
     pub async fn cancel(&self, id: &str) -> ApiResult<Task> {
         let rec = self.inner.store.get_task(id).await?;
-        if let Some((runtime, session)) = self.take_active(id) {
-            let _ = runtime.abort(&session).await;
+        if let Some(active) = self.take_active(id) {
+            let _ = active.runtime.abort(&active.session).await;
         }
         self.transition(id, rec.task.status, TaskStatus::Cancelled, None)
             .await?;
@@ -167,7 +182,9 @@ impl Tasks {
                 "pending interaction {interaction_id:?} of task {task_id:?}"
             )));
         }
-        let (runtime, session) = self.active(task_id).ok_or_else(|| {
+        let ActiveAgent {
+            runtime, session, ..
+        } = self.active(task_id).ok_or_else(|| {
             ApiError::conflict(format!("task {task_id} has no running agent to answer"))
         })?;
         runtime
@@ -191,7 +208,7 @@ impl Tasks {
         Ok(())
     }
 
-    fn active(&self, id: &str) -> Option<(Arc<OpenCodeRuntime>, Session)> {
+    fn active(&self, id: &str) -> Option<ActiveAgent> {
         self.inner
             .active
             .lock()
@@ -200,7 +217,7 @@ impl Tasks {
             .cloned()
     }
 
-    fn take_active(&self, id: &str) -> Option<(Arc<OpenCodeRuntime>, Session)> {
+    fn take_active(&self, id: &str) -> Option<ActiveAgent> {
         self.inner
             .active
             .lock()
@@ -320,13 +337,23 @@ impl Tasks {
         let sandbox = self.wait_running(&sandbox.id).await?;
         let agent = self.inner.lifecycle.agent(&sandbox.id).await?;
 
-        // A review starts from its parent's branch, kept in the host mirror.
+        // A review starts from its parent's branch, kept in the host mirror and shipped
+        // into the sandbox as a bundle (a VM cannot read the host's files).
         let source = match &rec.parent_id {
-            Some(_) => format!("file://{}", self.mirror_path(&task).display()),
+            Some(_) => {
+                let bundle =
+                    git::bundle_from_mirror(&self.mirror_path(&task), &task.base_branch).await?;
+                let path = git::beside(&task.repo, ".atelier-base.bundle");
+                agent.write_file(&path, bundle.into(), Some(0o600)).await?;
+                path
+            }
             None => repo.url.clone(),
         };
         let dir =
             git::prepare(&agent, &source, &task.repo, &task.base_branch, &task.branch).await?;
+        if rec.parent_id.is_some() {
+            let _ = agent.delete(&source, false).await;
+        }
         let local = !self.inner.lifecycle.driver().info().isolated;
         let config = AgentConfig::from_value(&spec.agent_config)
             .map_err(|e| ApiError::invalid(e.field, e.message))?;
@@ -334,8 +361,9 @@ impl Tasks {
         let turn = TurnContext::new(&config, &spec, &repo, &secrets)?;
         let redactor = turn.redactor.clone();
         let launch = agent::start(&agent, &config, &secrets, &dir, local).await?;
+        let (base_url, forward) = reach(&agent, launch.port, local).await?;
         let runtime = Arc::new(
-            OpenCodeRuntime::new(runtime_config(&launch.base_url, config.runtime))
+            OpenCodeRuntime::new(runtime_config(&base_url, config.runtime))
                 .map_err(runtime_error)?,
         );
         if let Err(e) = wait_healthy(&runtime, Duration::from_secs(60)).await {
@@ -385,9 +413,10 @@ impl Tasks {
             .await
             .map_err(runtime_error)?;
         let handle = AgentHandle {
-            base_url: launch.base_url.clone(),
+            base_url,
             session: session.id.clone(),
             directory: dir.clone(),
+            sandbox_port: forward.as_ref().map(|f| f.sandbox_port()),
         };
         self.inner
             .store
@@ -397,7 +426,14 @@ impl Tasks {
             .active
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), (runtime.clone(), session.clone()));
+            .insert(
+                id.to_owned(),
+                ActiveAgent {
+                    runtime: runtime.clone(),
+                    session: session.clone(),
+                    _forward: forward.clone(),
+                },
+            );
 
         let events = runtime
             .events(&session, None)
@@ -470,9 +506,12 @@ impl Tasks {
             &repo,
             &agent_secrets(&config, &spec.secrets)?,
         )?;
-        let runtime = Arc::new(
-            OpenCodeRuntime::new(runtime_config(&handle.base_url, kind)).map_err(runtime_error)?,
-        );
+        let (base_url, forward) = match handle.sandbox_port {
+            Some(port) => reach(&agent, port, false).await?,
+            None => (handle.base_url.clone(), None),
+        };
+        let runtime =
+            Arc::new(OpenCodeRuntime::new(runtime_config(&base_url, kind)).map_err(runtime_error)?);
         wait_healthy(&runtime, Duration::from_secs(30))
             .await
             .map_err(runtime_error)?;
@@ -492,7 +531,14 @@ impl Tasks {
             .active
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), (runtime.clone(), session.clone()));
+            .insert(
+                id.clone(),
+                ActiveAgent {
+                    runtime: runtime.clone(),
+                    session: session.clone(),
+                    _forward: forward.clone(),
+                },
+            );
         let cursor = rec.cursor.as_deref().and_then(|c| c.parse().ok());
         let events = runtime
             .events(&session, cursor)
@@ -794,6 +840,22 @@ fn sandbox_name(task: &Task) -> String {
     let slug = task.branch.trim_start_matches("atelier/");
     let name: String = slug.chars().take(40).collect();
     name.trim_matches('-').to_owned()
+}
+
+/// The agent's URL as the manager reaches it: directly on the local driver (the sandbox
+/// shares the host's loopback), through a [`PortForward`] into an isolated sandbox.
+async fn reach(
+    agent: &atelier_agent_client::AgentClient,
+    port: u16,
+    local: bool,
+) -> ApiResult<(String, Option<Arc<PortForward>>)> {
+    if local {
+        return Ok((format!("http://127.0.0.1:{port}"), None));
+    }
+    let forward = PortForward::start(agent.clone(), port)
+        .await
+        .map_err(|e| ApiError::internal(format!("forwarding to the agent's port {port}: {e}")))?;
+    Ok((forward.url(), Some(Arc::new(forward))))
 }
 
 /// Polls the agent's health with short attempts: a server still starting may accept a
