@@ -44,7 +44,13 @@ fn origin(dir: &Path) -> (String, std::path::PathBuf) {
     let bare = dir.join("origin.git");
     git(
         dir,
-        &["clone", "--quiet", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()],
+        &[
+            "clone",
+            "--quiet",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
     );
     git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
     (format!("file://{}", bare.display()), work)
@@ -66,15 +72,19 @@ async fn workspace(api: &Api, url: &str, init: &[&str], auto_rebuild: bool) {
 }
 
 async fn wait_prebuild(api: &Api, id: &str, state: &str) -> Value {
-    eventually(Duration::from_secs(60), &format!("prebuild {id} {state}"), || async {
-        let p = api.get(&format!("/prebuilds/{id}")).await.body;
-        assert!(
-            p["state"] == state || p["state"] == "building",
-            "prebuild {id} is {} (wanted {state}): {p}",
-            p["state"]
-        );
-        (p["state"] == state).then_some(p)
-    })
+    eventually(
+        Duration::from_secs(60),
+        &format!("prebuild {id} {state}"),
+        || async {
+            let p = api.get(&format!("/prebuilds/{id}")).await.body;
+            assert!(
+                p["state"] == state || p["state"] == "building",
+                "prebuild {id} is {} (wanted {state}): {p}",
+                p["state"]
+            );
+            (p["state"] == state).then_some(p)
+        },
+    )
     .await
 }
 
@@ -114,7 +124,10 @@ async fn a_prebuild_is_built_once_and_its_clones_start_set_up_and_stay_apart() {
     workspace(
         &api,
         &url,
-        &["echo installing deps; echo ready > .deps-ready", "echo second step"],
+        &[
+            "echo installing deps; echo ready > .deps-ready",
+            "echo second step",
+        ],
         false,
     )
     .await;
@@ -133,10 +146,16 @@ async fn a_prebuild_is_built_once_and_its_clones_start_set_up_and_stay_apart() {
     let head = git(&work, &["rev-parse", "HEAD"]);
     assert_eq!(p["commits"][0]["commit"], head.as_str(), "{p}");
     assert_eq!(p["commits"][0]["path"], "origin");
-    assert_eq!(p["memory_snapshot"], false, "the local driver boots its clones");
+    assert_eq!(
+        p["memory_snapshot"], false,
+        "the local driver boots its clones"
+    );
     let log = log_of(&api, &id).await;
     for needle in ["cloning", "installing deps", "second step", "==> ready"] {
-        assert!(log.contains(needle), "{needle:?} missing from the log:\n{log}");
+        assert!(
+            log.contains(needle),
+            "{needle:?} missing from the log:\n{log}"
+        );
     }
     // The builder sandbox is gone; its work lives in the prebuild.
     let builder = p["sandbox_id"].as_str().unwrap();
@@ -153,8 +172,33 @@ async fn a_prebuild_is_built_once_and_its_clones_start_set_up_and_stay_apart() {
         let (code, out) = sh(&api, s, "cat origin/README.md origin/.deps-ready").await;
         assert_eq!((code, out.as_str()), (0, "# app\nready\n"));
     }
-    assert_eq!(sh(&api, a, "echo mine > origin/only-in-a").await.0, 0);
+    let before = api.get(&format!("/sandboxes/{a}/disk")).await.body;
+    let before = before["own_bytes"].as_u64().expect("own_bytes");
+    assert_eq!(
+        sh(
+            &api,
+            a,
+            "head -c 3000000 /dev/urandom > origin/only-in-a && sync"
+        )
+        .await
+        .0,
+        0
+    );
     assert_eq!(sh(&api, b, "test -e origin/only-in-a").await.0, 1);
+    // What a clone writes is its own, and shows.
+    let after = api.get(&format!("/sandboxes/{a}/disk")).await.body;
+    assert!(
+        after["own_bytes"].as_u64().expect("own_bytes") >= before + 3_000_000,
+        "{before} → {after}"
+    );
+    assert_eq!(api.get("/sandboxes/snope/disk").await.status, 404);
+    let system = api.get("/system").await.body;
+    let kind = system["storage"]["kind"].as_str().unwrap_or_default();
+    assert!(kind == "reflink" || kind == "copy", "{system}");
+    assert!(
+        system["storage"]["pool_total_bytes"].as_u64().unwrap_or(0) > 0,
+        "{system}"
+    );
     let status = api.get("/workspaces/app/prebuilds").await.body;
     assert_eq!(status["current"]["id"], id.as_str(), "{status}");
     assert_eq!(status["current"]["clones"], 2, "{status}");
@@ -163,7 +207,9 @@ async fn a_prebuild_is_built_once_and_its_clones_start_set_up_and_stay_apart() {
     let cold = sandbox_from_workspace(&api, json!({"prebuild": false})).await;
     assert!(cold["prebuild_id"].is_null(), "{cold}");
     assert_eq!(
-        sh(&api, cold["id"].as_str().unwrap(), "test -e origin").await.0,
+        sh(&api, cold["id"].as_str().unwrap(), "test -e origin")
+            .await
+            .0,
         1
     );
     // A clone that does not fit the prebuild's machine size is refused when required.
@@ -186,7 +232,11 @@ async fn a_failed_init_command_fails_the_prebuild_with_its_log_tail_and_leaks_no
     workspace(
         &api,
         &url,
-        &["echo step one", "echo about to fail >&2; exit 3", "echo never"],
+        &[
+            "echo step one",
+            "echo about to fail >&2; exit 3",
+            "echo never",
+        ],
         false,
     )
     .await;
@@ -195,15 +245,17 @@ async fn a_failed_init_command_fails_the_prebuild_with_its_log_tail_and_leaks_no
     let id = r.body["id"].as_str().unwrap().to_owned();
     let p = wait_prebuild(&api, &id, "failed").await;
     let error = p["error"].as_str().unwrap();
-    assert!(error.contains("init command 2") && error.contains("code 3"), "{error}");
+    assert!(
+        error.contains("init command 2") && error.contains("code 3"),
+        "{error}"
+    );
     let tail = p["log_tail"].as_str().unwrap();
     assert!(tail.contains("about to fail"), "{tail}");
     assert!(!tail.contains("never"), "{tail}");
     // Nothing left: the builder is destroyed, no process, no snapshot.
     let builder = p["sandbox_id"].as_str().unwrap();
     eventually(Duration::from_secs(10), "the builder destroyed", || async {
-        (api.get(&format!("/sandboxes/{builder}")).await.body["state"] == "destroyed")
-            .then_some(())
+        (api.get(&format!("/sandboxes/{builder}")).await.body["state"] == "destroyed").then_some(())
     })
     .await;
     assert!(!data.join("sandboxes").join(builder).exists());
@@ -222,10 +274,17 @@ async fn a_failed_init_command_fails_the_prebuild_with_its_log_tail_and_leaks_no
         .await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.to_string().contains("from_sandbox"), "{}", r.body);
-    let r = api.post("/workspaces/app/prebuilds", json!({"bogus": 1})).await;
+    let r = api
+        .post("/workspaces/app/prebuilds", json!({"bogus": 1}))
+        .await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert_eq!(api.get("/prebuilds/pnope").await.status, 404);
-    assert_eq!(api.get(&format!("/prebuilds/{id}/logs?limit=0")).await.status, 422);
+    assert_eq!(
+        api.get(&format!("/prebuilds/{id}/logs?limit=0"))
+            .await
+            .status,
+        422
+    );
 }
 
 #[tokio::test]
@@ -235,7 +294,13 @@ async fn a_moved_branch_makes_the_prebuild_stale_and_the_rebuild_keeps_the_old_o
     let m = Manager::start(&tmp.path().join("data"));
     let api = m.client();
     // The init command takes a moment, so the rebuild can be watched in progress.
-    workspace(&api, &url, &["sleep 2; git rev-parse HEAD > .built-at"], true).await;
+    workspace(
+        &api,
+        &url,
+        &["sleep 2; git rev-parse HEAD > .built-at"],
+        true,
+    )
+    .await;
     let first = api.post("/workspaces/app/prebuilds", json!({})).await.body["id"]
         .as_str()
         .unwrap()
@@ -243,7 +308,11 @@ async fn a_moved_branch_makes_the_prebuild_stale_and_the_rebuild_keeps_the_old_o
     wait_prebuild(&api, &first, "ready").await;
     let checked = api.post("/workspaces/app/prebuilds/check", json!({})).await;
     assert_eq!(checked.status, 200, "{}", checked.body);
-    assert!(checked.body["current"]["stale"].is_null(), "{}", checked.body);
+    assert!(
+        checked.body["current"]["stale"].is_null(),
+        "{}",
+        checked.body
+    );
     assert!(checked.body["building"].is_null(), "{}", checked.body);
 
     // The branch moves.
@@ -253,11 +322,17 @@ async fn a_moved_branch_makes_the_prebuild_stale_and_the_rebuild_keeps_the_old_o
     git(&work, &["push", "--quiet", "origin", "main"]);
     let new_head = git(&work, &["rev-parse", "HEAD"]);
 
-    let checked = api.post("/workspaces/app/prebuilds/check", json!({})).await.body;
+    let checked = api
+        .post("/workspaces/app/prebuilds/check", json!({}))
+        .await
+        .body;
     let stale = checked["current"]["stale"].as_str().unwrap_or_default();
     assert!(stale.contains("moved"), "{checked}");
     assert_eq!(checked["current"]["id"], first.as_str());
-    let second = checked["building"]["id"].as_str().expect("a rebuild").to_owned();
+    let second = checked["building"]["id"]
+        .as_str()
+        .expect("a rebuild")
+        .to_owned();
     // While it builds, new sandboxes still start from the old prebuild.
     let during = sandbox_from_workspace(&api, json!({})).await;
     assert_eq!(during["prebuild_id"], first.as_str(), "{during}");
@@ -273,9 +348,19 @@ async fn a_moved_branch_makes_the_prebuild_stale_and_the_rebuild_keeps_the_old_o
     let (_, built_at) = sh(&api, after["id"].as_str().unwrap(), "cat origin/.built-at").await;
     assert_eq!(built_at.trim(), new_head);
     // The old prebuild's snapshot stays while a sandbox started from it exists.
-    assert!(m.data_dir.join("prebuilds").join(&first).join("snapshot").exists());
+    assert!(m
+        .data_dir
+        .join("prebuilds")
+        .join(&first)
+        .join("snapshot")
+        .exists());
     // The running clone of the old prebuild is untouched.
-    let (code, _) = sh(&api, during["id"].as_str().unwrap(), "test -e origin/README.md").await;
+    let (code, _) = sh(
+        &api,
+        during["id"].as_str().unwrap(),
+        "test -e origin/README.md",
+    )
+    .await;
     assert_eq!(code, 0);
 }
 
@@ -291,9 +376,11 @@ async fn a_manager_killed_mid_build_fails_the_prebuild_on_restart_and_leaks_noth
         .as_str()
         .unwrap()
         .to_owned();
-    eventually(Duration::from_secs(30), "the init command running", || async {
-        log_of(&api, &id).await.contains("started").then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the init command running",
+        || async { log_of(&api, &id).await.contains("started").then_some(()) },
+    )
     .await;
     m.kill9();
 

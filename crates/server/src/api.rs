@@ -13,10 +13,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::routes::{
-    events, files, images, prebuilds, sandboxes, services, system, tasks, templates, workspaces,
-};
 use crate::routes::terminal;
+use crate::routes::{
+    events, files, images, prebuilds, sandboxes, services, storage, system, tasks, templates,
+    workspaces,
+};
 use crate::{AppState, ServeOptions};
 
 #[derive(OpenApi)]
@@ -110,6 +111,7 @@ fn api_routes(max_file_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(prebuilds::check))
         .routes(routes!(prebuilds::get))
         .routes(routes!(prebuilds::logs))
+        .routes(routes!(storage::sandbox_disk))
         .merge(uploads)
 }
 

@@ -90,7 +90,9 @@ impl ServeOptions {
                 cfg
             }),
             max_running_tasks: file.max_running_tasks.unwrap_or(4),
-            prebuild_check_every: Duration::from_secs(file.prebuild_check_secs.unwrap_or(600).max(1)),
+            prebuild_check_every: Duration::from_secs(
+                file.prebuild_check_secs.unwrap_or(600).max(1),
+            ),
             data_dir,
         })
     }
@@ -133,6 +135,8 @@ pub struct AppState {
     images: Arc<atelier_vmm::images::ImageStore>,
     tasks: tasks::Tasks,
     prebuilds: prebuild::Prebuilds,
+    /// How clones are made (kind, why), detected at start-up.
+    storage: Arc<(String, String)>,
     /// Why each driver was or was not taken.
     driver_notes: Arc<Vec<String>>,
 }
@@ -270,6 +274,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
         images: selected.images.clone(),
         tasks: tasks.clone(),
         prebuilds,
+        storage: Arc::new(routes::storage::detect(&data_dir, selected.default.kind())),
         driver_notes: Arc::new(selected.reasons.clone()),
     };
     let app = api::router(state, &opts);

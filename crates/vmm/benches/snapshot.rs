@@ -22,17 +22,13 @@
 
 #[path = "../tests/qemu_support/mod.rs"]
 mod qemu_support;
+#[path = "support/raw_restore.rs"]
+mod raw_restore;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use atelier_proto::GUEST_AGENT_PORT;
-use atelier_vmm::qemu::snapshot::QemuSnapshot;
-use atelier_vmm::qemu::Accel;
 use atelier_vmm::{Driver, SandboxSpec, SnapshotInfo};
 use qemu_support::{spec, QemuHarness};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const WITHIN: Duration = Duration::from_secs(180);
 
@@ -82,162 +78,6 @@ async fn restore(
     (s, rt, running, t.elapsed())
 }
 
-/// QMP by hand: capabilities, then `query-status` until the incoming migration is done,
-/// `cont` if the VM is paused.
-async fn raw_qmp_run(socket: &Path) {
-    let stream = loop {
-        if let Ok(s) = tokio::net::UnixStream::connect(socket).await {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
-    let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
-    async fn next(
-        lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
-    ) -> serde_json::Value {
-        loop {
-            let line = lines.next_line().await.expect("qmp").expect("qmp closed");
-            let v: serde_json::Value = serde_json::from_str(&line).expect("qmp json");
-            if v.get("event").is_none() {
-                return v;
-            }
-        }
-    }
-    next(&mut lines).await;
-    w.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
-        .await
-        .unwrap();
-    next(&mut lines).await;
-    loop {
-        w.write_all(b"{\"execute\":\"query-status\"}\n")
-            .await
-            .unwrap();
-        let v = next(&mut lines).await;
-        match v["return"]["status"].as_str().unwrap_or("") {
-            "running" => return,
-            "paused" | "postmigrate" | "prelaunch" => {
-                w.write_all(b"{\"execute\":\"cont\"}\n").await.unwrap();
-                next(&mut lines).await;
-                return;
-            }
-            _ => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    }
-}
-
-/// `GET /v1/health` by hand; true on a 200.
-async fn raw_health(port: u16, token: &str) -> bool {
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        let req = format!(
-            "GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = vec![0u8; 64];
-        let n = s.read(&mut buf).await.ok()?;
-        Some(buf[..n].starts_with(b"HTTP/1.1 200"))
-    };
-    tokio::time::timeout(Duration::from_millis(500), attempt)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
-}
-
-/// The snapshot restored without Atelier: (running, health answered with the old token).
-async fn raw_restore(
-    h: &QemuHarness,
-    snap: &SnapshotInfo,
-    q: &QemuSnapshot,
-    old_token: &str,
-    i: usize,
-) -> (Duration, Duration) {
-    // Untimed preparation: the clone's directory, disk overlay and config disk.
-    let dir = h.dir.path().join(format!("raw-{i}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(&q.overlay, dir.join("disk.qcow2")).unwrap();
-    std::fs::write(
-        dir.join("config.img"),
-        vec![0u8; atelier_proto::GUEST_CONFIG_DISK_BYTES],
-    )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let m = &q.machine;
-    let accel = match m.accel {
-        Accel::Kvm => "kvm",
-        Accel::Tcg => "tcg",
-    };
-    let mut cmd = Command::new(&h.binary);
-    cmd.args(["-M", "microvm", "-accel", accel, "-cpu", &m.cpu])
-        .args([
-            "-m",
-            &m.memory_mib.to_string(),
-            "-smp",
-            &m.vcpus.to_string(),
-        ])
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
-        .arg("-kernel")
-        .arg(&m.kernel)
-        .arg("-initrd")
-        .arg(&m.initramfs)
-        .arg("-append")
-        .arg(&m.append)
-        .arg("-serial")
-        .arg(format!("file:{}", dir.join("console.log").display()))
-        .arg("-drive")
-        .arg(format!(
-            "id=root,file={},format=qcow2,if=none,discard=unmap",
-            dir.join("disk.qcow2").display()
-        ))
-        .args(["-device", "virtio-blk-device,drive=root"])
-        .arg("-drive")
-        .arg(format!(
-            "id=cfg,file={},format=raw,if=none,readonly=on",
-            dir.join("config.img").display()
-        ))
-        .args(["-device", "virtio-blk-device,drive=cfg"])
-        .arg("-netdev")
-        .arg(format!(
-            "user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_AGENT_PORT}"
-        ))
-        .args([
-            "-device",
-            "virtio-net-device,netdev=n0",
-            "-device",
-            "virtio-rng-device",
-        ])
-        .arg("-qmp")
-        .arg(format!(
-            "unix:{},server=on,wait=off",
-            dir.join("qmp.sock").display()
-        ))
-        .arg("-incoming")
-        .arg(format!("exec:cat {}", snap.memory.as_ref().expect("a QEMU snapshot holds memory").display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let t = Instant::now();
-    let mut child = cmd.spawn().expect("qemu");
-    raw_qmp_run(&dir.join("qmp.sock")).await;
-    let running = t.elapsed();
-    while !raw_health(port, old_token).await {
-        assert!(t.elapsed() < WITHIN, "the raw restore never answered");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let ready = t.elapsed();
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    (running, ready)
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -277,8 +117,7 @@ async fn run() {
         .await
         .expect("snapshot");
     let snap_took = t.elapsed();
-    let q: QemuSnapshot = serde_json::from_value(snap.machine.clone()).expect("qemu snapshot");
-    let memory_mib = std::fs::metadata(&snap.memory)
+    let memory_mib = std::fs::metadata(snap.memory.as_ref().expect("a QEMU snapshot holds memory"))
         .map(|m| m.len())
         .unwrap_or(0) as f64
         / (1 << 20) as f64;
@@ -291,7 +130,9 @@ async fn run() {
         h.driver.destroy(&s.id, Some(&rt)).await.expect("destroy");
         restored.push(ready);
         restored_running.push(running);
-        let (running, ready) = raw_restore(&h, &snap, &q, &source.agent_token, i).await;
+        let (running, ready) =
+            raw_restore::raw_restore(&h.binary, h.dir.path(), &snap, Some(&source.agent_token), i)
+                .await;
         raw.push(ready);
         raw_running.push(running);
     }

@@ -31,6 +31,18 @@ pub async fn run(client: &Client, out: &Output) -> Result<ExitCode, ClientError>
         "sandboxes      {} running / {} total",
         info["sandboxes"]["running"], info["sandboxes"]["total"]
     );
+    let st = &info["storage"];
+    let gib = |k: &str| st[k].as_u64().unwrap_or(0) as f64 / (1u64 << 30) as f64;
+    println!(
+        "storage        {} — pool {:.1} of {:.1} GiB used",
+        st["kind"].as_str().unwrap_or("?"),
+        gib("pool_used_bytes"),
+        gib("pool_total_bytes")
+    );
+    println!(
+        "               {}",
+        st["reason"].as_str().unwrap_or_default()
+    );
     println!("uptime         {}s", info["uptime_secs"]);
     if let Some(notes) = info["driver_notes"].as_array() {
         println!("driver notes:");

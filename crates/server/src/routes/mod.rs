@@ -4,6 +4,7 @@ pub mod images;
 pub mod prebuilds;
 pub mod sandboxes;
 pub mod services;
+pub mod storage;
 pub mod system;
 pub mod tasks;
 pub mod templates;

@@ -38,6 +38,8 @@ pub struct SystemInfo {
     pub data_dir: String,
     pub schema_version: i64,
     pub sandboxes: SandboxCounts,
+    /// How sandbox disks are cloned, and how full their filesystem is.
+    pub storage: super::storage::StorageInfo,
     pub uptime_secs: u64,
 }
 
@@ -79,6 +81,7 @@ pub async fn system(State(state): State<AppState>) -> ApiResult<Json<SystemInfo>
                 .filter(|r| r.sandbox.state == atelier_core::SandboxState::Running)
                 .count(),
         },
+        storage: super::storage::info(&state),
         uptime_secs: state.started.elapsed().as_secs(),
     }))
 }

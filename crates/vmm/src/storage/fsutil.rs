@@ -172,6 +172,45 @@ pub(crate) fn fs_usage(path: &Path) -> Result<PoolUsage, StorageError> {
     })
 }
 
+/// What the files under `dir` cost on their own: for each regular file, the bytes of
+/// its extents not shared with another file (so a reflinked clone counts only what it
+/// rewrote, a qcow2 overlay only its written clusters); allocated blocks where the
+/// filesystem cannot tell (`exact` is then false). Symlinks are not followed.
+pub fn tree_usage(dir: &Path) -> DiskUsage {
+    let mut usage = DiskUsage {
+        own_bytes: 0,
+        exact: true,
+    };
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file() {
+                match extent_summary(&entry.path()) {
+                    Ok(e) => usage.own_bytes += e.own_bytes,
+                    Err(_) => {
+                        usage.own_bytes += meta.blocks() * 512;
+                        usage.exact = false;
+                    }
+                }
+            }
+        }
+    }
+    usage
+}
+
+/// Used and total bytes of the filesystem holding `path`.
+pub fn filesystem_usage(path: &Path) -> Result<PoolUsage, StorageError> {
+    fs_usage(path)
+}
+
 /// The name of the filesystem holding `path` (`xfs`, `btrfs`, `ext4`, …), or its magic
 /// number in hex when it is not one we know.
 pub fn filesystem_name(path: &Path) -> io::Result<String> {
