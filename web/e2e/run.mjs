@@ -147,6 +147,7 @@ async function flow(vp) {
     // a sandbox started from the workspace is a clone of it
     await page.getByRole("button", { name: "New sandbox" }).click();
     await page.waitForURL(/\/sandboxes\/[^/]+$/);
+    const clonePage = page.url();
     await page.getByTestId("sandbox-origin").getByText(`prebuild ${pb.id}`).waitFor();
     await page.locator(".meta .badge-running").waitFor({ timeout: 30_000 });
     await shot("sandbox-from-prebuild");
@@ -234,6 +235,16 @@ async function flow(vp) {
     await page.getByTestId("prebuild-notices").getByRole("link", { name: wsName }).waitFor();
     await shot("mission-control-prebuilds");
     step("prebuild stale after a push, shown on mission control");
+
+    // the running clone becomes the workspace's prebuild
+    await page.goto(clonePage);
+    page.once("dialog", (d) => void d.accept());
+    await page.getByRole("button", { name: "Make this the workspace's prebuild" }).click();
+    await page.getByRole("heading", { name: `Edit ${wsName}` }).waitFor();
+    await page.locator('[data-testid="prebuild-card"][data-health="ready"]').waitFor({ timeout: 60_000 });
+    await page.getByTestId("prebuild-card").getByRole("link", { name: "a sandbox" }).waitFor();
+    await shot("prebuild-promoted");
+    step("a running sandbox promoted to the prebuild");
     if (consoleErrors.length) throw new Error(`page errors: ${consoleErrors.join("; ")}`);
     results.push({ name: vp.name, ok: true });
   } catch (e) {

@@ -57,7 +57,7 @@ function Facts({ p }: { p: Prebuild }) {
             </div>
           ))
         ) : (
-          <span className="muted">no repository</span>
+          <span className="muted">{p.origin === "promote" ? "not recorded (promoted from a sandbox)" : "no repository"}</span>
         )}
       </dd>
       <dt>Start</dt>
@@ -99,18 +99,27 @@ export function PrebuildCard({ workspace }: { workspace: Workspace }) {
     mutationFn: () => api<PrebuildStatus>(route("post", "/workspaces/{workspace}/prebuilds/check", ws), { method: "POST" }),
     onSuccess: (s) => qc.setQueryData(["prebuilds", workspace.id], s),
   });
+  // The switch shows the value asked for at once and until the saved workspace says so
+  // (the mutation's own state reaches the page a tick later, and a controlled checkbox
+  // would flip back meanwhile).
+  const saved = workspace.prebuild.auto_rebuild;
+  const [asked, setAsked] = useState<boolean | null>(null);
+  useEffect(() => setAsked(null), [saved]);
   const autoRebuild = useMutation({
     mutationFn: (on: boolean) =>
       api<Workspace>(route("patch", "/workspaces/{workspace}", ws), {
         method: "PATCH",
         body: { prebuild: { auto_rebuild: on } } satisfies WorkspacePatch,
       }),
+    // A read of the workspace already on its way would land after the change and undo it on screen.
+    onMutate: () => qc.cancelQueries({ queryKey: ["workspace", workspace.id] }),
+    onError: () => setAsked(null),
     onSuccess: (w) => {
       qc.setQueryData(["workspace", w.id], w);
       void qc.invalidateQueries({ queryKey: ["workspaces"] });
     },
   });
-  const auto = autoRebuild.isPending ? autoRebuild.variables : workspace.prebuild.auto_rebuild;
+  const auto = asked ?? saved;
 
   return (
     <article className="prebuild-card" data-testid="prebuild-card" data-health={summary?.health ?? "loading"}>
@@ -188,7 +197,10 @@ export function PrebuildCard({ workspace }: { workspace: Workspace }) {
           role="switch"
           checked={auto}
           disabled={autoRebuild.isPending}
-          onChange={(e) => autoRebuild.mutate(e.target.checked)}
+          onChange={(e) => {
+            setAsked(e.target.checked);
+            autoRebuild.mutate(e.target.checked);
+          }}
         />
         Rebuild by itself when it goes stale
       </label>
