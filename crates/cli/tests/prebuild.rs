@@ -362,6 +362,36 @@ async fn a_moved_branch_makes_the_prebuild_stale_and_the_rebuild_keeps_the_old_o
     )
     .await;
     assert_eq!(code, 0);
+
+    // Changing what the prebuild captured makes it stale at once, and rebuilds it.
+    let r = api
+        .patch(
+            "/workspaces/app",
+            json!({"init_commands": ["echo changed > .built-at"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let third = eventually(
+        Duration::from_secs(30),
+        "a rebuild after the update",
+        || async {
+            let s = api.get("/workspaces/app/prebuilds").await.body;
+            let stale = s["current"]["stale"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let next = s["history"][0]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (stale.contains("settings") && next != second).then_some(next)
+        },
+    )
+    .await;
+    wait_prebuild(&api, &third, "ready").await;
+    let fresh = sandbox_from_workspace(&api, json!({})).await;
+    let (_, built) = sh(&api, fresh["id"].as_str().unwrap(), "cat origin/.built-at").await;
+    assert_eq!(built, "changed\n");
 }
 
 #[tokio::test]

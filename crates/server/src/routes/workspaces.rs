@@ -70,6 +70,14 @@ pub async fn update(
     spec.validate()?;
     let (workspace, event) = state.store.update_workspace(&id, &spec).await?;
     state.bus.publish(event);
+    // A change to what the prebuild captured makes it stale (and, with auto_rebuild,
+    // starts a new one) now rather than at the next periodic check.
+    let prebuilds = state.prebuilds.clone();
+    tokio::spawn(async move {
+        if let Err(e) = prebuilds.check(&id).await {
+            tracing::warn!(workspace = %id, error = %e.message, "prebuild check after an update failed");
+        }
+    });
     Ok(Json(workspace))
 }
 
