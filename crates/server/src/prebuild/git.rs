@@ -38,7 +38,14 @@ pub async fn clone(url: &str, branch: &str, dest: &Path) -> Result<String, Strin
     }
     run(
         git()
-            .args(["clone", "--quiet", "--single-branch", "--branch", branch, "--"])
+            .args([
+                "clone",
+                "--quiet",
+                "--single-branch",
+                "--branch",
+                branch,
+                "--",
+            ])
             .arg(url)
             .arg(dest),
         "git clone",
@@ -119,16 +126,25 @@ mod tests {
             "git init -q -b main && echo a > a && git add a && git commit -qm a",
         );
         let url = origin.display().to_string();
-        let commit = clone(&url, "main", &tmp.path().join("w/app")).await.expect("clone");
+        let commit = clone(&url, "main", &tmp.path().join("w/app"))
+            .await
+            .expect("clone");
         assert!(atelier_core::prebuild::is_commit_id(&commit), "{commit}");
-        assert_eq!(remote_head(&url, "main").await.expect("ls"), Some(commit.clone()));
+        assert_eq!(
+            remote_head(&url, "main").await.expect("ls"),
+            Some(commit.clone())
+        );
         assert_eq!(remote_head(&url, "nope").await.expect("ls"), None);
         sh(&origin, "echo b > b && git add b && git commit -qm b");
         let moved = remote_head(&url, "main").await.expect("ls").expect("head");
         assert_ne!(moved, commit);
-        let err = clone(&url, "nope", &tmp.path().join("w/x")).await.unwrap_err();
+        let err = clone(&url, "nope", &tmp.path().join("w/x"))
+            .await
+            .unwrap_err();
         assert!(err.contains("git clone failed"), "{err}");
-        let packed = tar(&tmp.path().join("w"), &["app".into()]).await.expect("tar");
+        let packed = tar(&tmp.path().join("w"), &["app".into()])
+            .await
+            .expect("tar");
         assert!(packed.len() > 1024);
     }
 }

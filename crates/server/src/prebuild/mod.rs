@@ -99,10 +99,17 @@ impl Prebuilds {
     }
 
     /// Makes a running sandbox of the workspace its prebuild (the sandbox ends stopped).
-    pub async fn promote(&self, workspace: &WorkspaceId, sandbox: SandboxId) -> ApiResult<Prebuild> {
-        let rec = self.inner.store.get_sandbox(&sandbox).await.map_err(|_| {
-            ApiError::invalid("from_sandbox", format!("no sandbox {sandbox}"))
-        })?;
+    pub async fn promote(
+        &self,
+        workspace: &WorkspaceId,
+        sandbox: SandboxId,
+    ) -> ApiResult<Prebuild> {
+        let rec = self
+            .inner
+            .store
+            .get_sandbox(&sandbox)
+            .await
+            .map_err(|_| ApiError::invalid("from_sandbox", format!("no sandbox {sandbox}")))?;
         if rec.sandbox.workspace_id.as_ref() != Some(workspace) {
             return Err(ApiError::invalid(
                 "from_sandbox",
@@ -140,14 +147,17 @@ impl Prebuilds {
             vcpus,
             memory_mib,
         };
-        let (rec, event) = self.inner.store.insert_prebuild(&new).await.map_err(|e| match e {
-            atelier_store::StoreError::Conflict(m) => ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "prebuild_in_progress",
-                m,
-            ),
-            e => e.into(),
-        })?;
+        let (rec, event) = self
+            .inner
+            .store
+            .insert_prebuild(&new)
+            .await
+            .map_err(|e| match e {
+                atelier_store::StoreError::Conflict(m) => {
+                    ApiError::new(axum::http::StatusCode::CONFLICT, "prebuild_in_progress", m)
+                }
+                e => e.into(),
+            })?;
         self.inner.bus.publish(event);
         let id = rec.prebuild.id.clone();
         let this = self.clone();
@@ -198,9 +208,17 @@ impl Prebuilds {
     }
 
     async fn run_build(&self, id: &str, spec: &WorkspaceSpec) -> Result<(), String> {
-        self.log(id, &format!("==> building prebuild {id} of workspace {}\n", spec.name))
-            .await;
-        let rec = self.inner.store.get_prebuild(id).await.map_err(|e| e.to_string())?;
+        self.log(
+            id,
+            &format!("==> building prebuild {id} of workspace {}\n", spec.name),
+        )
+        .await;
+        let rec = self
+            .inner
+            .store
+            .get_prebuild(id)
+            .await
+            .map_err(|e| e.to_string())?;
         let new = NewSandbox {
             name: format!("prebuild-{id}"),
             workspace_id: Some(rec.prebuild.workspace_id.clone()),
@@ -221,8 +239,11 @@ impl Prebuilds {
             .set_prebuild_sandbox(id, &sandbox.id)
             .await
             .map_err(|e| e.to_string())?;
-        self.log(id, &format!("==> starting builder sandbox {}\n", sandbox.id))
-            .await;
+        self.log(
+            id,
+            &format!("==> starting builder sandbox {}\n", sandbox.id),
+        )
+        .await;
         let captured = self.set_up_and_capture(id, spec, &sandbox.id).await;
         // The builder's work lives on in the snapshot (or failed): it goes either way,
         // before the prebuild is ready, so that nothing of it outlives the build.
@@ -253,8 +274,11 @@ impl Prebuilds {
         let mut commits = Vec::new();
         for repo in &spec.repos {
             let path = repo.clone_path();
-            self.log(id, &format!("==> cloning {} ({}) into {path}\n", repo.url, repo.branch))
-                .await;
+            self.log(
+                id,
+                &format!("==> cloning {} ({}) into {path}\n", repo.url, repo.branch),
+            )
+            .await;
             let commit = git::clone(&repo.url, &repo.branch, &scratch.join(&path))
                 .await
                 .map_err(|e| format!("cloning {}: {e}", repo.url))?;
@@ -274,7 +298,11 @@ impl Prebuilds {
                 .write_file(&remote, tarball.into(), Some(0o600))
                 .await
                 .map_err(|e| format!("uploading the repos: {e}"))?;
-            let mut unpack = ExecRequest::argv(["sh", "-c", "tar -xf .atelier-prebuild-src.tar && rm -f .atelier-prebuild-src.tar"]);
+            let mut unpack = ExecRequest::argv([
+                "sh",
+                "-c",
+                "tar -xf .atelier-prebuild-src.tar && rm -f .atelier-prebuild-src.tar",
+            ]);
             unpack.cwd = Some(workdir.clone());
             let r = agent
                 .exec(&unpack)
@@ -298,8 +326,15 @@ impl Prebuilds {
             .map(|c| format!("{workdir}/{}", c.path))
             .unwrap_or_else(|| workdir.clone());
         for (n, command) in spec.init_commands.iter().enumerate() {
-            self.log(id, &format!("==> init {}/{}: {command}\n", n + 1, spec.init_commands.len()))
-                .await;
+            self.log(
+                id,
+                &format!(
+                    "==> init {}/{}: {command}\n",
+                    n + 1,
+                    spec.init_commands.len()
+                ),
+            )
+            .await;
             let code = self.run_logged(id, &agent, command, &cwd, spec).await?;
             if code != 0 {
                 return Err(format!(
@@ -356,7 +391,8 @@ impl Prebuilds {
     }
 
     async fn run_promote(&self, id: &str, sandbox: &SandboxId) -> Result<(), String> {
-        self.log(id, &format!("==> promoting sandbox {sandbox}\n")).await;
+        self.log(id, &format!("==> promoting sandbox {sandbox}\n"))
+            .await;
         self.inner
             .store
             .set_prebuild_sandbox(id, sandbox)
@@ -391,7 +427,12 @@ impl Prebuilds {
     }
 
     /// `building → ready`: new sandboxes of the workspace start from it from now on.
-    async fn finish(&self, id: &str, snapshot: &serde_json::Value, token: &str) -> Result<(), String> {
+    async fn finish(
+        &self,
+        id: &str,
+        snapshot: &serde_json::Value,
+        token: &str,
+    ) -> Result<(), String> {
         let events = self
             .inner
             .store
@@ -446,7 +487,12 @@ impl Prebuilds {
     /// Returns the prebuild as checked (`None` when the workspace has none).
     pub async fn check(&self, workspace: &WorkspaceId) -> ApiResult<Option<Prebuild>> {
         let driver = self.inner.lifecycle.driver().kind().to_string();
-        let Some(current) = self.inner.store.current_prebuild(workspace, &driver).await? else {
+        let Some(current) = self
+            .inner
+            .store
+            .current_prebuild(workspace, &driver)
+            .await?
+        else {
             return Ok(None);
         };
         let spec = self.inner.store.workspace_spec(workspace).await?;
@@ -461,12 +507,22 @@ impl Prebuilds {
         }
         if reason.is_some() && spec.prebuild.auto_rebuild {
             match self.build(workspace).await {
-                Ok(p) => tracing::info!(prebuild = %p.id, workspace = %workspace, "rebuilding a stale prebuild"),
+                Ok(p) => {
+                    tracing::info!(prebuild = %p.id, workspace = %workspace, "rebuilding a stale prebuild")
+                }
                 Err(e) if e.status == axum::http::StatusCode::CONFLICT => {} // already building
-                Err(e) => tracing::warn!(workspace = %workspace, error = %e.message, "could not start a rebuild"),
+                Err(e) => {
+                    tracing::warn!(workspace = %workspace, error = %e.message, "could not start a rebuild")
+                }
             }
         }
-        Ok(Some(self.inner.store.get_prebuild(&current.prebuild.id).await?.prebuild))
+        Ok(Some(
+            self.inner
+                .store
+                .get_prebuild(&current.prebuild.id)
+                .await?
+                .prebuild,
+        ))
     }
 
     /// Why `prebuild` no longer matches the workspace, or `None`.
@@ -510,7 +566,9 @@ impl Prebuilds {
             };
             let mut seen = HashSet::new();
             for p in all {
-                if p.prebuild.state == PrebuildState::Ready && seen.insert(p.prebuild.workspace_id.clone()) {
+                if p.prebuild.state == PrebuildState::Ready
+                    && seen.insert(p.prebuild.workspace_id.clone())
+                {
                     if let Err(e) = self.check(&p.prebuild.workspace_id).await {
                         tracing::warn!(workspace = %p.prebuild.workspace_id, error = %e.message, "prebuild check failed");
                     }
@@ -528,7 +586,12 @@ impl Prebuilds {
         resources: &atelier_core::Resources,
     ) -> ApiResult<Option<PrebuildRecord>> {
         let driver = self.inner.lifecycle.driver().kind().to_string();
-        let Some(rec) = self.inner.store.current_prebuild(workspace, &driver).await? else {
+        let Some(rec) = self
+            .inner
+            .store
+            .current_prebuild(workspace, &driver)
+            .await?
+        else {
             return Ok(None);
         };
         let spec = self.inner.store.workspace_spec(workspace).await?;
@@ -544,8 +607,11 @@ impl Prebuilds {
         let all = self.inner.store.list_prebuilds(None).await?;
         for p in &all {
             if p.prebuild.state == PrebuildState::Building {
-                self.fail(&p.prebuild.id, "interrupted: the manager stopped during the build")
-                    .await;
+                self.fail(
+                    &p.prebuild.id,
+                    "interrupted: the manager stopped during the build",
+                )
+                .await;
                 if let Some(sandbox) = &p.prebuild.sandbox_id {
                     let builder = self.inner.store.get_sandbox(sandbox).await;
                     let is_builder = builder
@@ -591,7 +657,12 @@ impl Prebuilds {
                     continue;
                 }
             }
-            if let Err(e) = self.inner.store.clear_prebuild_snapshot(&p.prebuild.id).await {
+            if let Err(e) = self
+                .inner
+                .store
+                .clear_prebuild_snapshot(&p.prebuild.id)
+                .await
+            {
                 tracing::warn!(prebuild = %p.prebuild.id, error = %e, "cannot forget a snapshot");
             } else if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an unused snapshot");
