@@ -36,7 +36,10 @@ pub struct PrebuildStatus {
     pub history: Vec<Prebuild>,
 }
 
-async fn status_of(state: &AppState, workspace: &atelier_core::WorkspaceId) -> ApiResult<PrebuildStatus> {
+async fn status_of(
+    state: &AppState,
+    workspace: &atelier_core::WorkspaceId,
+) -> ApiResult<PrebuildStatus> {
     let driver = state.lifecycle.driver().kind().to_string();
     let history: Vec<Prebuild> = state
         .store
@@ -130,7 +133,10 @@ fn prebuild_id(raw: &str) -> ApiResult<String> {
 #[utoipa::path(get, path = "/api/v1/prebuilds/{id}", tag = "prebuilds",
     params(("id" = String, Path)),
     responses((status = 200, body = Prebuild), (status = 404, body = ErrorBody)))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Prebuild>> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Prebuild>> {
     let id = prebuild_id(&id)?;
     Ok(Json(state.store.get_prebuild(&id).await?.prebuild))
 }
