@@ -630,6 +630,54 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sandboxes/{id}/disk": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The storage a sandbox owns on its own (its writes, not what it shares with its
+         *     image or prebuild).
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["SandboxDisk"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sandboxes/{id}/exec": {
         parameters: {
             query?: never;
@@ -3247,6 +3295,20 @@ export interface components {
             running: number;
             total: number;
         };
+        /** @description What the storage of a sandbox costs on its own. */
+        SandboxDisk: {
+            /**
+             * @description False when the filesystem cannot tell shared blocks apart (`own_bytes` then
+             *     counts every allocated block: an upper bound).
+             */
+            exact: boolean;
+            /**
+             * Format: int64
+             * @description Bytes that belong to this sandbox alone: blocks it wrote, not those it shares
+             *     with its image or prebuild.
+             */
+            own_bytes: number;
+        };
         /** @example sk3m9xq2v7pza */
         SandboxId: string;
         SandboxList: {
@@ -3329,6 +3391,17 @@ export interface components {
              */
             from_sandbox?: string | null;
         };
+        /** @description How clones are made on this host, and how full the filesystem holding them is. */
+        StorageInfo: {
+            /** @description `reflink`, `qcow2`, `lvm-thin` or `copy`. */
+            kind: string;
+            /** Format: int64 */
+            pool_total_bytes: number;
+            /** Format: int64 */
+            pool_used_bytes: number;
+            /** @description Why this mechanism, and why not the better ones. */
+            reason: string;
+        };
         SystemInfo: {
             can_pause: boolean;
             data_dir: string;
@@ -3343,6 +3416,8 @@ export interface components {
             sandboxes: components["schemas"]["SandboxCounts"];
             /** Format: int64 */
             schema_version: number;
+            /** @description How sandbox disks are cloned, and how full their filesystem is. */
+            storage: components["schemas"]["StorageInfo"];
             /** Format: int64 */
             uptime_secs: number;
             version: string;
