@@ -220,6 +220,30 @@ async fn a_prebuild_is_built_once_and_its_clones_start_set_up_and_stay_apart() {
         )
         .await;
     assert_eq!(r.status, 409, "{}", r.body);
+
+    // A sandbox set up by hand becomes the prebuild; it ends stopped.
+    let hand = cold["id"].as_str().unwrap();
+    assert_eq!(sh(&api, hand, "echo by hand > handmade").await.0, 0);
+    let r = api
+        .post("/workspaces/app/prebuilds", json!({"from_sandbox": hand}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let promoted = r.body["id"].as_str().unwrap().to_owned();
+    let p = wait_prebuild(&api, &promoted, "ready").await;
+    assert_eq!(p["origin"], "promote", "{p}");
+    let hand_now = api.get(&format!("/sandboxes/{hand}")).await.body;
+    assert_eq!(hand_now["state"], "stopped", "{hand_now}");
+    let old = api.get(&format!("/prebuilds/{id}")).await.body;
+    assert_eq!(old["state"], "superseded", "{old}");
+    let next = sandbox_from_workspace(&api, json!({})).await;
+    assert_eq!(next["prebuild_id"], promoted.as_str());
+    let (_, out) = sh(&api, next["id"].as_str().unwrap(), "cat handmade").await;
+    assert_eq!(out, "by hand\n");
+    // Promoting a sandbox that is not running is refused.
+    let r = api
+        .post("/workspaces/app/prebuilds", json!({"from_sandbox": hand}))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
 }
 
 #[tokio::test]
@@ -279,6 +303,12 @@ async fn a_failed_init_command_fails_the_prebuild_with_its_log_tail_and_leaks_no
         .await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert_eq!(api.get("/prebuilds/pnope").await.status, 404);
+    let failed = api.get("/prebuilds?state=failed").await;
+    assert_eq!(failed.body[0]["id"], id.as_str(), "{}", failed.body);
+    assert_eq!(api.get("/prebuilds?state=ready").await.body, json!([]));
+    let bad = api.get("/prebuilds?state=stale").await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(bad.body.to_string().contains("state"), "{}", bad.body);
     assert_eq!(
         api.get(&format!("/prebuilds/{id}/logs?limit=0"))
             .await

@@ -110,6 +110,7 @@ fn api_routes(max_file_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(prebuilds::start, prebuilds::status))
         .routes(routes!(prebuilds::check))
         .routes(routes!(prebuilds::get))
+        .routes(routes!(prebuilds::list))
         .routes(routes!(prebuilds::logs))
         .routes(routes!(storage::sandbox_disk))
         .merge(uploads)

@@ -398,6 +398,54 @@ impl Prebuilds {
             .set_prebuild_sandbox(id, sandbox)
             .await
             .map_err(|e| e.to_string())?;
+        // What the sandbox has checked out, so that a moved branch makes it stale too.
+        let rec = self
+            .inner
+            .store
+            .get_prebuild(id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let spec = self
+            .inner
+            .store
+            .workspace_spec(&rec.prebuild.workspace_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let agent = self
+            .inner
+            .lifecycle
+            .agent(sandbox)
+            .await
+            .map_err(|e| e.message)?;
+        let workdir = sandbox_workdir(&agent).await?;
+        let mut commits = Vec::new();
+        for repo in &spec.repos {
+            let path = repo.clone_path();
+            let mut head = ExecRequest::argv(["git", "rev-parse", "HEAD"]);
+            head.cwd = Some(format!("{workdir}/{path}"));
+            match agent.exec(&head).await {
+                Ok(r) if r.status.exit_code == Some(0) => {
+                    let commit = r.stdout.trim().to_owned();
+                    self.log(id, &format!("    {path} at {commit}\n")).await;
+                    commits.push(RepoCommit {
+                        url: repo.url.clone(),
+                        branch: repo.branch.clone(),
+                        path,
+                        commit,
+                    });
+                }
+                _ => {
+                    self.log(id, &format!("    {path}: no git checkout to record\n"))
+                        .await
+                }
+            }
+        }
+        let image_hash = self.image_hash(&spec.base_image);
+        self.inner
+            .store
+            .set_prebuild_inputs(id, &commits, &image_hash)
+            .await
+            .map_err(|e| e.to_string())?;
         let (snapshot, token) = self.capture(id, sandbox).await?;
         self.finish(id, &snapshot, &token).await
     }

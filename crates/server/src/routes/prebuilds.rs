@@ -123,6 +123,47 @@ pub async fn check(
     Ok(Json(status_of(&state, &workspace).await?))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListPrebuilds {
+    /// Only prebuilds in this state (`building`, `ready`, `failed`, `superseded`).
+    pub state: Option<String>,
+    /// Only the ready prebuilds that are stale.
+    #[serde(default)]
+    pub stale: bool,
+}
+
+/// Every workspace's prebuilds, newest first (for an overview of what is building,
+/// failed or stale).
+#[utoipa::path(get, path = "/api/v1/prebuilds", tag = "prebuilds", params(ListPrebuilds),
+    responses((status = 200, body = Vec<Prebuild>), (status = 422, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListPrebuilds>,
+) -> ApiResult<Json<Vec<Prebuild>>> {
+    let wanted: Option<PrebuildState> = q
+        .state
+        .as_deref()
+        .map(|s| {
+            s.parse().map_err(|_| {
+                ApiError::invalid("state", "one of building, ready, failed, superseded")
+            })
+        })
+        .transpose()?;
+    Ok(Json(
+        state
+            .store
+            .list_prebuilds(None)
+            .await?
+            .into_iter()
+            .map(|r| r.prebuild)
+            .filter(|p| wanted.is_none_or(|w| p.state == w))
+            .filter(|p| !q.stale || (p.state == PrebuildState::Ready && p.stale.is_some()))
+            .collect(),
+    ))
+}
+
 fn prebuild_id(raw: &str) -> ApiResult<String> {
     atelier_core::id::PrebuildId::parse(raw)
         .map(|p| p.to_string())
