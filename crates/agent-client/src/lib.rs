@@ -569,6 +569,23 @@ impl AgentClient {
         Ok(set.epoch_ms)
     }
 
+    /// `PUT /v1/env`: the environment every later command starts with (a request's own
+    /// `env` overrides it; services get only their spec's); replaces the previous set.
+    pub async fn set_env(
+        &self,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<String>, Error> {
+        let set: atelier_proto::SandboxEnvSet = self
+            .send_json(
+                Method::PUT,
+                "/env",
+                &atelier_proto::SandboxEnv { env: env.clone() },
+                self.timeout,
+            )
+            .await?;
+        Ok(set.names)
+    }
+
     /// `PUT /v1/identity`: makes a restored clone its own machine (host name, token,
     /// clock, kernel RNG, machine id). Authenticated with this client's token, which the
     /// agent refuses from the answer on: talk to it with a client for `identity.token`.

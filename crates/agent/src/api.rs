@@ -79,6 +79,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&p("/services/{name}/stop"), post(stop_service_h))
         .route(&p("/services/{name}/logs"), get(logs_h))
         .route(&p("/clock"), axum::routing::put(clock_h))
+        .route(&p("/env"), axum::routing::put(env_h))
         .route(&p("/identity"), axum::routing::put(identity_h))
         .route(&p("/tunnel/{port}"), get(crate::tunnel::tunnel_h))
         .merge(
@@ -196,6 +197,33 @@ async fn health_h(State(st): St) -> Json<Health> {
 
 /// Steps the guest's wall clock (a VM's clock is stale after boot or restore). Refused
 /// outside a VM: the local driver's agent shares the host's clock.
+async fn env_h(
+    State(st): St,
+    JsonBody(req): JsonBody<atelier_proto::SandboxEnv>,
+) -> ApiResult<Json<atelier_proto::SandboxEnvSet>> {
+    for (k, v) in &req.env {
+        let valid_name = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Err(ApiError::invalid(format!(
+                "env: invalid variable name {k:?}"
+            )));
+        }
+        if v.contains('\0') {
+            return Err(ApiError::invalid(format!(
+                "env: value of {k} contains a NUL byte"
+            )));
+        }
+    }
+    let names = req.env.keys().cloned().collect();
+    *st.procs
+        .sandbox_env
+        .write()
+        .unwrap_or_else(|p| p.into_inner()) = req.env;
+    Ok(Json(atelier_proto::SandboxEnvSet { names }))
+}
+
 async fn clock_h(
     State(st): St,
     JsonBody(req): JsonBody<atelier_proto::ClockSet>,

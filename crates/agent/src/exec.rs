@@ -48,6 +48,7 @@ pub fn prepare(ctx: &ProcessContext, req: ExecRequest) -> ApiResult<Prepared> {
             env: &req.env,
             cwd: req.cwd.as_deref(),
             user: req.user.as_deref(),
+            sandbox_env: true,
         },
     )?;
     let timeout_ms = req.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);

@@ -22,6 +22,8 @@ pub struct ProcessContext {
     pub passwd: PathBuf,
     /// Process groups of running execs, killed when the agent shuts down.
     pub active: ActiveGroups,
+    /// The sandbox's own environment (`PUT /v1/env`), under each request's `env`.
+    pub sandbox_env: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
 }
 
 impl ProcessContext {
@@ -31,6 +33,7 @@ impl ProcessContext {
             euid: nix::unistd::geteuid().as_raw(),
             passwd: PathBuf::from("/etc/passwd"),
             active: ActiveGroups::default(),
+            sandbox_env: Default::default(),
         }
     }
 }
@@ -99,6 +102,9 @@ pub struct CommandParts<'a> {
     pub env: &'a BTreeMap<String, String>,
     pub cwd: Option<&'a str>,
     pub user: Option<&'a str>,
+    /// Start from the sandbox's own environment (`PUT /v1/env`): true for commands,
+    /// false for services, which get exactly what their spec names.
+    pub sandbox_env: bool,
 }
 
 /// Builds a command that runs in its own process group, with the agent's environment plus
@@ -152,6 +158,14 @@ pub fn build_command(ctx: &ProcessContext, parts: CommandParts<'_>) -> ApiResult
         cmd.env("HOME", &entry.home);
         cmd.env("USER", &entry.name);
         cmd.env("LOGNAME", &entry.name);
+    }
+    if parts.sandbox_env {
+        cmd.envs(
+            ctx.sandbox_env
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter(),
+        );
     }
     cmd.envs(parts.env);
     cmd.process_group(0);

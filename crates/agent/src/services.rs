@@ -305,6 +305,9 @@ fn parts(spec: &ServiceSpec) -> CommandParts<'_> {
         env: &spec.env,
         cwd: spec.cwd.as_deref(),
         user: spec.user.as_deref(),
+        // A service gets exactly the environment its spec names: a coding agent, say,
+        // only the secrets its config exposes to it.
+        sandbox_env: false,
     }
 }
 

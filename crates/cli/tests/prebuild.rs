@@ -457,3 +457,100 @@ async fn a_manager_killed_mid_build_fails_the_prebuild_on_restart_and_leaks_noth
     let r = api.post("/workspaces/app/prebuilds", json!({})).await;
     assert_eq!(r.status, 202, "{}", r.body);
 }
+
+/// Files under `dir` that contain `needle` (binary-safe).
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = vec![];
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                pending.push(p);
+            } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                found.push(p.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn workspace_secrets_reach_every_sandbox_but_never_a_prebuild() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, _work) = origin(tmp.path());
+    let data = tmp.path().join("data");
+    let m = Manager::start(&data);
+    let api = m.client();
+    let secret = "s3cret-value-81f2";
+    let r = api
+        .post(
+            "/workspaces",
+            json!({
+                "name": "app",
+                "repos": [{"url": url, "branch": "main"}],
+                "init_commands": ["test -n \"$API_KEY\" && echo key-present > init-saw"],
+                "secrets": {
+                    "env": [{"name": "API_KEY", "value": secret}],
+                    "files": [{"path": "~/.config/tool/token", "content": format!("token={secret}\n"), "mode": 384}],
+                },
+                "prebuild": {"auto_rebuild": false},
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = api.post("/workspaces/app/prebuilds", json!({})).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_prebuild(&api, &id, "ready").await;
+    let snapshot = data.join("prebuilds").join(&id);
+    assert_eq!(
+        files_containing(&snapshot, secret.as_bytes()),
+        Vec::<String>::new()
+    );
+
+    for body in [json!({}), json!({"prebuild": false})] {
+        let s = sandbox_from_workspace(&api, body).await;
+        let s = s["id"].as_str().unwrap();
+        assert_eq!(
+            sh(&api, s, "printenv API_KEY").await.1,
+            format!("{secret}\n")
+        );
+        let (code, out) = sh(
+            &api,
+            s,
+            "cat ~/.config/tool/token; stat -c %a ~/.config/tool/token",
+        )
+        .await;
+        assert_eq!((code, out), (0, format!("token={secret}\n600\n")));
+    }
+    let clone = sandbox_from_workspace(&api, json!({})).await;
+    let clone = clone["id"].as_str().unwrap();
+    assert_eq!(
+        sh(&api, clone, "cat origin/init-saw").await.1,
+        "key-present\n"
+    );
+
+    // A promoted sandbox gives its secrets back before it is captured.
+    let r = api
+        .post("/workspaces/app/prebuilds", json!({"from_sandbox": clone}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let promoted = r.body["id"].as_str().unwrap().to_owned();
+    wait_prebuild(&api, &promoted, "ready").await;
+    let snapshot = data.join("prebuilds").join(&promoted);
+    assert_eq!(
+        files_containing(&snapshot, secret.as_bytes()),
+        Vec::<String>::new()
+    );
+    let next = sandbox_from_workspace(&api, json!({})).await;
+    assert_eq!(next["prebuild_id"], promoted.as_str());
+    assert_eq!(
+        sh(&api, next["id"].as_str().unwrap(), "printenv API_KEY")
+            .await
+            .1,
+        format!("{secret}\n")
+    );
+}

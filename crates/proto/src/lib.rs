@@ -422,6 +422,31 @@ pub struct ClockSet {
     pub epoch_ms: i64,
 }
 
+/// `PUT /v1/env`: environment every later command of the sandbox starts with (the
+/// workspace's env secrets); a request's own `env` overrides it. Services are not given
+/// it: they get exactly what their spec names. Replaces the previous set. Answered with
+/// the names now set (never the values).
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxEnv {
+    pub env: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for SandboxEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Values are secrets: only the names may reach a log.
+        f.debug_struct("SandboxEnv")
+            .field("names", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The answer to `PUT /v1/env`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SandboxEnvSet {
+    pub names: Vec<String>,
+}
+
 /// Least host randomness an [`Identity`] must carry, in bytes.
 pub const IDENTITY_MIN_ENTROPY_BYTES: usize = 32;
 /// Most host randomness an [`Identity`] may carry, in bytes.

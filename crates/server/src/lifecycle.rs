@@ -207,6 +207,103 @@ impl Lifecycle {
                 tracing::warn!(sandbox = %id, error = %e, "could not sync the guest clock");
             }
         }
+        if let Some(workspace) = &rec.sandbox.workspace_id {
+            let agent = driver.agent(&runtime, &rec.agent_token)?;
+            self.deliver_secrets(&agent, workspace)
+                .await
+                .map_err(|e| VmmError::Io {
+                    context: "giving the sandbox its workspace's secrets".into(),
+                    source: std::io::Error::other(e),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Takes a running sandbox's workspace secrets back (its environment emptied, its
+    /// secret files deleted) before it is captured into a prebuild.
+    pub async fn withdraw_secrets(&self, id: &SandboxId) -> ApiResult<()> {
+        let rec = self.inner.store.get_sandbox(id).await?;
+        let Some(workspace) = &rec.sandbox.workspace_id else {
+            return Ok(());
+        };
+        let agent = self.agent(id).await?;
+        agent.set_env(&BTreeMap::new()).await?;
+        let spec = self.inner.store.workspace_spec(workspace).await?;
+        if spec.secrets.files.is_empty() {
+            return Ok(());
+        }
+        let home = agent
+            .exec(&atelier_proto::ExecRequest::argv([
+                "sh",
+                "-c",
+                "printf %s \"$HOME\"",
+            ]))
+            .await?
+            .stdout;
+        for f in &spec.secrets.files {
+            let path = match f.path.strip_prefix("~/") {
+                Some(rest) => format!("{}/{rest}", home.trim_end_matches('/')),
+                None => f.path.clone(),
+            };
+            if let Err(e) = agent.delete(&path, false).await {
+                if e.status() != Some(404) {
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives a sandbox its workspace's secrets, after every start: env secrets become
+    /// the environment of the commands it runs (not of services: the coding agent gets
+    /// only what its config exposes), file secrets are written (`~/` is the
+    /// home of the agent's user). Never part of an image or a prebuild: a restored
+    /// clone gets them here, like a cold boot.
+    async fn deliver_secrets(
+        &self,
+        agent: &AgentClient,
+        workspace: &atelier_core::WorkspaceId,
+    ) -> Result<(), String> {
+        let spec = self
+            .inner
+            .store
+            .workspace_spec(workspace)
+            .await
+            .map_err(|e| e.to_string())?;
+        let env: BTreeMap<String, String> = spec
+            .secrets
+            .env
+            .iter()
+            .map(|s| (s.name.clone(), s.value.clone()))
+            .collect();
+        if !env.is_empty() {
+            agent.set_env(&env).await.map_err(|e| e.to_string())?;
+        }
+        if spec.secrets.files.is_empty() {
+            return Ok(());
+        }
+        let home = agent
+            .exec(&atelier_proto::ExecRequest::argv([
+                "sh",
+                "-c",
+                "printf %s \"$HOME\"",
+            ]))
+            .await
+            .map_err(|e| e.to_string())?
+            .stdout;
+        for f in &spec.secrets.files {
+            let path = match f.path.strip_prefix("~/") {
+                Some(rest) => format!("{}/{rest}", home.trim_end_matches('/')),
+                None => f.path.clone(),
+            };
+            if let Some((parent, _)) = path.rsplit_once('/').filter(|(p, _)| !p.is_empty()) {
+                let _ = agent.mkdir(parent).await;
+            }
+            agent
+                .write_file(&path, f.content.clone().into_bytes().into(), Some(f.mode))
+                .await
+                .map_err(|e| format!("writing {}: {e}", f.path))?;
+        }
         Ok(())
     }
 

@@ -221,7 +221,9 @@ impl Prebuilds {
             .map_err(|e| e.to_string())?;
         let new = NewSandbox {
             name: format!("prebuild-{id}"),
-            workspace_id: Some(rec.prebuild.workspace_id.clone()),
+            // Not the workspace's: a sandbox of a workspace is given its secrets, and
+            // those must never be captured into a prebuild.
+            workspace_id: None,
             driver: rec.prebuild.driver.clone(),
             resources: spec.resources,
             image: spec.base_image.clone(),
@@ -446,6 +448,14 @@ impl Prebuilds {
             .set_prebuild_inputs(id, &commits, &image_hash)
             .await
             .map_err(|e| e.to_string())?;
+        // Secrets are given to each sandbox, never captured.
+        self.inner
+            .lifecycle
+            .withdraw_secrets(sandbox)
+            .await
+            .map_err(|e| format!("taking the secrets back before the capture: {}", e.message))?;
+        self.log(id, "==> workspace secrets removed before the capture\n")
+            .await;
         let (snapshot, token) = self.capture(id, sandbox).await?;
         self.finish(id, &snapshot, &token).await
     }
