@@ -10,6 +10,7 @@ pub mod firecracker;
 pub mod image;
 pub mod images;
 pub mod local;
+pub mod net;
 pub mod process;
 pub mod qemu;
 mod select;

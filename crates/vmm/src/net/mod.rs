@@ -1,0 +1,1019 @@
+//! Per-sandbox network namespaces for microVMs.
+//!
+//! Every sandbox gets a network namespace of its own holding a tap device for its VM and
+//! one end of a veth pair whose other end is on the host:
+//!
+//! ```text
+//!  guest eth0 172.16.0.2/30 ── tap0 172.16.0.1/30 ┐ netns atelier-<id>
+//!                                 veth0 10.200.x.2/30 (MASQUERADE out of veth0)
+//!                                   │
+//!  host                           atl<id> 10.200.x.1/30 (MASQUERADE 10.200.x.2 out)
+//! ```
+//!
+//! The inside addresses (guest, tap, its name, the guest's MAC) are the same in every
+//! sandbox: clones of one memory snapshot wake up with the network the snapshot recorded
+//! and need no re-addressing, since nothing they can see differs between them. Only the
+//! veth's /30 is per sandbox, from a pool (`10.200.0.0/16`: 16384 sandboxes), allocated
+//! by creating a slot file (`<state_dir>/slots/<n>`, holding the sandbox id) so that
+//! concurrent launches and restarts agree on who owns which addresses.
+//!
+//! Outbound traffic is NATed twice: inside the namespace to the veth's address, and on
+//! the host to the host's own. Both take `iptables`; without it the namespace and tap
+//! are still made (the guest is isolated, with no way out) and [`Availability::nat`] says
+//! why.
+//!
+//! All of it is a handful of `ip`, `sysctl` and `iptables` invocations run through a
+//! [`CommandRunner`], so that tests can assert each argv and the teardown order. Host
+//! rules carry the comment `<netns name>`, so that a sweep after a crash can find and
+//! remove those of sandboxes that no longer exist.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use atelier_core::SandboxId;
+use atelier_proto::GuestNetwork;
+
+use crate::driver::VmmError;
+use crate::storage::{CommandOutput, CommandRunner};
+
+/// The guest's address, the same in every sandbox.
+pub const GUEST_ADDRESS: &str = "172.16.0.2/30";
+/// The tap's address: the guest's gateway.
+pub const TAP_ADDRESS: &str = "172.16.0.1/30";
+pub const GATEWAY: &str = "172.16.0.1";
+/// The tap inside every sandbox's namespace.
+pub const TAP_NAME: &str = "tap0";
+/// The namespace's end of the veth pair.
+pub const NS_VETH: &str = "veth0";
+/// The guest's MAC address (locally administered; the same in every sandbox).
+pub const GUEST_MAC: &str = "06:00:ac:10:00:02";
+/// Host veth names are this plus the sandbox id (3 + 12 characters: the most a Linux
+/// interface name can have).
+pub const HOST_VETH_PREFIX: &str = "atl";
+/// Where `ip netns` keeps named namespaces.
+pub const NETNS_DIR: &str = "/var/run/netns";
+
+/// How sandbox networks are laid out on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetnsConfig {
+    /// Slot files live in `<state_dir>/slots`.
+    pub state_dir: PathBuf,
+    /// Namespaces are named `<prefix><sandbox id>`; host rules carry that name as comment.
+    pub netns_prefix: String,
+    /// The pool the veth /30s come from.
+    pub pool_base: Ipv4Addr,
+    pub pool_prefix: u8,
+    /// Owner of the tap (the jailer's uid and gid), so that an unprivileged Firecracker
+    /// can open it.
+    pub tap_owner: Option<(u32, u32)>,
+    /// NAT the guest's traffic out (needs `iptables`).
+    pub nat: bool,
+    /// Name servers handed to the guest.
+    pub dns: Vec<String>,
+}
+
+impl NetnsConfig {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            netns_prefix: "atelier-".into(),
+            pool_base: Ipv4Addr::new(10, 200, 0, 0),
+            pool_prefix: 16,
+            tap_owner: None,
+            nat: true,
+            dns: vec![],
+        }
+    }
+
+    /// How many sandboxes the pool has addresses for (a /30 each).
+    pub fn slots(&self) -> u32 {
+        let bits = 32u32.saturating_sub(u32::from(self.pool_prefix)).min(31);
+        (1u32 << bits) / 4
+    }
+}
+
+/// One command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetCommand {
+    pub program: &'static str,
+    pub args: Vec<String>,
+}
+
+impl NetCommand {
+    fn new(program: &'static str, args: &[&str]) -> Self {
+        Self {
+            program,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    fn run(&self, runner: &dyn CommandRunner) -> io::Result<CommandOutput> {
+        let args: Vec<std::ffi::OsString> = self.args.iter().map(Into::into).collect();
+        runner.run(self.program, &args)
+    }
+}
+
+impl fmt::Display for NetCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.program)?;
+        for a in &self.args {
+            write!(f, " {a}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The network of one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxNet {
+    pub netns: String,
+    /// `/var/run/netns/<netns>`: what the jailer's `--netns` (or `setns`) takes.
+    pub netns_path: PathBuf,
+    pub host_veth: String,
+    pub slot: u32,
+    pub host_ip: Ipv4Addr,
+    pub ns_ip: Ipv4Addr,
+}
+
+/// What this host can do, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Availability {
+    /// Namespaces, veths and taps (root, `ip`, `/dev/net/tun`).
+    pub netns: Result<(), String>,
+    /// NAT out (`iptables`).
+    pub nat: Result<(), String>,
+}
+
+/// Checks what sandbox networks need: root, a working `ip`, `/dev/net/tun`, and for NAT
+/// a working `iptables`.
+pub fn availability(runner: &dyn CommandRunner) -> Availability {
+    let works = |program: &'static str, arg: &str, hint: &str| -> Result<(), String> {
+        match NetCommand::new(program, &[arg]).run(runner) {
+            Ok(out) if out.success() => Ok(()),
+            Ok(out) => Err(format!(
+                "`{program} {arg}` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(format!("{program} is not installed ({hint})"))
+            }
+            Err(e) => Err(format!("{program} cannot run: {e}")),
+        }
+    };
+    let netns = if !nix::unistd::geteuid().is_root() {
+        Err("network namespaces need root".to_owned())
+    } else if !Path::new("/dev/net/tun").exists() {
+        Err("/dev/net/tun does not exist (modprobe tun)".to_owned())
+    } else {
+        works("ip", "-V", "apt-get install iproute2")
+    };
+    let nat = works("iptables", "-V", "apt-get install iptables");
+    Availability { netns, nat }
+}
+
+/// The non-loopback name servers of a `resolv.conf` (a guest cannot reach the host's
+/// loopback resolver, e.g. systemd-resolved's 127.0.0.53).
+pub fn host_nameservers(resolv_conf: &str) -> Vec<String> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("nameserver")).then(|| words.next())?
+        })
+        .filter(|a| {
+            a.parse::<std::net::IpAddr>()
+                .map(|ip| !ip.is_loopback() && ip.is_ipv4())
+                .unwrap_or(false)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Makes and removes sandbox networks.
+pub struct NetnsManager {
+    config: NetnsConfig,
+    runner: Arc<dyn CommandRunner>,
+}
+
+impl fmt::Debug for NetnsManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetnsManager")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn net_error(what: &str, cmd: &NetCommand, detail: String) -> VmmError {
+    VmmError::Io {
+        context: format!("{what}: `{cmd}`"),
+        source: io::Error::other(detail),
+    }
+}
+
+/// Whether a failed removal failed because there was nothing to remove.
+fn already_gone(out: &CommandOutput) -> bool {
+    let err = String::from_utf8_lossy(&out.stderr);
+    [
+        "Cannot find device",
+        "No such file or directory",
+        "does a matching rule exist",
+        "No chain/target/match by that name",
+        "Bad rule",
+    ]
+    .iter()
+    .any(|m| err.contains(m))
+}
+
+impl NetnsManager {
+    pub fn new(config: NetnsConfig, runner: Arc<dyn CommandRunner>) -> Self {
+        Self { config, runner }
+    }
+
+    pub fn config(&self) -> &NetnsConfig {
+        &self.config
+    }
+
+    pub fn netns_name(&self, id: &SandboxId) -> String {
+        format!("{}{}", self.config.netns_prefix, id.as_str())
+    }
+
+    pub fn netns_path(&self, id: &SandboxId) -> PathBuf {
+        Path::new(NETNS_DIR).join(self.netns_name(id))
+    }
+
+    pub fn host_veth(id: &SandboxId) -> String {
+        format!("{HOST_VETH_PREFIX}{}", id.as_str())
+    }
+
+    /// The host resources a sandbox's network consists of (for the manager's record).
+    pub fn planned_resources(&self, id: &SandboxId) -> Vec<(String, String)> {
+        let mut out = vec![
+            ("netns".to_owned(), self.netns_name(id)),
+            ("veth".to_owned(), Self::host_veth(id)),
+        ];
+        if self.config.nat {
+            out.push(("iptables".to_owned(), self.netns_name(id)));
+        }
+        out
+    }
+
+    /// What the guest is told about its network (the same in every sandbox).
+    pub fn guest_network(&self) -> GuestNetwork {
+        GuestNetwork {
+            address: GUEST_ADDRESS.into(),
+            gateway: GATEWAY.into(),
+            dns: self.config.dns.clone(),
+        }
+    }
+
+    /// The veth addresses of `slot`: host side, namespace side.
+    pub fn slot_addresses(&self, slot: u32) -> (Ipv4Addr, Ipv4Addr) {
+        let block = u32::from(self.config.pool_base).wrapping_add(slot.wrapping_mul(4));
+        (Ipv4Addr::from(block + 1), Ipv4Addr::from(block + 2))
+    }
+
+    /// The network `id` would have with `slot`.
+    pub fn describe(&self, id: &SandboxId, slot: u32) -> SandboxNet {
+        let (host_ip, ns_ip) = self.slot_addresses(slot);
+        SandboxNet {
+            netns: self.netns_name(id),
+            netns_path: self.netns_path(id),
+            host_veth: Self::host_veth(id),
+            slot,
+            host_ip,
+            ns_ip,
+        }
+    }
+
+    /// The host rules of `net` (without the `-A`/`-D`), table first when not `filter`.
+    fn host_rules(&self, net: &SandboxNet) -> Vec<Vec<String>> {
+        let tag = net.netns.as_str();
+        let src = format!("{}/32", net.ns_ip);
+        let veth = net.host_veth.as_str();
+        let rule = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect();
+        vec![
+            rule(&[
+                "-t",
+                "nat",
+                "POSTROUTING",
+                "-s",
+                &src,
+                "-m",
+                "comment",
+                "--comment",
+                tag,
+                "-j",
+                "MASQUERADE",
+            ]),
+            rule(&[
+                "FORWARD",
+                "-i",
+                veth,
+                "-m",
+                "comment",
+                "--comment",
+                tag,
+                "-j",
+                "ACCEPT",
+            ]),
+            rule(&[
+                "FORWARD",
+                "-o",
+                veth,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-m",
+                "comment",
+                "--comment",
+                tag,
+                "-j",
+                "ACCEPT",
+            ]),
+        ]
+    }
+
+    /// Every command that makes `net`, in order.
+    pub fn setup_commands(&self, net: &SandboxNet) -> Vec<NetCommand> {
+        let ns = net.netns.as_str();
+        let veth = net.host_veth.as_str();
+        let host_cidr = format!("{}/30", net.host_ip);
+        let ns_cidr = format!("{}/30", net.ns_ip);
+        let host_ip = net.host_ip.to_string();
+        let mut tuntap = vec!["-n", ns, "tuntap", "add", "dev", TAP_NAME, "mode", "tap"];
+        let owner = self
+            .config
+            .tap_owner
+            .map(|(u, g)| (u.to_string(), g.to_string()));
+        if let Some((uid, gid)) = &owner {
+            tuntap.extend(["user", uid.as_str(), "group", gid.as_str()]);
+        }
+        let mut out = vec![
+            NetCommand::new("ip", &["netns", "add", ns]),
+            NetCommand::new(
+                "ip",
+                &[
+                    "link", "add", veth, "type", "veth", "peer", "name", NS_VETH, "netns", ns,
+                ],
+            ),
+            NetCommand::new("ip", &["addr", "add", &host_cidr, "dev", veth]),
+            NetCommand::new("ip", &["link", "set", veth, "up"]),
+            NetCommand::new("ip", &["-n", ns, "link", "set", "lo", "up"]),
+            NetCommand::new("ip", &["-n", ns, "addr", "add", &ns_cidr, "dev", NS_VETH]),
+            NetCommand::new("ip", &["-n", ns, "link", "set", NS_VETH, "up"]),
+            NetCommand::new(
+                "ip",
+                &["-n", ns, "route", "add", "default", "via", &host_ip],
+            ),
+            NetCommand::new("ip", &tuntap),
+            NetCommand::new(
+                "ip",
+                &["-n", ns, "addr", "add", TAP_ADDRESS, "dev", TAP_NAME],
+            ),
+            NetCommand::new("ip", &["-n", ns, "link", "set", TAP_NAME, "up"]),
+        ];
+        if self.config.nat {
+            out.push(NetCommand::new(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    "net.ipv4.ip_forward=1",
+                ],
+            ));
+            out.push(NetCommand::new(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    ns,
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    NS_VETH,
+                    "-j",
+                    "MASQUERADE",
+                ],
+            ));
+            for rule in self.host_rules(net) {
+                // FORWARD rules go first: a host firewall may end the chain with a DROP.
+                let op = if rule[0] == "-t" { "-A" } else { "-I" };
+                out.push(iptables_command(op, &rule));
+            }
+        }
+        out
+    }
+
+    /// The commands that remove `net` when its host rules are `rules` (as listed by
+    /// `iptables -S`), in order: host rules, host veth (its peer goes with it), namespace
+    /// (the tap and the inside rule go with it).
+    pub fn teardown_commands(&self, id: &SandboxId, rules: &[Vec<String>]) -> Vec<NetCommand> {
+        let mut out: Vec<NetCommand> = rules.iter().map(|r| iptables_command("-D", r)).collect();
+        out.push(NetCommand::new(
+            "ip",
+            &["link", "del", &Self::host_veth(id)],
+        ));
+        out.push(NetCommand::new(
+            "ip",
+            &["netns", "del", &self.netns_name(id)],
+        ));
+        out
+    }
+
+    fn run_checked(&self, what: &str, cmd: &NetCommand) -> Result<CommandOutput, VmmError> {
+        match cmd.run(self.runner.as_ref()) {
+            Ok(out) if out.success() => Ok(out),
+            Ok(out) => Err(net_error(
+                what,
+                cmd,
+                format!(
+                    "exit {}: {}",
+                    out.status
+                        .map_or("by a signal".to_owned(), |c| c.to_string()),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            )),
+            Err(e) => Err(net_error(what, cmd, e.to_string())),
+        }
+    }
+
+    /// Makes the network of `id` (allocating its addresses). On failure, whatever was
+    /// made is removed again.
+    pub fn setup(&self, id: &SandboxId) -> Result<SandboxNet, VmmError> {
+        let slot = self.allocate_slot(id)?;
+        let net = self.describe(id, slot);
+        let mut retried = false;
+        let cmds = self.setup_commands(&net);
+        let mut i = 0;
+        while i < cmds.len() {
+            match self.run_checked("setting up the sandbox's network", &cmds[i]) {
+                Ok(_) => i += 1,
+                // A namespace left by a crash (the sweep had not run yet): start over.
+                Err(_) if i == 0 && !retried => {
+                    retried = true;
+                    let _ = self.remove_network(id);
+                }
+                Err(e) => {
+                    if let Err(undo) = self.teardown(id) {
+                        tracing::warn!(sandbox = %id, error = %undo, "could not undo a failed network setup");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(net)
+    }
+
+    /// The host rules tagged for `id`, as `iptables -S` lists them (table prefixed).
+    fn tagged_rules(&self) -> Vec<(String, Vec<String>)> {
+        if !self.config.nat {
+            return vec![];
+        }
+        let mut out = vec![];
+        for (table, chain) in [("nat", "POSTROUTING"), ("filter", "FORWARD")] {
+            let cmd = NetCommand::new("iptables", &["-t", table, "-S", chain]);
+            let listing = match cmd.run(self.runner.as_ref()) {
+                Ok(o) if o.success() => o.stdout,
+                _ => continue,
+            };
+            for line in String::from_utf8_lossy(&listing).lines() {
+                let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+                if words.first().map(String::as_str) != Some("-A") {
+                    continue;
+                }
+                let Some(tag) = words
+                    .windows(2)
+                    .find(|w| w[0] == "--comment")
+                    .map(|w| w[1].trim_matches('"').to_owned())
+                else {
+                    continue;
+                };
+                let mut rule = vec![];
+                if table != "filter" {
+                    rule.extend(["-t".to_owned(), table.to_owned()]);
+                }
+                rule.extend(words.into_iter().skip(1));
+                out.push((tag, rule));
+            }
+        }
+        out
+    }
+
+    /// Removes the rules, veth and namespace of `id`; what is already gone is fine.
+    fn remove_network(&self, id: &SandboxId) -> Result<(), VmmError> {
+        let tag = self.netns_name(id);
+        let rules: Vec<Vec<String>> = self
+            .tagged_rules()
+            .into_iter()
+            .filter(|(t, _)| *t == tag)
+            .map(|(_, r)| r)
+            .collect();
+        let mut first_error = None;
+        for cmd in self.teardown_commands(id, &rules) {
+            match cmd.run(self.runner.as_ref()) {
+                Ok(out) if out.success() || already_gone(&out) => {}
+                Ok(out) => {
+                    let e = net_error(
+                        "removing the sandbox's network",
+                        &cmd,
+                        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                    );
+                    tracing::warn!(sandbox = %id, error = %e, "network teardown");
+                    first_error.get_or_insert(e);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    first_error.get_or_insert(net_error(
+                        "removing the sandbox's network",
+                        &cmd,
+                        e.to_string(),
+                    ));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Removes the network of `id` and frees its addresses; idempotent.
+    pub fn teardown(&self, id: &SandboxId) -> Result<(), VmmError> {
+        let removed = self.remove_network(id);
+        // The addresses are freed only once nothing uses them any more.
+        if removed.is_ok() {
+            self.release_slot(id);
+        }
+        removed
+    }
+
+    /// Removes the networks of sandboxes not in `keep`: namespaces named like ours, host
+    /// veths, tagged host rules and slot files. Returns what was removed.
+    pub fn sweep(&self, keep: &HashSet<SandboxId>) -> Vec<String> {
+        let mut found: BTreeSet<String> = BTreeSet::new();
+        let listing = |cmd: NetCommand| -> String {
+            match cmd.run(self.runner.as_ref()) {
+                Ok(o) if o.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+                _ => String::new(),
+            }
+        };
+        for line in listing(NetCommand::new("ip", &["netns", "list"])).lines() {
+            if let Some(id) = line
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.strip_prefix(self.config.netns_prefix.as_str()))
+            {
+                found.insert(id.to_owned());
+            }
+        }
+        for line in listing(NetCommand::new("ip", &["-o", "link", "show"])).lines() {
+            // `7: atlsabc…@if2: <BROADCAST,…> …`
+            if let Some(id) = line
+                .split(':')
+                .nth(1)
+                .map(|n| n.trim().split('@').next().unwrap_or_default())
+                .and_then(|n| n.strip_prefix(HOST_VETH_PREFIX))
+            {
+                found.insert(id.to_owned());
+            }
+        }
+        for (tag, _) in self.tagged_rules() {
+            if let Some(id) = tag.strip_prefix(self.config.netns_prefix.as_str()) {
+                found.insert(id.to_owned());
+            }
+        }
+        for (_, id) in self.slots() {
+            found.insert(id);
+        }
+        let mut removed = vec![];
+        for name in found {
+            let Some(id) = SandboxId::parse(&name) else {
+                continue;
+            };
+            if keep.contains(&id) {
+                continue;
+            }
+            match self.teardown(&id) {
+                Ok(()) => removed.push(format!("network namespace {}", self.netns_name(&id))),
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "could not remove a leftover network")
+                }
+            }
+        }
+        removed
+    }
+
+    fn slots_dir(&self) -> PathBuf {
+        self.config.state_dir.join("slots")
+    }
+
+    /// Every allocated slot and the sandbox holding it.
+    fn slots(&self) -> Vec<(u32, String)> {
+        let Ok(entries) = std::fs::read_dir(self.slots_dir()) else {
+            return vec![];
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let n: u32 = e.file_name().to_str()?.parse().ok()?;
+                let id = std::fs::read_to_string(e.path()).ok()?;
+                Some((n, id.trim().to_owned()))
+            })
+            .collect()
+    }
+
+    /// The slot of `id`: the one it holds already, else the lowest free one.
+    pub fn allocate_slot(&self, id: &SandboxId) -> Result<u32, VmmError> {
+        let dir = self.slots_dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(VmmError::io(format!("creating {}", dir.display())))?;
+        let taken = self.slots();
+        if let Some((n, _)) = taken.iter().find(|(_, owner)| owner == id.as_str()) {
+            return Ok(*n);
+        }
+        let used: HashSet<u32> = taken.iter().map(|(n, _)| *n).collect();
+        for n in (0..self.config.slots()).filter(|n| !used.contains(n)) {
+            let path = dir.join(n.to_string());
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    f.write_all(id.as_str().as_bytes())
+                        .map_err(VmmError::io(format!("writing {}", path.display())))?;
+                    return Ok(n);
+                }
+                // Taken by a concurrent launch since we looked.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(VmmError::Io {
+                        context: format!("creating {}", path.display()),
+                        source: e,
+                    })
+                }
+            }
+        }
+        Err(VmmError::Io {
+            context: "allocating the sandbox's network addresses".into(),
+            source: io::Error::other(format!(
+                "all {} slots of {}/{} are in use",
+                self.config.slots(),
+                self.config.pool_base,
+                self.config.pool_prefix
+            )),
+        })
+    }
+
+    fn release_slot(&self, id: &SandboxId) {
+        for (n, owner) in self.slots() {
+            if owner == id.as_str() {
+                let _ = std::fs::remove_file(self.slots_dir().join(n.to_string()));
+            }
+        }
+    }
+}
+
+fn iptables_command(op: &str, rule: &[String]) -> NetCommand {
+    // `-t <table>` stays in front of the operation, as iptables prints it.
+    let mut args: Vec<String> = vec![];
+    let mut rest = rule;
+    if rule.first().map(String::as_str) == Some("-t") && rule.len() >= 2 {
+        args.extend(rule[..2].iter().cloned());
+        rest = &rule[2..];
+    }
+    args.push(op.to_owned());
+    args.extend(rest.iter().cloned());
+    NetCommand {
+        program: "iptables",
+        args,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::sync::Mutex;
+
+    /// Records every command line; answers from a script keyed by a prefix of the line,
+    /// success with no output otherwise.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Mutex<Vec<String>>,
+        answers: Mutex<VecDeque<(String, CommandOutput)>>,
+    }
+
+    impl Recorder {
+        fn answer(self, prefix: &str, out: CommandOutput) -> Self {
+            self.answers
+                .lock()
+                .unwrap()
+                .push_back((prefix.to_owned(), out));
+            self
+        }
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    impl CommandRunner for Recorder {
+        fn run(&self, program: &str, args: &[OsString]) -> io::Result<CommandOutput> {
+            let mut line = program.to_owned();
+            for a in args {
+                line.push(' ');
+                line.push_str(&a.to_string_lossy());
+            }
+            self.calls.lock().unwrap().push(line.clone());
+            let mut answers = self.answers.lock().unwrap();
+            if let Some(i) = answers.iter().position(|(p, _)| line.starts_with(p)) {
+                return Ok(answers.remove(i).map(|(_, o)| o).unwrap_or_default());
+            }
+            Ok(CommandOutput::ok(""))
+        }
+    }
+
+    fn id(s: &str) -> SandboxId {
+        SandboxId::parse(s).unwrap()
+    }
+
+    fn manager(dir: &Path, runner: Arc<Recorder>) -> NetnsManager {
+        let mut c = NetnsConfig::new(dir);
+        c.tap_owner = Some((123, 456));
+        c.dns = vec!["10.255.255.53".into()];
+        NetnsManager::new(c, runner)
+    }
+
+    const A: &str = "sabcdefghjkm";
+    const B: &str = "snpqrstuvwxy";
+
+    #[test]
+    fn setup_runs_exactly_these_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Arc::new(Recorder::default());
+        let m = manager(dir.path(), r.clone());
+        let net = m.setup(&id(A)).unwrap();
+        assert_eq!(net.slot, 0);
+        assert_eq!(net.host_ip, Ipv4Addr::new(10, 200, 0, 1));
+        assert_eq!(net.ns_ip, Ipv4Addr::new(10, 200, 0, 2));
+        assert_eq!(
+            net.netns_path,
+            Path::new("/var/run/netns/atelier-sabcdefghjkm")
+        );
+        assert_eq!(
+            r.calls(),
+            [
+                "ip netns add atelier-sabcdefghjkm",
+                "ip link add atlsabcdefghjkm type veth peer name veth0 netns atelier-sabcdefghjkm",
+                "ip addr add 10.200.0.1/30 dev atlsabcdefghjkm",
+                "ip link set atlsabcdefghjkm up",
+                "ip -n atelier-sabcdefghjkm link set lo up",
+                "ip -n atelier-sabcdefghjkm addr add 10.200.0.2/30 dev veth0",
+                "ip -n atelier-sabcdefghjkm link set veth0 up",
+                "ip -n atelier-sabcdefghjkm route add default via 10.200.0.1",
+                "ip -n atelier-sabcdefghjkm tuntap add dev tap0 mode tap user 123 group 456",
+                "ip -n atelier-sabcdefghjkm addr add 172.16.0.1/30 dev tap0",
+                "ip -n atelier-sabcdefghjkm link set tap0 up",
+                "ip netns exec atelier-sabcdefghjkm sysctl -q -w net.ipv4.ip_forward=1",
+                "ip netns exec atelier-sabcdefghjkm iptables -t nat -A POSTROUTING -o veth0 -j MASQUERADE",
+                "iptables -t nat -A POSTROUTING -s 10.200.0.2/32 -m comment --comment atelier-sabcdefghjkm -j MASQUERADE",
+                "iptables -I FORWARD -i atlsabcdefghjkm -m comment --comment atelier-sabcdefghjkm -j ACCEPT",
+                "iptables -I FORWARD -o atlsabcdefghjkm -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment atelier-sabcdefghjkm -j ACCEPT",
+            ]
+        );
+        // A second sandbox gets the next /30; the inside stays the same.
+        let other = m.setup(&id(B)).unwrap();
+        assert_eq!(other.slot, 1);
+        assert_eq!(other.host_ip, Ipv4Addr::new(10, 200, 0, 5));
+        assert_eq!(m.guest_network().address, "172.16.0.2/30");
+        assert_eq!(m.guest_network().gateway, "172.16.0.1");
+        // Setting up again reuses the slot the sandbox holds.
+        assert_eq!(m.allocate_slot(&id(A)).unwrap(), 0);
+    }
+
+    #[test]
+    fn without_nat_only_the_namespace_veth_and_tap_are_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Arc::new(Recorder::default());
+        let mut c = NetnsConfig::new(dir.path());
+        c.nat = false;
+        let m = NetnsManager::new(c, r.clone());
+        m.setup(&id(A)).unwrap();
+        let calls = r.calls();
+        assert_eq!(calls.len(), 11, "{calls:#?}");
+        assert!(calls.iter().all(|c| !c.contains("iptables")));
+        assert!(
+            calls.contains(&"ip -n atelier-sabcdefghjkm tuntap add dev tap0 mode tap".to_owned())
+        );
+        assert!(!m
+            .planned_resources(&id(A))
+            .iter()
+            .any(|(k, _)| k == "iptables"));
+    }
+
+    const FORWARD_LISTING: &str = "-P FORWARD DROP\n\
+        -A FORWARD -j DOCKER-USER\n\
+        -A FORWARD -i atlsabcdefghjkm -m comment --comment atelier-sabcdefghjkm -j ACCEPT\n\
+        -A FORWARD -o atlsabcdefghjkm -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment atelier-sabcdefghjkm -j ACCEPT\n\
+        -A FORWARD -i atlsnpqrstuvwxy -m comment --comment atelier-snpqrstuvwxy -j ACCEPT\n";
+    const NAT_LISTING: &str = "-P POSTROUTING ACCEPT\n\
+        -A POSTROUTING -s 10.200.0.2/32 -m comment --comment atelier-sabcdefghjkm -j MASQUERADE\n\
+        -A POSTROUTING -s 10.200.0.6/32 -m comment --comment atelier-snpqrstuvwxy -j MASQUERADE\n";
+
+    #[test]
+    fn teardown_removes_rules_then_veth_then_namespace_and_frees_the_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Arc::new(
+            Recorder::default()
+                .answer("iptables -t nat -S", CommandOutput::ok(NAT_LISTING))
+                .answer("iptables -t filter -S", CommandOutput::ok(FORWARD_LISTING))
+                // The namespace is already gone: fine.
+                .answer(
+                    "ip netns del",
+                    CommandOutput::failed(
+                        1,
+                        "Cannot remove namespace file \"/var/run/netns/atelier-sabcdefghjkm\": No such file or directory",
+                    ),
+                ),
+        );
+        let m = manager(dir.path(), r.clone());
+        assert_eq!(m.allocate_slot(&id(A)).unwrap(), 0);
+        m.teardown(&id(A)).unwrap();
+        assert_eq!(
+            r.calls(),
+            [
+                "iptables -t nat -S POSTROUTING",
+                "iptables -t filter -S FORWARD",
+                "iptables -t nat -D POSTROUTING -s 10.200.0.2/32 -m comment --comment atelier-sabcdefghjkm -j MASQUERADE",
+                "iptables -D FORWARD -i atlsabcdefghjkm -m comment --comment atelier-sabcdefghjkm -j ACCEPT",
+                "iptables -D FORWARD -o atlsabcdefghjkm -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment atelier-sabcdefghjkm -j ACCEPT",
+                "ip link del atlsabcdefghjkm",
+                "ip netns del atelier-sabcdefghjkm",
+            ]
+        );
+        assert!(m.slots().is_empty(), "the slot is free again");
+    }
+
+    #[test]
+    fn a_failed_removal_keeps_the_slot_and_says_what_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Arc::new(Recorder::default().answer(
+            "ip link del",
+            CommandOutput::failed(2, "RTNETLINK answers: Operation not permitted"),
+        ));
+        let mut c = NetnsConfig::new(dir.path());
+        c.nat = false;
+        let m = NetnsManager::new(c, r.clone());
+        m.allocate_slot(&id(A)).unwrap();
+        let e = m.teardown(&id(A)).unwrap_err();
+        assert!(
+            e.to_string().contains("ip link del atlsabcdefghjkm")
+                && e.to_string().contains("Operation not permitted"),
+            "{e}"
+        );
+        // The namespace is still removed after the failure.
+        assert_eq!(
+            r.calls().last().unwrap(),
+            "ip netns del atelier-sabcdefghjkm"
+        );
+        assert_eq!(
+            m.slots().len(),
+            1,
+            "addresses stay taken while the veth may exist"
+        );
+    }
+
+    #[test]
+    fn a_failed_setup_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Arc::new(Recorder::default().answer(
+            "ip -n atelier-sabcdefghjkm tuntap",
+            CommandOutput::failed(1, "ioctl(TUNSETIFF): Device or resource busy"),
+        ));
+        let mut c = NetnsConfig::new(dir.path());
+        c.nat = false;
+        let m = NetnsManager::new(c, r.clone());
+        let e = m.setup(&id(A)).unwrap_err();
+        assert!(e.to_string().contains("tuntap add dev tap0"), "{e}");
+        let calls = r.calls();
+        let failed = calls.iter().position(|c| c.contains("tuntap")).unwrap();
+        assert_eq!(
+            &calls[failed + 1..],
+            [
+                "ip link del atlsabcdefghjkm",
+                "ip netns del atelier-sabcdefghjkm"
+            ]
+        );
+        assert!(m.slots().is_empty());
+    }
+
+    #[test]
+    fn a_namespace_left_by_a_crash_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Arc::new(Recorder::default().answer(
+            "ip netns add",
+            CommandOutput::failed(1, "Cannot create namespace file: File exists"),
+        ));
+        let mut c = NetnsConfig::new(dir.path());
+        c.nat = false;
+        let m = NetnsManager::new(c, r.clone());
+        m.setup(&id(A)).unwrap();
+        let calls = r.calls();
+        assert_eq!(
+            &calls[..4],
+            [
+                "ip netns add atelier-sabcdefghjkm",
+                "ip link del atlsabcdefghjkm",
+                "ip netns del atelier-sabcdefghjkm",
+                "ip netns add atelier-sabcdefghjkm",
+            ]
+        );
+        assert_eq!(calls.len(), 14);
+    }
+
+    #[test]
+    fn sweep_removes_the_networks_of_unknown_sandboxes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Arc::new(
+            Recorder::default()
+                .answer(
+                    "ip netns list",
+                    CommandOutput::ok(
+                        "atelier-snpqrstuvwxy (id: 3)\natelier-sabcdefghjkm (id: 2)\nsomeone-else\n",
+                    ),
+                )
+                .answer(
+                    "ip -o link show",
+                    CommandOutput::ok(
+                        "1: lo: <LOOPBACK,UP> mtu 65536\n\
+                         7: atlsnpqrstuvwxy@if2: <BROADCAST,UP> mtu 1500\n\
+                         9: eth0: <BROADCAST> mtu 1500\n",
+                    ),
+                )
+                .answer("iptables -t nat -S", CommandOutput::ok(NAT_LISTING))
+                .answer("iptables -t filter -S", CommandOutput::ok(FORWARD_LISTING))
+                .answer("iptables -t nat -S", CommandOutput::ok(NAT_LISTING))
+                .answer("iptables -t filter -S", CommandOutput::ok(FORWARD_LISTING)),
+        );
+        let m = manager(dir.path(), r.clone());
+        m.allocate_slot(&id(A)).unwrap();
+        m.allocate_slot(&id(B)).unwrap();
+        let removed = m.sweep(&HashSet::from([id(A)]));
+        assert_eq!(removed, ["network namespace atelier-snpqrstuvwxy"]);
+        let deletions: Vec<String> = r
+            .calls()
+            .into_iter()
+            .filter(|c| c.contains(" -D ") || c.contains(" del "))
+            .collect();
+        assert_eq!(
+            deletions,
+            [
+                "iptables -t nat -D POSTROUTING -s 10.200.0.6/32 -m comment --comment atelier-snpqrstuvwxy -j MASQUERADE",
+                "iptables -D FORWARD -i atlsnpqrstuvwxy -m comment --comment atelier-snpqrstuvwxy -j ACCEPT",
+                "ip link del atlsnpqrstuvwxy",
+                "ip netns del atelier-snpqrstuvwxy",
+            ]
+        );
+        assert_eq!(
+            m.slots(),
+            [(0, A.to_owned())],
+            "the kept sandbox keeps its slot"
+        );
+    }
+
+    #[test]
+    fn slots_run_out_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = NetnsConfig::new(dir.path());
+        c.pool_prefix = 29; // two /30s
+        assert_eq!(c.slots(), 2);
+        let m = NetnsManager::new(c, Arc::new(Recorder::default()));
+        m.allocate_slot(&id(A)).unwrap();
+        m.allocate_slot(&id(B)).unwrap();
+        let e = m.allocate_slot(&id("s23456789abc")).unwrap_err();
+        assert!(
+            e.to_string().contains("all 2 slots of 10.200.0.0/29"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn host_veth_names_fit_an_interface_name() {
+        let name = NetnsManager::host_veth(&SandboxId::generate());
+        assert!(name.len() <= 15, "{name}");
+    }
+
+    #[test]
+    fn guests_get_the_hosts_reachable_name_servers() {
+        let text = "# generated\nnameserver 127.0.0.53\nnameserver 10.255.255.53\n\
+                    nameserver ::1\nsearch lan\nnameserver 1.1.1.1 # x\n";
+        assert_eq!(host_nameservers(text), ["10.255.255.53", "1.1.1.1"]);
+    }
+}
