@@ -80,6 +80,7 @@ pub fn select_driver(
                     data_dir,
                 );
                 fc.jailer = config.jailer.clone();
+                fc.netns = crate::firecracker::NetnsChoice::Auto;
                 if let Some(j) = &fc.jailer {
                     crate::firecracker::probe_jailer(j, &fc.binary)?;
                 }

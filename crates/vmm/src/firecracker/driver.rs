@@ -8,6 +8,11 @@
 //! (`<chroot-base>/<exec name>/<id>/root/`, sockets in its `run/`), where the kernel,
 //! initramfs and disks are hard-linked (or copied) before launch.
 //!
+//! `launch.json` records how the running VM was configured (a snapshot keeps it: the
+//! paths it names are part of the VM's state). With per-sandbox networks
+//! ([`NetnsChoice`]), Firecracker runs in the sandbox's own network namespace
+//! (`atelier-<id>`, see [`crate::net`]) and the VM has a network interface on its tap.
+//!
 //! Firecracker runs in a session of its own (`setsid`), so it outlives a manager restart;
 //! it is identified by pid and start time. The agent is reached over Firecracker's hybrid
 //! vsock: `fcvsock:<vsock.sock>:1024`.
@@ -25,20 +30,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use atelier_agent_client::AgentClient;
 use atelier_core::SandboxId;
-use atelier_proto::{AgentAddr, GuestConfig, GUEST_AGENT_PORT};
+use atelier_proto::{AgentAddr, GuestConfig, GuestNetwork, GUEST_AGENT_PORT};
+use serde::{Deserialize, Serialize};
 
 use super::api::{
     ActionType, BootSource, Drive, EntropyDevice, LogLevel, Logger, MachineConfiguration, Metrics,
-    Vsock,
+    NetworkInterface, Vsock,
 };
 use super::calls::{self, ApiCall};
 use super::client::FirecrackerClient;
 use super::disk;
 use super::jailer::JailerConfig;
-use crate::driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, VmmError};
+use crate::driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};
 use crate::image::{BootArtifacts, ImageResolver};
+use crate::net::{self, NetnsConfig, NetnsManager, SandboxNet};
 use crate::process;
+use crate::storage::{CommandRunner, SystemRunner};
 
 /// Longest path a Unix socket address can hold.
 const SUN_PATH_MAX: usize = 107;
@@ -80,6 +89,23 @@ pub struct FirecrackerConfig {
     pub api_timeout: Duration,
     /// Shown by `atelier system` (why this driver was chosen…).
     pub notes: Vec<String>,
+    /// Whether every sandbox gets a network namespace of its own (see [`crate::net`]).
+    pub netns: NetnsChoice,
+    /// Runs the `ip`/`iptables` commands of sandbox networks.
+    pub net_runner: Arc<dyn CommandRunner>,
+}
+
+/// Whether sandboxes get a network (a namespace of their own with a tap, NATed out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetnsChoice {
+    /// No network device at all (the agent is reached over vsock either way).
+    #[default]
+    Off,
+    /// When this host can: root, `ip`, `/dev/net/tun` (NAT also needs `iptables`).
+    /// Otherwise off, and [`DriverInfo::notes`] says why.
+    Auto,
+    /// Always, without checking the host (for tests with a scripted command runner).
+    On,
 }
 
 impl FirecrackerConfig {
@@ -100,6 +126,8 @@ impl FirecrackerConfig {
             socket_timeout: Duration::from_secs(10),
             api_timeout: Duration::from_secs(30),
             notes: vec![],
+            netns: NetnsChoice::Off,
+            net_runner: Arc::new(SystemRunner),
         }
     }
 }
@@ -112,6 +140,7 @@ impl fmt::Debug for FirecrackerConfig {
             .field("jailer", &self.jailer)
             .field("boot_args", &self.boot_args)
             .field("metrics", &self.metrics)
+            .field("netns", &self.netns)
             .finish_non_exhaustive()
     }
 }
@@ -135,6 +164,11 @@ pub struct SandboxPaths {
     pub vsock_socket: PathBuf,
     pub firecracker_log: PathBuf,
     pub metrics: PathBuf,
+    /// Where Firecracker writes (and a clone reads) snapshot files: in the chroot under
+    /// the jailer.
+    pub snapshot_dir: PathBuf,
+    /// `launch.json`: how the running VM was configured (a snapshot records it).
+    pub launch_record: PathBuf,
 }
 
 impl SandboxPaths {
@@ -177,9 +211,17 @@ impl SandboxPaths {
     }
 }
 
+/// The VM's network interface: a tap (in the sandbox's network namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicPlan {
+    pub iface_id: String,
+    pub host_dev_name: String,
+    pub guest_mac: String,
+}
+
 /// Everything the API configuration of one boot depends on, with paths as Firecracker
-/// sees them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// sees them. A memory snapshot records these paths, so it is kept with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootPlan {
     pub kernel: String,
     pub initrd: Option<String>,
@@ -196,12 +238,14 @@ pub struct BootPlan {
     pub log_level: LogLevel,
     pub metrics_path: Option<String>,
     pub entropy: bool,
+    /// `None`: no network device.
+    #[serde(default)]
+    pub network: Option<NicPlan>,
 }
 
-/// The API requests that configure and start a VM, in the order they are sent: logger,
-/// metrics (when enabled), boot source, root disk (`vda`, read-write), config disk (`vdb`,
-/// read-only), machine, vsock, entropy, `InstanceStart`.
-pub fn boot_calls(plan: &BootPlan) -> Vec<ApiCall> {
+/// The requests that set up Firecracker's own logging (and metrics, when enabled): the
+/// only ones allowed before a snapshot is loaded.
+pub fn logging_calls(plan: &BootPlan) -> Vec<ApiCall> {
     let mut out = vec![calls::put_logger(&Logger {
         log_path: Some(plan.log_path.clone()),
         level: Some(plan.log_level),
@@ -216,6 +260,15 @@ pub fn boot_calls(plan: &BootPlan) -> Vec<ApiCall> {
             properties: None,
         }));
     }
+    out
+}
+
+/// The API requests that configure and start a VM, in the order they are sent: logger,
+/// metrics (when enabled), boot source, root disk (`vda`, read-write), config disk (`vdb`,
+/// read-only), machine, network interface (when there is one), vsock, entropy,
+/// `InstanceStart`.
+pub fn boot_calls(plan: &BootPlan) -> Vec<ApiCall> {
+    let mut out = logging_calls(plan);
     out.push(calls::put_boot_source(&BootSource {
         kernel_image_path: plan.kernel.clone(),
         boot_args: Some(plan.boot_args.clone()),
@@ -241,6 +294,16 @@ pub fn boot_calls(plan: &BootPlan) -> Vec<ApiCall> {
         cpu_template: None,
         huge_pages: None,
     }));
+    if let Some(nic) = &plan.network {
+        out.push(calls::put_network_interface(&NetworkInterface {
+            iface_id: nic.iface_id.clone(),
+            host_dev_name: nic.host_dev_name.clone(),
+            guest_mac: Some(nic.guest_mac.clone()),
+            mtu: None,
+            rx_rate_limiter: None,
+            tx_rate_limiter: None,
+        }));
+    }
     out.push(calls::put_vsock(&Vsock {
         guest_cid: plan.guest_cid,
         uds_path: plan.vsock_uds.clone(),
@@ -263,8 +326,13 @@ pub async fn configure(client: &FirecrackerClient, calls: &[ApiCall]) -> Result<
     Ok(())
 }
 
-/// What the guest reads from its config disk.
+/// What the guest reads from its config disk (no network device).
 pub fn guest_config(spec: &SandboxSpec) -> GuestConfig {
+    guest_config_with(spec, None)
+}
+
+/// What the guest reads from its config disk, with the address of its network device.
+pub fn guest_config_with(spec: &SandboxSpec, network: Option<GuestNetwork>) -> GuestConfig {
     let clock_epoch_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -278,14 +346,18 @@ pub fn guest_config(spec: &SandboxSpec) -> GuestConfig {
         }
         .to_string(),
         clock_epoch_ms,
-        network: None,
+        network,
         env: spec.env.clone(),
     }
 }
 
 pub struct FirecrackerDriver {
-    config: FirecrackerConfig,
+    pub(super) config: FirecrackerConfig,
     sandboxes_dir: PathBuf,
+    /// Sandbox networks, when [`FirecrackerConfig::netns`] asks for them and the host can.
+    pub(super) net: Option<NetnsManager>,
+    /// What `atelier system` should know beyond the configured notes.
+    notes: Vec<String>,
 }
 
 impl FirecrackerDriver {
@@ -329,9 +401,23 @@ impl FirecrackerDriver {
             "creating {}",
             sandboxes_dir.display()
         )))?;
+        let mut notes = vec![];
+        let net = network_manager(&config, &mut notes);
+        notes.push(if config.jailer.is_some() {
+            "firecracker: memory snapshots: clones resume the snapshot's memory (the jailer \
+             gives every sandbox the same paths, which the snapshot records)"
+                .to_owned()
+        } else {
+            "firecracker: prebuilds are disk-only and their clones cold-boot: a memory \
+             snapshot records the path of its disk, which Firecracker cannot override, and \
+             only the jailer makes that path the same for every sandbox"
+                .to_owned()
+        });
         Ok(Self {
             config,
             sandboxes_dir,
+            net,
+            notes,
         })
     }
 
@@ -358,6 +444,8 @@ impl FirecrackerDriver {
             vsock_socket: sockets.join("vsock.sock"),
             firecracker_log: root.join("firecracker.log"),
             metrics: root.join("metrics.json"),
+            snapshot_dir: root.join("snapshot"),
+            launch_record: dir.join("launch.json"),
             jail,
             root,
             dir,
@@ -367,14 +455,20 @@ impl FirecrackerDriver {
     /// The configuration of the boot of `spec` (resolves its image; touches nothing).
     pub fn plan(&self, spec: &SandboxSpec) -> Result<BootPlan, VmmError> {
         let artifacts = self.config.images.resolve(&spec.image)?;
-        self.plan_with(spec, &artifacts, &self.paths(&spec.id))
+        self.plan_with(spec, &artifacts, &self.paths(&spec.id), self.net.is_some())
     }
 
-    fn plan_with(
+    /// Whether sandboxes get a network namespace and a network device.
+    pub fn has_network(&self) -> bool {
+        self.net.is_some()
+    }
+
+    pub(super) fn plan_with(
         &self,
         spec: &SandboxSpec,
         artifacts: &BootArtifacts,
         paths: &SandboxPaths,
+        with_network: bool,
     ) -> Result<BootPlan, VmmError> {
         let (kernel, initrd) = paths.boot_files(artifacts);
         let (rootfs, config_disk) = paths.disks();
@@ -398,6 +492,11 @@ impl FirecrackerDriver {
                 None
             },
             entropy: true,
+            network: with_network.then(|| NicPlan {
+                iface_id: "eth0".into(),
+                host_dev_name: net::TAP_NAME.into(),
+                guest_mac: net::GUEST_MAC.into(),
+            }),
         })
     }
 
@@ -407,12 +506,26 @@ impl FirecrackerDriver {
         id: &SandboxId,
         paths: &SandboxPaths,
     ) -> Result<(PathBuf, Vec<OsString>), VmmError> {
+        self.command_line_in(id, paths, None)
+    }
+
+    /// [`Self::command_line`] for a VMM that runs in the network namespace `netns` (the
+    /// jailer joins it; without the jailer the driver does, just before exec).
+    pub fn command_line_in(
+        &self,
+        id: &SandboxId,
+        paths: &SandboxPaths,
+        netns: Option<&Path>,
+    ) -> Result<(PathBuf, Vec<OsString>), VmmError> {
         let api_sock: OsString = paths.visible(&paths.api_socket)?.into();
         match &self.config.jailer {
             Some(j) => {
                 // The jailer passes `--id` on to Firecracker itself.
                 let fc_args = vec!["--api-sock".into(), api_sock];
-                Ok((j.binary.clone(), j.argv(&self.config.binary, id, &fc_args)))
+                Ok((
+                    j.binary.clone(),
+                    j.argv_in(&self.config.binary, id, netns, &fc_args),
+                ))
             }
             None => Ok((
                 self.config.binary.clone(),
@@ -426,7 +539,7 @@ impl FirecrackerDriver {
         }
     }
 
-    fn check_socket_paths(&self, paths: &SandboxPaths) -> Result<(), VmmError> {
+    pub(super) fn check_socket_paths(&self, paths: &SandboxPaths) -> Result<(), VmmError> {
         for s in [&paths.api_socket, &paths.vsock_socket] {
             if s.as_os_str().len() > SUN_PATH_MAX {
                 return Err(VmmError::NotAvailable {
@@ -442,9 +555,25 @@ impl FirecrackerDriver {
         Ok(())
     }
 
-    /// Starts the VMM in a session of its own, stdio to the console log.
-    fn spawn(&self, id: &SandboxId, paths: &SandboxPaths) -> Result<(u32, Option<u64>), VmmError> {
-        let (program, args) = self.command_line(id, paths)?;
+    /// Starts the VMM in a session of its own (and in the network namespace `net`, when
+    /// given), stdio to the console log.
+    fn spawn(
+        &self,
+        id: &SandboxId,
+        paths: &SandboxPaths,
+        net: Option<&SandboxNet>,
+    ) -> Result<(u32, Option<u64>), VmmError> {
+        let netns = net.map(|n| n.netns_path.as_path());
+        let (program, args) = self.command_line_in(id, paths, netns)?;
+        // Without the jailer, the child joins the namespace itself: open it here, enter
+        // it between fork and exec.
+        let netns_file = match (netns, &self.config.jailer) {
+            (Some(ns), None) => {
+                Some(File::open(ns).map_err(VmmError::io(format!("opening {}", ns.display())))?)
+            }
+            _ => None,
+        };
+        let netns_fd = netns_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         let console = OpenOptions::new()
             .append(true)
             .create(true)
@@ -463,16 +592,23 @@ impl FirecrackerDriver {
             .stdin(Stdio::null())
             .stdout(console)
             .stderr(console_err);
-        // SAFETY: setsid is async-signal-safe. A session of its own keeps the VM alive
-        // across manager restarts and lets us stop all it spawned at once.
+        // SAFETY: setsid and setns are async-signal-safe system calls. A session of its own
+        // keeps the VM alive across manager restarts and lets us stop all it spawned at
+        // once; `netns_fd` stays open (in `netns_file`) until the spawn returned.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 nix::unistd::setsid().map_err(io::Error::from)?;
+                if let Some(fd) = netns_fd {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
-        let mut child = spawn_retrying(&mut cmd)
-            .map_err(VmmError::io(format!("starting {}", program.display())))?;
+        let spawned = spawn_retrying(&mut cmd);
+        drop(netns_file);
+        let mut child = spawned.map_err(VmmError::io(format!("starting {}", program.display())))?;
         let pid = child.id();
         let pid_start = process::start_time(pid);
         // Reap it if it exits while we run; after a manager restart, init does.
@@ -483,7 +619,7 @@ impl FirecrackerDriver {
         Ok((pid, pid_start))
     }
 
-    fn log_tail(&self, paths: &SandboxPaths) -> String {
+    pub(super) fn log_tail(&self, paths: &SandboxPaths) -> String {
         let mut out = tail_lines(&paths.console_log, CONSOLE_TAIL_LINES);
         let fc = tail_lines(&paths.firecracker_log, FIRECRACKER_LOG_TAIL_LINES);
         if !fc.is_empty() {
@@ -498,7 +634,7 @@ impl FirecrackerDriver {
 
     /// Stops every process of the sandbox: the recorded one (and its session), and any
     /// other that still uses its directory or jail (e.g. started just before a crash).
-    async fn kill_everything_of(&self, id: &SandboxId, runtime: Option<&Runtime>) {
+    pub(super) async fn kill_everything_of(&self, id: &SandboxId, runtime: Option<&Runtime>) {
         let paths = self.paths(id);
         let mut dirs = vec![paths.dir.as_path()];
         dirs.extend(paths.jail.as_deref());
@@ -511,7 +647,7 @@ impl FirecrackerDriver {
         }
     }
 
-    fn client_for(&self, runtime: &Runtime) -> Result<FirecrackerClient, VmmError> {
+    pub(super) fn client_for(&self, runtime: &Runtime) -> Result<FirecrackerClient, VmmError> {
         Ok(FirecrackerClient::new(api_socket_of(runtime)?).with_timeout(self.config.api_timeout))
     }
 
@@ -541,14 +677,311 @@ fn alive(pid: u32, start: Option<u64>) -> bool {
     start.is_some_and(|s| process::is_same_process(pid, s))
 }
 
+impl FirecrackerDriver {
+    /// Makes the sandbox's network namespace when it is to have a network device.
+    pub(super) fn set_up_network(
+        &self,
+        id: &SandboxId,
+        with_network: bool,
+    ) -> Result<Option<SandboxNet>, VmmError> {
+        match (&self.net, with_network) {
+            (Some(m), true) => m.setup(id).map(Some),
+            (None, true) => Err(VmmError::NotAvailable {
+                driver: DriverKind::Firecracker,
+                reason: "this sandbox needs a network namespace, and this driver makes none \
+                         (it needs root, ip and /dev/net/tun)"
+                    .into(),
+            }),
+            (_, false) => Ok(None),
+        }
+    }
+
+    /// Removes the sandbox's network namespace, if it has one; idempotent.
+    pub(super) fn tear_down_network(&self, id: &SandboxId) -> Result<(), VmmError> {
+        match &self.net {
+            Some(m) => m.teardown(id),
+            None => Ok(()),
+        }
+    }
+
+    /// Boots `spec` from `artifacts` (its disk: the sandbox's own copy of
+    /// `artifacts.rootfs`, made if missing).
+    pub(super) async fn boot(
+        &self,
+        spec: &SandboxSpec,
+        artifacts: &BootArtifacts,
+    ) -> Result<Runtime, VmmError> {
+        let paths = self.paths(&spec.id);
+        self.check_socket_paths(&paths)?;
+        let plan = self.plan_with(spec, artifacts, &paths, self.net.is_some())?;
+        let net = self.set_up_network(&spec.id, plan.network.is_some())?;
+        let launched = async {
+            let guest_network = net
+                .as_ref()
+                .and(self.net.as_ref())
+                .map(|m| m.guest_network());
+            let record = LaunchRecord {
+                plan: plan.clone(),
+                kernel: artifacts.vmlinux.clone(),
+                initramfs: artifacts.initramfs.clone(),
+            };
+            let (config, spec2, artifacts2, paths2) = (
+                self.config.clone(),
+                spec.clone(),
+                artifacts.clone(),
+                paths.clone(),
+            );
+            blocking(move || {
+                prepare(&config, &spec2, &artifacts2, &paths2, guest_network)?;
+                record.write(&paths2.launch_record)
+            })
+            .await?;
+            let vmm = self.start_vmm(&spec.id, &paths, net.as_ref()).await?;
+            let configured = configure(&vmm.client, &boot_calls(&plan)).await;
+            self.finish_start(vmm, configured, &paths).await
+        }
+        .await;
+        if launched.is_err() {
+            if let Err(e) = self.tear_down_network(&spec.id) {
+                tracing::warn!(sandbox = %spec.id, error = %e, "could not remove the network of a failed launch");
+            }
+        }
+        launched
+    }
+
+    /// Spawns the VMM and waits for its API socket.
+    pub(super) async fn start_vmm(
+        &self,
+        id: &SandboxId,
+        paths: &SandboxPaths,
+        net: Option<&SandboxNet>,
+    ) -> Result<StartedVmm, VmmError> {
+        let (pid, pid_start) = self.spawn(id, paths, net)?;
+        let client =
+            FirecrackerClient::new(&paths.api_socket).with_timeout(self.config.api_timeout);
+        let vmm = StartedVmm {
+            pid,
+            pid_start,
+            client,
+        };
+        let waited = vmm
+            .client
+            .wait_for_socket(self.config.socket_timeout, || alive(pid, pid_start))
+            .await
+            .map_err(VmmError::from);
+        match waited {
+            Ok(()) => Ok(vmm),
+            Err(e) => Err(self.abort_vmm(&vmm, e, paths).await),
+        }
+    }
+
+    /// The runtime of a VMM whose configuration went well; else stops it and explains.
+    pub(super) async fn finish_start(
+        &self,
+        vmm: StartedVmm,
+        configured: Result<(), VmmError>,
+        paths: &SandboxPaths,
+    ) -> Result<Runtime, VmmError> {
+        if let Err(e) = configured {
+            return Err(self.abort_vmm(&vmm, e, paths).await);
+        }
+        Ok(Runtime {
+            agent: AgentAddr::HybridVsock {
+                uds: paths.vsock_socket.clone(),
+                port: GUEST_AGENT_PORT,
+            }
+            .to_string(),
+            pid: Some(vmm.pid),
+            pid_start: vmm.pid_start,
+            dir: paths.dir.clone(),
+        })
+    }
+
+    /// Stops a VMM that failed to start, and returns the error that best explains it.
+    async fn abort_vmm(&self, vmm: &StartedVmm, e: VmmError, paths: &SandboxPaths) -> VmmError {
+        let was_alive = alive(vmm.pid, vmm.pid_start);
+        if was_alive {
+            process::terminate_session(vmm.pid, STOP_GRACE).await;
+        } else {
+            // Give the console a moment to receive the VMM's last words.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A refusal is reported as such; anything else after the VMM died is the VMM's
+        // failure, best explained by its output.
+        match e {
+            e @ VmmError::Firecracker { .. } => e,
+            _ if !was_alive => VmmError::ExitedEarly {
+                log_tail: self.log_tail(paths),
+            },
+            e => e,
+        }
+    }
+
+    /// Polls the agent's health through `client` until it answers, the VM dies, or
+    /// `within` passes. A refusal of the token (401) ends the wait at once with
+    /// `Ok(false)`.
+    pub(super) async fn wait_health(
+        &self,
+        runtime: &Runtime,
+        paths: &SandboxPaths,
+        client: &AgentClient,
+        within: Duration,
+        started: Instant,
+    ) -> Result<bool, VmmError> {
+        loop {
+            if !self.is_alive(runtime) {
+                return Err(VmmError::ExitedEarly {
+                    log_tail: self.log_tail(paths),
+                });
+            }
+            let left = within.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(VmmError::BootTimeout {
+                    waited: within,
+                    reason: "no answer from the agent".into(),
+                    log_tail: self.log_tail(paths),
+                });
+            }
+            match client
+                .wait_healthy(left.min(Duration::from_millis(500)))
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(e) if e.status() == Some(401) => return Ok(false),
+                Err(e) if started.elapsed() >= within => {
+                    return Err(VmmError::BootTimeout {
+                        waited: within,
+                        reason: e.to_string(),
+                        log_tail: self.log_tail(paths),
+                    })
+                }
+                // Another answer (or a garbled one) from a live agent: retry, not in a spin.
+                Err(
+                    atelier_agent_client::Error::Agent { .. }
+                    | atelier_agent_client::Error::Decode(_),
+                ) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// A VMM process whose API socket answers.
+pub(super) struct StartedVmm {
+    pub pid: u32,
+    pub pid_start: Option<u64>,
+    pub client: FirecrackerClient,
+}
+
+/// How a running VM was configured (`launch.json` in its directory): what a snapshot of
+/// it must record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchRecord {
+    pub plan: BootPlan,
+    /// The kernel and initramfs it booted, on the host.
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+}
+
+impl LaunchRecord {
+    pub fn write(&self, path: &Path) -> Result<(), VmmError> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| VmmError::Corrupt(e.to_string()))?;
+        std::fs::write(path, json).map_err(VmmError::io(format!("writing {}", path.display())))
+    }
+
+    pub fn read(path: &Path) -> Result<Self, VmmError> {
+        let bytes = std::fs::read(path).map_err(VmmError::io(format!(
+            "reading {} (a sandbox started before snapshots were supported must be \
+             restarted first)",
+            path.display()
+        )))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| VmmError::Corrupt(format!("{}: {e}", path.display())))
+    }
+}
+
+/// The network manager a configuration asks for, if this host can run it; `notes` learn
+/// what was decided and why.
+fn network_manager(config: &FirecrackerConfig, notes: &mut Vec<String>) -> Option<NetnsManager> {
+    let (nat, reason) = match config.netns {
+        NetnsChoice::Off => {
+            notes.push(
+                "firecracker: sandboxes have no network device (per-sandbox network \
+                 namespaces are off)"
+                    .into(),
+            );
+            return None;
+        }
+        NetnsChoice::On => (true, None),
+        NetnsChoice::Auto => {
+            let found = net::availability(config.net_runner.as_ref());
+            if let Err(why) = found.netns {
+                notes.push(format!(
+                    "firecracker: sandboxes have no network device: {why}"
+                ));
+                return None;
+            }
+            (found.nat.is_ok(), found.nat.err())
+        }
+    };
+    let mut net = NetnsConfig::new(config.data_dir.join("net"));
+    net.nat = nat;
+    net.tap_owner = config.jailer.as_ref().map(|j| (j.uid, j.gid));
+    net.dns = std::fs::read_to_string("/etc/resolv.conf")
+        .map(|t| net::host_nameservers(&t))
+        .unwrap_or_default();
+    if net.dns.is_empty() {
+        net.dns = vec!["1.1.1.1".into()];
+    }
+    notes.push(match reason {
+        None => format!(
+            "firecracker: every sandbox has a network namespace of its own (guest {} behind \
+             NAT, name servers {})",
+            net::GUEST_ADDRESS,
+            net.dns.join(", ")
+        ),
+        Some(why) => format!(
+            "firecracker: every sandbox has a network namespace of its own, without a way \
+             out: {why}"
+        ),
+    });
+    if nat && config.netns == NetnsChoice::Auto {
+        enable_host_forwarding(config.net_runner.as_ref(), notes);
+    }
+    Some(NetnsManager::new(net, config.net_runner.clone()))
+}
+
+/// NAT out of the host needs IPv4 forwarding, a host-wide setting: turned on once.
+fn enable_host_forwarding(runner: &dyn CommandRunner, notes: &mut Vec<String>) {
+    let on = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .map(|v| v.trim() == "1")
+        .unwrap_or(false);
+    if on {
+        return;
+    }
+    let args: Vec<OsString> = vec!["-q".into(), "-w".into(), "net.ipv4.ip_forward=1".into()];
+    match runner.run("sysctl", &args) {
+        Ok(out) if out.success() => {
+            notes.push("firecracker: turned on IPv4 forwarding on the host (for NAT)".into())
+        }
+        _ => notes.push(
+            "firecracker: IPv4 forwarding is off on the host and could not be turned on: \
+             guests cannot reach the outside"
+                .into(),
+        ),
+    }
+}
+
 #[async_trait]
 impl Driver for FirecrackerDriver {
     fn info(&self) -> DriverInfo {
+        let mut notes = self.config.notes.clone();
+        notes.extend(self.notes.iter().cloned());
         DriverInfo {
             kind: DriverKind::Firecracker,
             isolated: true,
             can_pause: true,
-            notes: self.config.notes.clone(),
+            notes,
         }
     }
 
@@ -568,61 +1001,15 @@ impl Driver for FirecrackerDriver {
         {
             out.push(("cgroup".into(), cg.display().to_string()));
         }
+        if let Some(m) = &self.net {
+            out.extend(m.planned_resources(id));
+        }
         out
     }
 
     async fn launch(&self, spec: &SandboxSpec) -> Result<Runtime, VmmError> {
         let artifacts = self.config.images.resolve(&spec.image)?;
-        let paths = self.paths(&spec.id);
-        self.check_socket_paths(&paths)?;
-        let plan = self.plan_with(spec, &artifacts, &paths)?;
-        {
-            let (config, spec, artifacts, paths) = (
-                self.config.clone(),
-                spec.clone(),
-                artifacts.clone(),
-                paths.clone(),
-            );
-            blocking(move || prepare(&config, &spec, &artifacts, &paths)).await?;
-        }
-        let (pid, pid_start) = self.spawn(&spec.id, &paths)?;
-        let client =
-            FirecrackerClient::new(&paths.api_socket).with_timeout(self.config.api_timeout);
-        let started = match client
-            .wait_for_socket(self.config.socket_timeout, || alive(pid, pid_start))
-            .await
-        {
-            Ok(()) => configure(&client, &boot_calls(&plan)).await,
-            Err(e) => Err(e.into()),
-        };
-        if let Err(e) = started {
-            let was_alive = alive(pid, pid_start);
-            if was_alive {
-                process::terminate_session(pid, STOP_GRACE).await;
-            } else {
-                // Give the console a moment to receive the VMM's last words.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            // A refusal is reported as such; anything else after the VMM died is the
-            // VMM's failure, best explained by its output.
-            return Err(match e {
-                e @ VmmError::Firecracker { .. } => e,
-                _ if !was_alive => VmmError::ExitedEarly {
-                    log_tail: self.log_tail(&paths),
-                },
-                e => e,
-            });
-        }
-        Ok(Runtime {
-            agent: AgentAddr::HybridVsock {
-                uds: paths.vsock_socket.clone(),
-                port: GUEST_AGENT_PORT,
-            }
-            .to_string(),
-            pid: Some(pid),
-            pid_start,
-            dir: paths.dir,
-        })
+        self.boot(spec, &artifacts).await
     }
 
     async fn wait_ready(
@@ -631,37 +1018,25 @@ impl Driver for FirecrackerDriver {
         runtime: &Runtime,
         within: Duration,
     ) -> Result<(), VmmError> {
-        let client = self.agent(runtime, &spec.agent_token)?;
-        let paths = self.paths(&spec.id);
         let started = Instant::now();
-        loop {
-            if !self.is_alive(runtime) {
-                return Err(VmmError::ExitedEarly {
-                    log_tail: self.log_tail(&paths),
-                });
-            }
-            let left = within.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                return Err(VmmError::BootTimeout {
-                    waited: within,
-                    reason: "no answer from the agent".into(),
-                    log_tail: self.log_tail(&paths),
-                });
-            }
-            match client
-                .wait_healthy(left.min(Duration::from_millis(500)))
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if started.elapsed() >= within => {
-                    return Err(VmmError::BootTimeout {
-                        waited: within,
-                        reason: e.to_string(),
-                        log_tail: self.log_tail(&paths),
-                    })
-                }
-                Err(_) => continue,
-            }
+        if let Some(old) = &spec.restore_token {
+            return self
+                .refresh_identity(spec, old, runtime, within, started)
+                .await;
+        }
+        let paths = self.paths(&spec.id);
+        let client = self.agent(runtime, &spec.agent_token)?;
+        if self
+            .wait_health(runtime, &paths, &client, within, started)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(VmmError::BootTimeout {
+                waited: started.elapsed(),
+                reason: "the agent refuses the sandbox's token".into(),
+                log_tail: self.log_tail(&paths),
+            })
         }
     }
 
@@ -669,8 +1044,10 @@ impl Driver for FirecrackerDriver {
         // SendCtrlAltDel needs guest support and may be ignored; the disk is flushed by
         // the guest's own writes (Firecracker writes through to the host page cache).
         self.kill_everything_of(id, runtime).await;
-        let (config, paths, id) = (self.config.clone(), self.paths(id), id.clone());
-        blocking(move || clean_up_stopped(&config, &paths, &id)).await
+        let (config, paths, sid) = (self.config.clone(), self.paths(id), id.clone());
+        blocking(move || clean_up_stopped(&config, &paths, &sid)).await?;
+        // A stopped sandbox needs no network; the next launch makes it again.
+        self.tear_down_network(id)
     }
 
     async fn destroy(&self, id: &SandboxId, runtime: Option<&Runtime>) -> Result<(), VmmError> {
@@ -691,7 +1068,8 @@ impl Driver for FirecrackerDriver {
             }
             remove_dir_if_present(&paths.dir)
         })
-        .await
+        .await?;
+        self.tear_down_network(id)
     }
 
     async fn pause(&self, runtime: &Runtime) -> Result<(), VmmError> {
@@ -702,6 +1080,23 @@ impl Driver for FirecrackerDriver {
     async fn resume(&self, runtime: &Runtime) -> Result<(), VmmError> {
         self.require_alive(runtime, "resuming")?;
         Ok(self.client_for(runtime)?.resume().await?)
+    }
+
+    async fn snapshot(
+        &self,
+        spec: &SandboxSpec,
+        runtime: &Runtime,
+        dest_dir: &Path,
+    ) -> Result<SnapshotInfo, VmmError> {
+        self.take_snapshot(spec, runtime, dest_dir).await
+    }
+
+    async fn launch_from_snapshot(
+        &self,
+        spec: &SandboxSpec,
+        snapshot: &SnapshotInfo,
+    ) -> Result<Runtime, VmmError> {
+        self.restore(spec, snapshot).await
     }
 
     async fn sweep(&self, keep: &HashSet<SandboxId>) -> Vec<String> {
@@ -754,16 +1149,21 @@ impl Driver for FirecrackerDriver {
                 }
             }
         }
+        // Networks of sandboxes that no longer exist (their VMs are gone by now).
+        if let Some(m) = &self.net {
+            removed.extend(m.sweep(keep));
+        }
         removed
     }
 }
 
 /// Creates the sandbox's files (blocking: may copy a disk image).
-fn prepare(
+pub(super) fn prepare(
     config: &FirecrackerConfig,
     spec: &SandboxSpec,
     artifacts: &BootArtifacts,
     paths: &SandboxPaths,
+    network: Option<GuestNetwork>,
 ) -> Result<(), VmmError> {
     for (what, p) in [
         ("kernel", &artifacts.vmlinux),
@@ -780,7 +1180,7 @@ fn prepare(
     create_dir(&paths.dir, 0o700)?;
     let min_disk = u64::from(spec.resources.disk_mib) * 1024 * 1024;
     disk::ensure_disk_copy(&artifacts.rootfs, &paths.rootfs, min_disk)?;
-    disk::write_config_disk(&paths.config_disk, &guest_config(spec))?;
+    disk::write_config_disk(&paths.config_disk, &guest_config_with(spec, network))?;
     for s in [&paths.api_socket, &paths.vsock_socket] {
         remove_file_if_present(s)?;
     }
@@ -870,7 +1270,7 @@ fn clean_up_stopped(
 }
 
 /// Runs blocking file work (a disk copy can take a while) off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, VmmError> + Send + 'static,
 ) -> Result<T, VmmError> {
     tokio::task::spawn_blocking(f)
@@ -934,13 +1334,13 @@ fn tail_lines(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn create_dir(path: &Path, mode: u32) -> Result<(), VmmError> {
+pub(super) fn create_dir(path: &Path, mode: u32) -> Result<(), VmmError> {
     std::fs::create_dir_all(path)
         .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
         .map_err(VmmError::io(format!("creating {}", path.display())))
 }
 
-fn remove_file_if_present(path: &Path) -> Result<(), VmmError> {
+pub(super) fn remove_file_if_present(path: &Path) -> Result<(), VmmError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(VmmError::Io {
             context: format!("removing {}", path.display()),
@@ -950,7 +1350,7 @@ fn remove_file_if_present(path: &Path) -> Result<(), VmmError> {
     }
 }
 
-fn remove_dir_if_present(path: &Path) -> Result<(), VmmError> {
+pub(super) fn remove_dir_if_present(path: &Path) -> Result<(), VmmError> {
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(VmmError::Io {
             context: format!("removing {}", path.display()),
@@ -972,7 +1372,7 @@ fn truncate(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), Vmm
     chown(path, owner)
 }
 
-fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<(), VmmError> {
+pub(super) fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<(), VmmError> {
     match owner {
         Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(
             VmmError::io(format!("changing the owner of {}", path.display())),

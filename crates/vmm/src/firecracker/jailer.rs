@@ -82,6 +82,18 @@ impl JailerConfig {
         id: &SandboxId,
         firecracker_args: &[OsString],
     ) -> Vec<OsString> {
+        self.argv_in(firecracker, id, None, firecracker_args)
+    }
+
+    /// [`Self::argv`] with the network namespace `netns` (the sandbox's own) in place of
+    /// the configured one.
+    pub fn argv_in(
+        &self,
+        firecracker: &Path,
+        id: &SandboxId,
+        netns: Option<&Path>,
+        firecracker_args: &[OsString],
+    ) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec![
             "--id".into(),
             id.as_str().into(),
@@ -104,9 +116,9 @@ impl JailerConfig {
             a.push("--cgroup".into());
             a.push(c.into());
         }
-        if let Some(ns) = &self.netns {
+        if let Some(ns) = netns.or(self.netns.as_deref()) {
             a.push("--netns".into());
-            a.push(ns.clone().into());
+            a.push(ns.into());
         }
         a.push("--".into());
         a.extend(firecracker_args.iter().cloned());
@@ -181,5 +193,15 @@ mod tests {
                 .unwrap(),
             Path::new("/sys/fs/cgroup/atelier/sabcdefghjkm")
         );
+        // A sandbox's own namespace takes the place of the configured one.
+        let own = strings(&j.argv_in(
+            Path::new("/usr/bin/firecracker"),
+            &id,
+            Some(Path::new("/var/run/netns/atelier-sabcdefghjkm")),
+            &[],
+        ));
+        let at = own.iter().position(|a| a == "--netns").unwrap();
+        assert_eq!(own[at + 1], "/var/run/netns/atelier-sabcdefghjkm");
+        assert_eq!(own.iter().filter(|a| *a == "--netns").count(), 1);
     }
 }

@@ -7,7 +7,8 @@
 //! - [`client`]: HTTP/1.1 over the API Unix socket;
 //! - [`driver`]: [`FirecrackerDriver`], the [`Driver`](crate::Driver) implementation;
 //! - [`jailer`]: running Firecracker under its jailer;
-//! - [`disk`]: the sandbox's root disk copy and the raw config disk.
+//! - [`disk`]: the sandbox's root disk copy and the raw config disk;
+//! - [`snapshot`]: memory snapshots and the clones restored from them.
 //!
 //! [`probe`] tells whether Firecracker can run on this host at all.
 
@@ -17,6 +18,7 @@ pub mod client;
 pub mod disk;
 pub mod driver;
 pub mod jailer;
+pub mod snapshot;
 
 use std::fs::OpenOptions;
 use std::io::Read;
@@ -27,8 +29,9 @@ use std::time::{Duration, Instant};
 
 pub use client::{ClientError, FirecrackerClient};
 pub use driver::{
-    boot_calls, configure, guest_config, BootPlan, FirecrackerConfig, FirecrackerDriver,
-    SandboxPaths, DEFAULT_BOOT_ARGS, GUEST_CID,
+    boot_calls, configure, guest_config, guest_config_with, logging_calls, BootPlan,
+    FirecrackerConfig, FirecrackerDriver, LaunchRecord, NetnsChoice, NicPlan, SandboxPaths,
+    DEFAULT_BOOT_ARGS, GUEST_CID,
 };
 pub use jailer::JailerConfig;
 
