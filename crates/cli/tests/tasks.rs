@@ -322,13 +322,23 @@ async fn the_cli_drives_a_task_from_prompt_to_done() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(listed.contains("Formal or casual greeting?"), "{listed}");
+    let (_, shown, _) = cli(&["task", "show", &id]);
+    assert!(
+        shown.contains("for an answer to a question: Formal or casual greeting?"),
+        "a pending ask shows with its age: {shown}"
+    );
+    let (ok, _, stderr) = cli(&["task", "diff", &id]);
+    assert!(
+        !ok && stderr.contains("its diff is computed when the agent's turn ends"),
+        "{stderr}"
+    );
     let (ok, stdout, stderr) = cli(&["task", "answer", &id, "--choice", "Formal"]);
     assert!(ok && stdout.contains("answered"), "{stdout}{stderr}");
 
     let mut shown = String::new();
     for _ in 0..240 {
         shown = cli(&["task", "show", &id]).1;
-        if shown.contains(") review") || shown.contains(") failed") {
+        if shown.contains(")  review") || shown.contains(")  failed") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -339,10 +349,28 @@ async fn the_cli_drives_a_task_from_prompt_to_done() {
     );
     let (_, diff, _) = cli(&["task", "diff", &id]);
     assert!(diff.contains("+Good day to you."), "{diff}");
+    let (_, stat, _) = cli(&["task", "diff", &id, "--stat"]);
+    assert!(
+        stat.contains("NOTES.md  +1 -0") && stat.contains("1 file changed, +1 -0"),
+        "{stat}"
+    );
     let (_, logs, _) = cli(&["task", "logs", &id]);
     assert!(
         logs.contains("ASK") && logs.contains("turn end  completed"),
         "{logs}"
+    );
+    // Following a task that already stopped prints everything, then says where it is.
+    let (ok, followed, _) = cli(&["task", "logs", &id, "--follow"]);
+    assert!(ok, "{followed}");
+    assert!(
+        followed.contains("answered  Formal")
+            && followed.contains("todos     2/2 done")
+            && followed.contains("the task waits in review"),
+        "{followed}"
+    );
+    assert!(
+        !followed.contains(" pending"),
+        "pending tool calls are left out: {followed}"
     );
     let (ok, stdout, _) = cli(&["task", "done", &id]);
     assert!(ok && stdout.contains("done"), "{stdout}");

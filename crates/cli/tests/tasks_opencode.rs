@@ -125,14 +125,19 @@ fn origin(dir: &Path) -> String {
 const INSTRUCTIONS_MARKER: &str = "Sign every file with the word PERSIMMON.";
 const SECRET: &str = "sk-scripted-0123456789-secret";
 
-/// The model's side of the task: write NOTES.md, ask which greeting, then report.
+/// The model's side of the task: look at its key (a tool output the manager must mask),
+/// write NOTES.md, ask which greeting, then report.
 fn script(req: &serde_json::Value) -> Reply {
     match model_server::tool_results(req) {
         0 => Reply::tool(
+            "bash",
+            json!({"command": "echo key=$SCRIPTED_API_KEY", "description": "Show the key"}),
+        ),
+        1 => Reply::tool(
             "write",
             json!({"filePath": "NOTES.md", "content": "Good day to you.\n"}),
         ),
-        1 => Reply::tool(
+        2 => Reply::tool(
             "question",
             json!({"questions": [{"question": "Formal or casual greeting?", "header": "Greeting",
                 "options": [{"label": "Formal", "description": "Good day"},
@@ -284,8 +289,8 @@ async fn a_real_opencode_task_edits_asks_and_reaches_review() {
         "{task}"
     );
     assert!(
-        task["usage"]["input_tokens"].as_u64().unwrap_or(0) >= 300,
-        "three working requests of 100 input tokens each: {task}"
+        task["usage"]["input_tokens"].as_u64().unwrap_or(0) >= 400,
+        "four working requests of 100 input tokens each: {task}"
     );
     let diff = api
         .req(reqwest::Method::GET, &format!("/tasks/{id}/diff"))
@@ -315,13 +320,26 @@ async fn a_real_opencode_task_edits_asks_and_reaches_review() {
     assert!(
         requests
             .iter()
-            .any(|r| model_server::tool_results(&r.body) == 2
+            .any(|r| model_server::tool_results(&r.body) == 3
                 && model_server::last_tool_result(&r.body).is_some_and(|t| t.contains("Formal"))),
         "the answer reaches the model"
     );
 
-    // The secret stays out of everything the manager shows or logs.
+    // The secret stays out of everything the manager shows or logs, even when a tool
+    // prints it: the agent's events are masked before they are kept.
     let timeline = api.get(&format!("/tasks/{id}/events")).await.body;
+    assert!(
+        timeline
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"]["type"] == "tool_call"
+                && e["event"]["name"] == "bash"
+                && e["event"]["output"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("key=••••"))),
+        "the bash output is kept, masked: {timeline}"
+    );
     let sandbox = task["sandbox_id"].as_str().unwrap().to_owned();
     let service = api
         .get(&format!("/sandboxes/{sandbox}/services/coding-agent"))

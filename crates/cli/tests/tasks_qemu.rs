@@ -1,0 +1,271 @@
+//! A task on the qemu driver: the sandbox is a microVM booted from the `dev` image (Debian
+//! with git), the scripted fake agent runs inside it and the manager reaches it through a
+//! port forward over the agent's tunnel. The repo comes from a `git daemon` on the host's
+//! loopback (the guest sees it at 10.0.2.2 through QEMU's user-mode network); the branch
+//! comes back out through the host-side mirror and outlives the VM.
+//!
+//! Needs QEMU, mkfs.ext4, busybox-static and mmdebstrap (the `dev` image is built once into
+//! the shared test image cache); prints `skipped: <reason>` otherwise.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{eventually, Manager};
+use serde_json::json;
+
+fn skip_reason() -> Option<String> {
+    let have = |tool: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    for (tool, package) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("qemu-img", "qemu-utils"),
+        ("mkfs.ext4", "e2fsprogs"),
+        ("mmdebstrap", "mmdebstrap"),
+        ("git", "git"),
+    ] {
+        if !have(tool) {
+            return Some(format!("{tool} is not installed ({package})"));
+        }
+    }
+    if !Path::new("/bin/busybox").exists() {
+        return Some("busybox-static is not installed".into());
+    }
+    None
+}
+
+fn ensure_guest_agent() {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent.sh");
+    let status = Command::new(&script)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run build-agent.sh");
+    assert!(status.success(), "scripts/build-agent.sh failed");
+}
+
+fn qemu_data_dir(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let cache = PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/atelier/test-images");
+    std::fs::write(
+        data.join("config.toml"),
+        format!("[images]\ncache_dir = \"{}\"\n", cache.display()),
+    )
+    .unwrap();
+    data
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `git daemon` serving `base` read-only on the host's loopback; stopped when dropped.
+struct GitDaemon {
+    child: Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> GitDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // The daemon itself, not the `git daemon` wrapper, so that killing it stops it.
+        let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+        let daemon =
+            PathBuf::from(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
+        let child = Command::new(daemon)
+            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start git daemon");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        GitDaemon { child, port }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SCENARIO: &str = r#"
+steps:
+  - todos:
+      - {content: "Ask which greeting", status: in_progress}
+  - ask_question:
+      questions:
+        - question: "Formal or casual greeting?"
+          options: [Formal, Casual]
+  - edit_file: {path: NOTES.md, content: "Good day to you.\n"}
+  - todos:
+      - {content: "Ask which greeting", status: completed}
+  - say: "I wrote NOTES.md inside the VM."
+  - finish
+"#;
+
+#[tokio::test]
+async fn a_task_runs_in_a_microvm_and_its_branch_survives_it() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    ensure_guest_agent();
+    common::ensure_fake_agent_built();
+    let dir = tempfile::tempdir().unwrap();
+    let repos = dir.path().join("repos");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&repos).unwrap();
+    git(&work, &["init", "--quiet"]);
+    std::fs::write(work.join("README.md"), "# app\n").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "--quiet", "-m", "initial"]);
+    git(
+        dir.path(),
+        &["clone", "--quiet", "--bare", "work", "repos/app.git"],
+    );
+    let daemon = GitDaemon::start(&repos);
+
+    let data = qemu_data_dir(dir.path());
+    let m = Manager::start_with(&data, &["--driver", "qemu"]);
+    let api = m.client();
+    // The first build of the dev image runs mmdebstrap (minutes); later runs reuse it.
+    let built = api
+        .send(
+            api.req(reqwest::Method::POST, "/images/dev/build")
+                .timeout(Duration::from_secs(1800)),
+        )
+        .await;
+    if built.status != 200 {
+        println!(
+            "skipped: the dev image cannot be built here: {}",
+            built.body
+        );
+        return;
+    }
+    let w = api
+        .post(
+            "/workspaces",
+            json!({
+                "name": "app",
+                "repos": [{"url": format!("git://10.0.2.2:{}/app.git", daemon.port)}],
+                "base_image": "dev",
+                "resources": {"vcpus": 2, "memory_mib": 1024, "disk_mib": 10240},
+                "agent_config": {"runtime": "fake", "scenario": SCENARIO}
+            }),
+        )
+        .await;
+    assert_eq!(w.status, 201, "{}", w.body);
+    let t = api
+        .post(
+            "/tasks",
+            json!({"prompt": "Write a greeting", "workspace": "app", "dispatch": true}),
+        )
+        .await;
+    assert_eq!(t.status, 201, "{}", t.body);
+    let id = t.body["id"].as_str().unwrap().to_owned();
+    let branch = t.body["branch"].as_str().unwrap().to_owned();
+
+    let (a, i) = (api.clone(), id.clone());
+    let ask = eventually(Duration::from_secs(600), "the question", || {
+        let (api, id) = (a.clone(), i.clone());
+        async move {
+            let t = api.get(&format!("/tasks/{id}")).await.body;
+            assert_ne!(t["status"], "failed", "{t}");
+            let feed = api.get("/attention").await.body;
+            feed.as_array()
+                .and_then(|f| f.iter().find(|x| x["task_id"] == id.as_str()).cloned())
+        }
+    })
+    .await;
+    let task = api.get(&format!("/tasks/{id}")).await.body;
+    let sandbox = task["sandbox_id"].as_str().unwrap().to_owned();
+    let s = api.get(&format!("/sandboxes/{sandbox}")).await.body;
+    assert_eq!(s["driver"], "qemu", "{s}");
+    let r = api
+        .post(
+            &format!("/attention/{id}/{}/answer", ask["id"].as_str().unwrap()),
+            json!({"kind": "question", "answers": [["Formal"]]}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+
+    let (a, i) = (api.clone(), id.clone());
+    let task = eventually(Duration::from_secs(600), "the task to reach review", || {
+        let (api, id) = (a.clone(), i.clone());
+        async move {
+            let t = api.get(&format!("/tasks/{id}")).await.body;
+            assert_ne!(t["status"], "failed", "{t}");
+            (t["status"] == "review").then_some(t)
+        }
+    })
+    .await;
+    assert_eq!(task["changes"][0]["path"], "NOTES.md", "{task}");
+    assert_eq!(task["progress"], 100, "{task}");
+
+    // Done: the VM goes, the commit stays in the host-side mirror.
+    let r = api.post(&format!("/tasks/{id}/done"), json!({})).await;
+    assert_eq!(r.body["status"], "done", "{}", r.body);
+    let (a, s) = (api.clone(), sandbox.clone());
+    eventually(Duration::from_secs(120), "the VM to be destroyed", || {
+        let (api, s) = (a.clone(), s.clone());
+        async move {
+            (api.get(&format!("/sandboxes/{s}")).await.body["state"] == "destroyed").then_some(())
+        }
+    })
+    .await;
+    let mirror = std::fs::read_dir(data.join("mirrors"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let file = git(
+        &mirror,
+        &[
+            "--git-dir",
+            mirror.to_str().unwrap(),
+            "show",
+            &format!("{branch}:NOTES.md"),
+        ],
+    );
+    assert_eq!(file, "Good day to you.\n");
+}
