@@ -24,8 +24,8 @@
 //!
 //! All of it is a handful of `ip`, `sysctl` and `iptables` invocations run through a
 //! [`CommandRunner`], so that tests can assert each argv and the teardown order. Host
-//! rules carry the comment `<netns name>`, so that a sweep after a crash can find and
-//! remove those of sandboxes that no longer exist.
+//! rules carry the comment `<netns name>`, so that a teardown finds them by listing; a
+//! sweep after a crash removes the networks of slots whose sandbox no longer exists.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -557,46 +557,14 @@ impl NetnsManager {
         removed
     }
 
-    /// Removes the networks of sandboxes not in `keep`: namespaces named like ours, host
-    /// veths, tagged host rules and slot files. Returns what was removed.
+    /// Removes the networks of sandboxes not in `keep`. Found by their slot files: a
+    /// slot is taken before anything is made and freed only once everything is gone, so
+    /// the slots are a complete record — and they are this manager's own (another
+    /// manager's namespaces on the same host are never touched). Returns what was removed.
     pub fn sweep(&self, keep: &HashSet<SandboxId>) -> Vec<String> {
-        let mut found: BTreeSet<String> = BTreeSet::new();
-        let listing = |cmd: NetCommand| -> String {
-            match cmd.run(self.runner.as_ref()) {
-                Ok(o) if o.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-                _ => String::new(),
-            }
-        };
-        for line in listing(NetCommand::new("ip", &["netns", "list"])).lines() {
-            if let Some(id) = line
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.strip_prefix(self.config.netns_prefix.as_str()))
-            {
-                found.insert(id.to_owned());
-            }
-        }
-        for line in listing(NetCommand::new("ip", &["-o", "link", "show"])).lines() {
-            // `7: atlsabc…@if2: <BROADCAST,…> …`
-            if let Some(id) = line
-                .split(':')
-                .nth(1)
-                .map(|n| n.trim().split('@').next().unwrap_or_default())
-                .and_then(|n| n.strip_prefix(HOST_VETH_PREFIX))
-            {
-                found.insert(id.to_owned());
-            }
-        }
-        for (tag, _) in self.tagged_rules() {
-            if let Some(id) = tag.strip_prefix(self.config.netns_prefix.as_str()) {
-                found.insert(id.to_owned());
-            }
-        }
-        for (_, id) in self.slots() {
-            found.insert(id);
-        }
+        let owners: BTreeSet<String> = self.slots().into_iter().map(|(_, id)| id).collect();
         let mut removed = vec![];
-        for name in found {
+        for name in owners {
             let Some(id) = SandboxId::parse(&name) else {
                 continue;
             };
@@ -943,22 +911,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = Arc::new(
             Recorder::default()
-                .answer(
-                    "ip netns list",
-                    CommandOutput::ok(
-                        "atelier-snpqrstuvwxy (id: 3)\natelier-sabcdefghjkm (id: 2)\nsomeone-else\n",
-                    ),
-                )
-                .answer(
-                    "ip -o link show",
-                    CommandOutput::ok(
-                        "1: lo: <LOOPBACK,UP> mtu 65536\n\
-                         7: atlsnpqrstuvwxy@if2: <BROADCAST,UP> mtu 1500\n\
-                         9: eth0: <BROADCAST> mtu 1500\n",
-                    ),
-                )
-                .answer("iptables -t nat -S", CommandOutput::ok(NAT_LISTING))
-                .answer("iptables -t filter -S", CommandOutput::ok(FORWARD_LISTING))
                 .answer("iptables -t nat -S", CommandOutput::ok(NAT_LISTING))
                 .answer("iptables -t filter -S", CommandOutput::ok(FORWARD_LISTING)),
         );
@@ -986,6 +938,8 @@ mod tests {
             [(0, A.to_owned())],
             "the kept sandbox keeps its slot"
         );
+        // Nothing of anyone else's was even looked at.
+        assert!(!r.calls().iter().any(|c| c.contains("netns list")));
     }
 
     #[test]
