@@ -566,8 +566,13 @@ impl FirecrackerDriver {
                         create_dir(dir, 0o700)?;
                         chown(dir, jail_owner)?;
                         let (s, m) = (dir.join(VMSTATE_FILE), dir.join(MEMORY_FILE));
-                        link_or_copy(&state2, &s)?;
-                        link_or_copy(&memory2, &m)?;
+                        for (from, to) in [(&state2, &s), (&memory2, &m)] {
+                            link_or_copy(from, to)?;
+                            if !disk::same_file(from, to) {
+                                // A copy is ours and private: let the jailed VMM read it.
+                                seal(to, jail_owner.map(|(_, gid)| gid))?;
+                            }
+                        }
                         Ok((paths2.visible(&s)?, paths2.visible(&m)?))
                     }
                     None => Ok((paths2.visible(&state2)?, paths2.visible(&memory2)?)),
