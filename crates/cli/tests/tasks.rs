@@ -901,3 +901,68 @@ async fn branches_are_pushed_to_origin_and_a_refused_push_keeps_the_work_in_revi
         .await;
     assert_eq!(r.body["status"], "done", "{}", r.body);
 }
+
+#[tokio::test]
+async fn a_task_starts_from_the_prebuild_and_commits_only_its_own_work() {
+    common::ensure_fake_agent_built();
+    let dir = tempfile::tempdir().unwrap();
+    let url = origin(dir.path());
+    let m = Manager::start(&dir.path().join("data"));
+    let api = m.client();
+    let w = api
+        .post(
+            "/workspaces",
+            json!({"name": "app", "repos": [{"url": url, "branch": "main"}],
+                   "init_commands": ["mkdir -p deps && echo installed > deps/lib.txt"],
+                   "prebuild": {"auto_rebuild": false},
+                   "agent_config": {"runtime": "fake", "scenario": SCENARIO}}),
+        )
+        .await;
+    assert_eq!(w.status, 201, "{}", w.body);
+    let p = api.post("/workspaces/app/prebuilds", json!({})).await;
+    assert_eq!(p.status, 202, "{}", p.body);
+    let prebuild = p.body["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(60), "the prebuild", || async {
+        let p = api.get(&format!("/prebuilds/{prebuild}")).await.body;
+        assert_ne!(p["state"], "failed", "{p}");
+        (p["state"] == "ready").then_some(())
+    })
+    .await;
+
+    let t = api
+        .post(
+            "/tasks",
+            json!({"prompt": "Write a greeting in NOTES.md", "workspace": "app", "dispatch": true}),
+        )
+        .await;
+    assert_eq!(t.status, 201, "{}", t.body);
+    let id = t.body["id"].as_str().unwrap().to_owned();
+    let task = wait_status(&api, &id, "needs_attention").await;
+    let sandbox = task["sandbox_id"].as_str().unwrap().to_owned();
+    let s = api.get(&format!("/sandboxes/{sandbox}")).await.body;
+    assert_eq!(s["prebuild_id"], prebuild.as_str(), "{s}");
+    let ask = api.get("/attention").await.body[0].clone();
+    let r = api
+        .post(
+            &format!("/attention/{id}/{}/answer", ask["id"].as_str().unwrap()),
+            json!({"kind": "question", "answers": [["Formal"]]}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let task = wait_status(&api, &id, "review").await;
+    // The agent's file is in the commit; what the init commands installed is not.
+    let paths: Vec<&str> = task["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["NOTES.md"], "{task}");
+    let r = api
+        .post(
+            &format!("/sandboxes/{sandbox}/exec"),
+            json!({"command": "cat", "args": ["origin/deps/lib.txt"]}),
+        )
+        .await;
+    assert_eq!(r.body["stdout"], "installed\n", "{}", r.body);
+}

@@ -120,7 +120,10 @@ async fn clones_of_a_snapshot_are_distinct_machines_sharing_its_past() {
     eprintln!(
         "snapshot in {:?}: memory file {} MiB",
         started.elapsed(),
-        std::fs::metadata(&snap.memory).unwrap().len() >> 20
+        std::fs::metadata(snap.memory.as_ref().expect("a QEMU snapshot holds memory"))
+            .unwrap()
+            .len()
+            >> 20
     );
     assert!(!h.driver.is_alive(&rt), "the source is left stopped");
     assert!(

@@ -644,20 +644,7 @@ impl Prebuilds {
         resources: &atelier_core::Resources,
     ) -> ApiResult<Option<PrebuildRecord>> {
         let driver = self.inner.lifecycle.driver().kind().to_string();
-        let Some(rec) = self
-            .inner
-            .store
-            .current_prebuild(workspace, &driver)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let spec = self.inner.store.workspace_spec(workspace).await?;
-        let fits = rec.prebuild.vcpus == resources.vcpus
-            && rec.prebuild.memory_mib == resources.memory_mib
-            && image == spec.base_image
-            && rec.snapshot.is_some();
-        Ok(fits.then_some(rec))
+        pick(&self.inner.store, &driver, workspace, image, resources).await
     }
 
     /// After a restart: builds that were interrupted failed; leftovers are removed.
@@ -734,6 +721,26 @@ impl Prebuilds {
                 .remove(&p.prebuild.id);
         }
     }
+}
+
+/// The ready prebuild of `workspace` on `driver` that a new sandbox with this image and
+/// machine size can start from, if any (a restore cannot resize a machine).
+pub async fn pick(
+    store: &Store,
+    driver: &str,
+    workspace: &WorkspaceId,
+    image: &str,
+    resources: &atelier_core::Resources,
+) -> ApiResult<Option<PrebuildRecord>> {
+    let Some(rec) = store.current_prebuild(workspace, driver).await? else {
+        return Ok(None);
+    };
+    let spec = store.workspace_spec(workspace).await?;
+    let fits = rec.prebuild.vcpus == resources.vcpus
+        && rec.prebuild.memory_mib == resources.memory_mib
+        && image == spec.base_image
+        && rec.snapshot.is_some();
+    Ok(fits.then_some(rec))
 }
 
 /// The agent's working directory in the sandbox (where repos are cloned).

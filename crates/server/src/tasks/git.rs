@@ -44,6 +44,10 @@ pub async fn run(
 }
 
 /// Clones the repo at `base`, then creates `branch`; returns the repo's absolute path.
+///
+/// In a sandbox cloned from a prebuild the repo is there already: it is brought to the
+/// base's current commit instead, and what the init commands left untracked (installed
+/// dependencies, build output) is excluded so that it never lands in the task's commit.
 pub async fn prepare(
     agent: &AgentClient,
     url: &str,
@@ -51,22 +55,77 @@ pub async fn prepare(
     base: &str,
     branch: &str,
 ) -> ApiResult<String> {
-    run(
-        agent,
-        ".",
-        &["git", "clone", "--quiet", "--branch", base, "--", url, path],
-        None,
-    )
-    .await?;
-    run(
-        agent,
-        path,
-        &["git", "checkout", "--quiet", "-b", branch],
-        None,
-    )
-    .await?;
+    let mut probe = ExecRequest::argv(["git", "rev-parse", "--is-inside-work-tree"]);
+    probe.cwd = Some(path.to_owned());
+    let from_prebuild = matches!(agent.exec(&probe).await, Ok(r) if r.status.exit_code == Some(0));
+    if from_prebuild {
+        let untracked = run(
+            agent,
+            path,
+            &["git", "ls-files", "--others", "--exclude-standard"],
+            None,
+        )
+        .await?
+        .stdout;
+        let exclude: String = untracked.lines().map(exclude_pattern).collect();
+        if !exclude.is_empty() {
+            run(
+                agent,
+                path,
+                &[
+                    "sh",
+                    "-c",
+                    "cat >> \"$(git rev-parse --git-path info/exclude)\"",
+                ],
+                Some(exclude),
+            )
+            .await?;
+        }
+        run(
+            agent,
+            path,
+            &["git", "fetch", "--quiet", "--", url, base],
+            None,
+        )
+        .await?;
+        run(
+            agent,
+            path,
+            &["git", "checkout", "--quiet", "-B", branch, "FETCH_HEAD"],
+            None,
+        )
+        .await?;
+    } else {
+        run(
+            agent,
+            ".",
+            &["git", "clone", "--quiet", "--branch", base, "--", url, path],
+            None,
+        )
+        .await?;
+        run(
+            agent,
+            path,
+            &["git", "checkout", "--quiet", "-b", branch],
+            None,
+        )
+        .await?;
+    }
     let pwd = run(agent, path, &["pwd"], None).await?;
     Ok(pwd.stdout.trim().to_owned())
+}
+
+/// A `.git/info/exclude` line matching exactly `path` (relative to the repo's root).
+fn exclude_pattern(path: &str) -> String {
+    let mut out = String::from("/");
+    for c in path.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '!' | '#') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\n');
+    out
 }
 
 /// Commits what the agent left uncommitted (if anything); returns whether it did.

@@ -320,14 +320,25 @@ impl Tasks {
             })?
             .clone();
 
+        // From the workspace's prebuild when one is ready: set up already, and on QEMU
+        // resumed from memory instead of booted.
+        let driver = self.inner.lifecycle.driver().kind().to_string();
+        let prebuild = crate::prebuild::pick(
+            &self.inner.store,
+            &driver,
+            &task.workspace_id,
+            &spec.base_image,
+            &spec.resources,
+        )
+        .await?;
         let new = NewSandbox {
             name: sandbox_name(&task),
             workspace_id: Some(task.workspace_id.clone()),
-            driver: self.inner.lifecycle.driver().kind().to_string(),
+            driver,
             resources: spec.resources,
             image: spec.base_image.clone(),
             agent_token: atelier_core::id::random_token(),
-            prebuild_id: None,
+            prebuild_id: prebuild.map(|p| p.prebuild.id),
         };
         let (sandbox, _) = self.inner.lifecycle.create(new, None).await?;
         self.inner
