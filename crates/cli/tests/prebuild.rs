@@ -5,56 +5,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use common::git::{git, origin_with_work as origin};
 use common::{eventually, processes_under, Api, Manager};
 use serde_json::{json, Value};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A bare origin with one commit on main; returns (its URL, a work tree that pushes to it).
-fn origin(dir: &Path) -> (String, std::path::PathBuf) {
-    let work = dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    git(&work, &["init", "--quiet"]);
-    std::fs::write(work.join("README.md"), "# app\n").unwrap();
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "--quiet", "-m", "initial"]);
-    let bare = dir.join("origin.git");
-    git(
-        dir,
-        &[
-            "clone",
-            "--quiet",
-            "--bare",
-            work.to_str().unwrap(),
-            bare.to_str().unwrap(),
-        ],
-    );
-    git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
-    (format!("file://{}", bare.display()), work)
-}
 
 async fn workspace(api: &Api, url: &str, init: &[&str], auto_rebuild: bool) {
     let r = api
@@ -143,7 +98,7 @@ async fn a_prebuild_is_built_once_and_its_clones_start_set_up_and_stay_apart() {
         again.body
     );
     let p = wait_prebuild(&api, &id, "ready").await;
-    let head = git(&work, &["rev-parse", "HEAD"]);
+    let head = git(&work, &["rev-parse", "HEAD"]).trim().to_owned();
     assert_eq!(p["commits"][0]["commit"], head.as_str(), "{p}");
     assert_eq!(p["commits"][0]["path"], "origin");
     assert_eq!(
@@ -350,7 +305,7 @@ async fn a_moved_branch_makes_the_prebuild_stale_and_the_rebuild_keeps_the_old_o
     git(&work, &["add", "."]);
     git(&work, &["commit", "--quiet", "-m", "v2"]);
     git(&work, &["push", "--quiet", "origin", "main"]);
-    let new_head = git(&work, &["rev-parse", "HEAD"]);
+    let new_head = git(&work, &["rev-parse", "HEAD"]).trim().to_owned();
 
     let checked = api
         .post("/workspaces/app/prebuilds/check", json!({}))

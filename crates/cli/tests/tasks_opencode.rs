@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::git::{git, origin};
 use common::model_server::{self, ModelServer, Reply};
 use common::{eventually, Manager};
 use serde_json::json;
@@ -77,49 +78,6 @@ fn opencode_binary() -> Result<PathBuf, String> {
         Some(v) if v == OPENCODE_VERSION => Ok(bin),
         other => Err(format!("installed opencode reports version {other:?}")),
     }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn origin(dir: &Path) -> String {
-    let work = dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    git(&work, &["init", "--quiet"]);
-    std::fs::write(work.join("README.md"), "# app\n").unwrap();
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "--quiet", "-m", "initial"]);
-    let bare = dir.join("origin.git");
-    git(
-        dir,
-        &[
-            "clone",
-            "--quiet",
-            "--bare",
-            work.to_str().unwrap(),
-            bare.to_str().unwrap(),
-        ],
-    );
-    format!("file://{}", bare.display())
 }
 
 const INSTRUCTIONS_MARKER: &str = "Sign every file with the word PERSIMMON.";

@@ -1,6 +1,7 @@
 //! Starts real `atelier serve` processes on ephemeral ports with temporary data dirs.
 #![allow(dead_code)]
 
+pub mod git;
 pub mod model_server;
 
 use std::io::{BufRead, BufReader};
