@@ -163,10 +163,10 @@ async fn clones_of_a_snapshot_are_distinct_machines_sharing_its_past() {
         "a stopped sandbox (or a used directory) cannot be captured"
     );
 
-    // The snapshot is at least a minute old when its clones start.
-    let age = Duration::from_secs(60);
+    // The snapshot is minutes old when its clones start: its guests' clocks stopped then.
+    let age = Duration::from_secs(150);
     if let Some(left) = age.checked_sub(snapped_at.elapsed()) {
-        eprintln!("waiting {left:?} for the snapshot to be a minute old");
+        eprintln!("waiting {left:?} for the snapshot to be {age:?} old");
         tokio::time::sleep(left).await;
     }
 
@@ -178,8 +178,8 @@ async fn clones_of_a_snapshot_are_distinct_machines_sharing_its_past() {
     let agent_a = h.driver.agent(&rt_a, &a.agent_token).unwrap();
     let agent_b = h.driver.agent(&rt_b, &b.agent_token).unwrap();
 
-    // Right after the restore, each guest's clock is the host's (the snapshot's is a
-    // minute behind).
+    // Right after the restore, each guest's clock is the host's (the snapshot's is
+    // minutes behind).
     for agent in [&agent_a, &agent_b] {
         let (before, guest, after) = guest_clock_ms(agent).await;
         assert!(
