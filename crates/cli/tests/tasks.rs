@@ -73,9 +73,61 @@ steps:
   - finish
 "#;
 
+/// Builds `atelier-stdio-host` next to `atelier`, where the manager looks for it.
+fn ensure_stdio_host_built() {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let bin = common::atelier_bin().with_file_name("atelier-stdio-host");
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = common::atelier_bin()
+            .parent()
+            .and_then(|p| p.file_name())
+            .is_some_and(|n| n == "release");
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "atelier-runtimes"])
+            .args(["--bin", "atelier-stdio-host"])
+            .args(release.then_some("--release"))
+            .status()
+            .expect("run cargo to build atelier-stdio-host");
+        assert!(status.success(), "building atelier-stdio-host failed");
+    });
+    assert!(
+        bin.is_file(),
+        "atelier-stdio-host missing at {}",
+        bin.display()
+    );
+}
+
+/// The fake agent playing `scenario` over `protocol` (`None`: OpenCode's, the default).
+fn fake_agent_config(scenario: &str, protocol: Option<&str>) -> serde_json::Value {
+    common::ensure_fake_agent_built();
+    let mut config = json!({"runtime": "fake", "scenario": scenario});
+    if let Some(p) = protocol {
+        ensure_stdio_host_built();
+        config["protocol"] = json!(p);
+    }
+    config
+}
+
 #[tokio::test]
 async fn a_task_runs_asks_is_answered_and_its_branch_survives_the_sandbox() {
-    common::ensure_fake_agent_built();
+    asks_answers_and_keeps_the_branch(None).await;
+}
+
+#[tokio::test]
+async fn a_claude_code_task_asks_is_answered_and_its_branch_survives_the_sandbox() {
+    asks_answers_and_keeps_the_branch(Some("claude")).await;
+}
+
+#[tokio::test]
+async fn an_acp_task_asks_is_answered_and_its_branch_survives_the_sandbox() {
+    asks_answers_and_keeps_the_branch(Some("acp")).await;
+}
+
+/// Dispatch → question in the attention feed → answer → the agent edits a file → commit,
+/// diff, review → done: the sandbox goes, the commit stays in the mirror.
+async fn asks_answers_and_keeps_the_branch(protocol: Option<&str>) {
+    let agent_config = fake_agent_config(SCENARIO, protocol);
     let dir = tempfile::tempdir().unwrap();
     let url = origin(dir.path());
     let m = Manager::start(&dir.path().join("data"));
@@ -84,7 +136,7 @@ async fn a_task_runs_asks_is_answered_and_its_branch_survives_the_sandbox() {
         .post(
             "/workspaces",
             json!({"name": "app", "repos": [{"url": url, "branch": "main"}],
-            "agent_config": {"runtime": "fake", "scenario": SCENARIO}}),
+            "agent_config": agent_config}),
         )
         .await;
     assert_eq!(w.status, 201, "{}", w.body);
@@ -380,14 +432,26 @@ async fn the_cli_drives_a_task_from_prompt_to_done() {
 
 #[tokio::test]
 async fn a_manager_killed_mid_task_resumes_the_agent_stream_and_loses_nothing() {
-    common::ensure_fake_agent_built();
+    killed_manager_resumes(None).await;
+}
+
+#[tokio::test]
+async fn a_manager_killed_mid_claude_code_task_resumes_through_the_stdio_host() {
+    killed_manager_resumes(Some("claude")).await;
+}
+
+async fn killed_manager_resumes(protocol: Option<&str>) {
+    let agent_config = fake_agent_config(SCENARIO, protocol);
     let dir = tempfile::tempdir().unwrap();
     let url = origin(dir.path());
     let data = dir.path().join("data");
     let mut m = Manager::start(&data);
     let api = m.client();
-    api.post("/workspaces", json!({"name": "app", "repos": [{"url": url}], "agent_config": {"runtime": "fake", "scenario": SCENARIO}}))
-        .await;
+    api.post(
+        "/workspaces",
+        json!({"name": "app", "repos": [{"url": url}], "agent_config": agent_config}),
+    )
+    .await;
     let t = api
         .post(
             "/tasks",
@@ -420,12 +484,23 @@ async fn a_manager_killed_mid_task_resumes_the_agent_stream_and_loses_nothing() 
     let m2 = Manager::start(&data);
     let api = m2.client();
     let ask = api.get("/attention").await.body.as_array().unwrap()[0].clone();
-    let r = api
-        .post(
-            &format!("/attention/{id}/{}/answer", ask["id"].as_str().unwrap()),
-            json!({"kind": "question", "answers": [["Casual"]]}),
-        )
-        .await;
+    // Until the new manager has re-attached to the agent, an answer has nowhere to go.
+    let mut r = None;
+    for _ in 0..300 {
+        let answer = api
+            .post(
+                &format!("/attention/{id}/{}/answer", ask["id"].as_str().unwrap()),
+                json!({"kind": "question", "answers": [["Casual"]]}),
+            )
+            .await;
+        let reattaching = answer.status == 409;
+        r = Some(answer);
+        if !reattaching {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = r.unwrap();
     assert_eq!(
         r.status, 204,
         "the resumed agent takes the answer: {}",
@@ -602,7 +677,20 @@ async fn agent_config_errors_name_the_field() {
     let api = m.client();
     for (config, field) in [
         (json!({"model": "gpt"}), "agent_config.model"),
-        (json!({"runtime": "claude"}), "agent_config.runtime"),
+        (json!({"runtime": "codex"}), "agent_config.runtime"),
+        (json!({"runtime": "acp"}), "agent_config.command"),
+        (
+            json!({"runtime": "acp", "command": "gemini --acp"}),
+            "agent_config.command",
+        ),
+        (
+            json!({"runtime": "acp", "command": []}),
+            "agent_config.command",
+        ),
+        (
+            json!({"runtime": "claude", "protocol": "acp"}),
+            "agent_config.protocol",
+        ),
         (json!({"runtime": "fake"}), "agent_config.scenario"),
         (json!({"modle": "a/b"}), "agent_config.modle"),
         (

@@ -27,13 +27,19 @@ const MAX_ENV_VALUE: usize = 32 * 1024;
 pub struct AgentConfig {
     #[serde(default)]
     pub runtime: RuntimeKind,
-    /// The agent's executable in the sandbox (default: `opencode` on the PATH, or the
-    /// `fake-agent` next to the manager).
+    /// The agent's executable in the sandbox (default: `opencode` or `claude` on the
+    /// PATH, or the `fake-agent` next to the manager).
     #[serde(default)]
     pub binary: Option<String>,
+    /// The `acp` runtime's argv, e.g. `["gemini", "--acp"]` or `["opencode", "acp"]`.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
     /// The fake runtime's YAML scenario.
     #[serde(default)]
     pub scenario: Option<String>,
+    /// The protocol the fake runtime speaks (default `opencode`).
+    #[serde(default)]
+    pub protocol: Option<AgentProtocol>,
     /// Default model, `provider/model`; a session template's effort may pick another.
     #[serde(default)]
     pub model: Option<String>,
@@ -68,8 +74,41 @@ pub enum RuntimeKind {
     /// `opencode serve` (pinned `opencode-ai@1.18.33`).
     #[default]
     Opencode,
-    /// The scenario-driven fake agent that speaks OpenCode's protocol.
+    /// Claude Code (`claude -p` with stream-json), run under `atelier-stdio-host`.
+    Claude,
+    /// Any Agent Client Protocol agent (`command`), run under `atelier-stdio-host`.
+    Acp,
+    /// The scenario-driven fake agent, speaking `protocol`.
     Fake,
+}
+
+/// The wire protocol between the manager and an agent: which runtime adapter drives it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentProtocol {
+    /// OpenCode's HTTP server.
+    #[default]
+    Opencode,
+    /// Claude Code's stream-json over stdio.
+    Claude,
+    /// The Agent Client Protocol over stdio.
+    Acp,
+}
+
+impl AgentProtocol {
+    /// The adapter's name, as the runtimes crate knows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentProtocol::Opencode => "opencode",
+            AgentProtocol::Claude => "claude",
+            AgentProtocol::Acp => "acp",
+        }
+    }
+
+    /// Whether the agent speaks over stdio (and so runs under the stdio host).
+    pub fn is_stdio(self) -> bool {
+        self != AgentProtocol::Opencode
+    }
 }
 
 /// A model provider.
@@ -189,6 +228,16 @@ impl AgentConfig {
         })
     }
 
+    /// The protocol the configured agent speaks.
+    pub fn protocol(&self) -> AgentProtocol {
+        match self.runtime {
+            RuntimeKind::Opencode => AgentProtocol::Opencode,
+            RuntimeKind::Claude => AgentProtocol::Claude,
+            RuntimeKind::Acp => AgentProtocol::Acp,
+            RuntimeKind::Fake => self.protocol.unwrap_or_default(),
+        }
+    }
+
     /// Every env var the agent gets from the workspace: exposed secrets and plain env.
     pub fn env_names(&self) -> BTreeSet<&str> {
         self.secrets
@@ -219,11 +268,48 @@ impl AgentConfig {
                 field("scenario"),
                 "the fake runtime needs a scenario (YAML)",
             )),
-            (RuntimeKind::Opencode, Some(_)) => errors.push(FieldError::new(
-                field("scenario"),
-                "only the fake runtime takes a scenario",
-            )),
+            (RuntimeKind::Opencode | RuntimeKind::Claude | RuntimeKind::Acp, Some(_)) => errors
+                .push(FieldError::new(
+                    field("scenario"),
+                    "only the fake runtime takes a scenario",
+                )),
             _ => {}
+        }
+        if self.protocol.is_some() && self.runtime != RuntimeKind::Fake {
+            errors.push(FieldError::new(
+                field("protocol"),
+                "only the fake runtime takes a protocol (the others speak their own)",
+            ));
+        }
+        match (self.runtime, &self.command) {
+            (RuntimeKind::Acp, None) => errors.push(FieldError::new(
+                field("command"),
+                "the acp runtime needs the agent's argv, e.g. [\"gemini\", \"--acp\"]",
+            )),
+            (RuntimeKind::Acp, Some(argv)) => {
+                if argv.first().is_none_or(|c| c.trim().is_empty()) {
+                    errors.push(FieldError::new(
+                        field("command"),
+                        "must name a program to run, e.g. [\"gemini\", \"--acp\"]",
+                    ));
+                } else if argv.iter().any(|a| a.contains('\0')) {
+                    errors.push(FieldError::new(
+                        field("command"),
+                        "must not contain NUL bytes",
+                    ));
+                }
+                if self.binary.is_some() {
+                    errors.push(FieldError::new(
+                        field("binary"),
+                        "the acp runtime runs the first item of command",
+                    ));
+                }
+            }
+            (_, Some(_)) => errors.push(FieldError::new(
+                field("command"),
+                "only the acp runtime takes a command",
+            )),
+            (_, None) => {}
         }
         for (name, model) in [("model", &self.model), ("small_model", &self.small_model)] {
             if let Some(m) = model {
@@ -511,8 +597,12 @@ mod tests {
         assert_eq!(fields(json!([1])), ["agent_config"]);
         assert_eq!(fields(json!({"modle": "a/b"})), ["agent_config.modle"]);
         assert_eq!(
-            fields(json!({"runtime": "claude"})),
+            fields(json!({"runtime": "codex"})),
             ["agent_config.runtime"]
+        );
+        assert_eq!(
+            fields(json!({"runtime": "acp", "command": "gemini --acp"})),
+            ["agent_config.command"]
         );
         assert_eq!(
             fields(json!({"providers": {"p": {"base_url": 5}}})),
@@ -550,6 +640,76 @@ mod tests {
                 "agent_config.push.username",
             ]
         );
+    }
+
+    #[test]
+    fn runtimes_pick_a_protocol_and_take_only_their_own_settings() {
+        let protocol = |v: serde_json::Value| AgentConfig::from_value(&v).unwrap().protocol();
+        assert_eq!(protocol(json!({})), AgentProtocol::Opencode);
+        assert_eq!(
+            protocol(json!({"runtime": "claude"})),
+            AgentProtocol::Claude
+        );
+        assert_eq!(
+            protocol(json!({"runtime": "acp", "command": ["gemini", "--acp"]})),
+            AgentProtocol::Acp
+        );
+        assert_eq!(
+            protocol(json!({"runtime": "fake", "scenario": "steps: []"})),
+            AgentProtocol::Opencode
+        );
+        assert_eq!(
+            protocol(json!({"runtime": "fake", "scenario": "s", "protocol": "acp"})),
+            AgentProtocol::Acp
+        );
+        assert!(AgentProtocol::Claude.is_stdio() && !AgentProtocol::Opencode.is_stdio());
+
+        for ok in [
+            json!({"runtime": "claude", "model": "anthropic/claude-sonnet-4-5"}),
+            json!({"runtime": "claude", "binary": "/opt/claude/bin/claude"}),
+            json!({"runtime": "acp", "command": ["opencode", "acp"]}),
+            json!({"runtime": "fake", "scenario": "s", "protocol": "claude"}),
+        ] {
+            assert_eq!(fields(ok.clone()), Vec::<String>::new(), "{ok}");
+        }
+        for (bad, field) in [
+            (json!({"runtime": "acp"}), "agent_config.command"),
+            (
+                json!({"runtime": "acp", "command": []}),
+                "agent_config.command",
+            ),
+            (
+                json!({"runtime": "acp", "command": [" "]}),
+                "agent_config.command",
+            ),
+            (
+                json!({"runtime": "acp", "command": [1]}),
+                "agent_config.command[0]",
+            ),
+            (
+                json!({"runtime": "acp", "command": ["qwen", "--acp"], "binary": "q"}),
+                "agent_config.binary",
+            ),
+            (
+                json!({"runtime": "claude", "command": ["x"]}),
+                "agent_config.command",
+            ),
+            (json!({"command": ["x"]}), "agent_config.command"),
+            (
+                json!({"runtime": "claude", "protocol": "acp"}),
+                "agent_config.protocol",
+            ),
+            (
+                json!({"runtime": "fake", "scenario": "s", "protocol": "codex"}),
+                "agent_config.protocol",
+            ),
+            (
+                json!({"runtime": "claude", "scenario": "s"}),
+                "agent_config.scenario",
+            ),
+        ] {
+            assert_eq!(fields(bad.clone()), [field], "{bad}");
+        }
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //!
 //! The agent runs as a supervised service of the sandbox's `atelier-agent`. What it runs
 //! comes from the workspace's [`AgentConfig`]: `opencode serve` (the pinned
-//! `opencode-ai@1.18.33` on the sandbox's PATH, or `binary`), or the scripted fake agent
-//! that speaks the same protocol, for tests and demos.
+//! `opencode-ai@1.18.33` on the sandbox's PATH, or `binary`), Claude Code, an ACP agent
+//! (`command`), or the scripted fake agent speaking any of those protocols, for tests and
+//! demos. Claude Code and ACP agents talk over stdio, so they run under
+//! `atelier-stdio-host`, which keeps their transcript and serves it over HTTP like
+//! `opencode serve`.
 //!
 //! Before the start, the agent's own config file is written next to the repository (not
 //! in its work tree, so it is never committed): for OpenCode an `opencode.json` in its
@@ -13,11 +16,12 @@
 //! them as `{env:NAME}`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use atelier_agent_client::AgentClient;
 use atelier_core::agent_config::{AgentConfig, McpServer, RuntimeKind};
 use atelier_proto::{CommandLine, RestartPolicy, ServiceSpec};
+use atelier_runtimes::{stdio_host, SessionSpec};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
@@ -34,6 +38,9 @@ pub struct AgentLaunch {
     /// The port the agent's server listens on, on the sandbox's loopback.
     pub port: u16,
 }
+
+/// The stdio host's transcript of the agent, next to the repository (never committed).
+const TRANSCRIPT: &str = ".atelier-transcript.jsonl";
 
 /// The agent's port in an isolated sandbox, which has its own loopback.
 const SANDBOX_AGENT_PORT: u16 = 4096;
@@ -64,13 +71,82 @@ fn free_port() -> ApiResult<u16> {
         .port())
 }
 
+/// A binary shipped with the manager, as the sandbox runs it: the file itself when the
+/// sandbox shares the host's filesystem, else a copy written next to the repository (a VM
+/// cannot run the host's file).
+async fn manager_binary(
+    agent: &AgentClient,
+    name: &str,
+    repo_dir: &str,
+    local: bool,
+) -> ApiResult<String> {
+    let host = sibling_binary(name).ok_or_else(|| {
+        ApiError::internal(format!("the {name} binary was not found next to atelier"))
+    })?;
+    if local {
+        return Ok(host.display().to_string());
+    }
+    let bytes = tokio::fs::read(&host)
+        .await
+        .map_err(|e| ApiError::internal(format!("reading {}: {e}", host.display())))?;
+    let path = super::git::beside(repo_dir, &format!(".atelier-{name}"));
+    agent
+        .write_file(&path, Bytes::from(bytes), Some(0o755))
+        .await?;
+    Ok(path)
+}
+
+/// Writes the workspace's config as OpenCode's `opencode.json` (and the instructions it
+/// points at) next to the repository, and sets OpenCode's environment to find it.
+async fn write_opencode_config(
+    agent: &AgentClient,
+    config: &AgentConfig,
+    repo_dir: &str,
+    env: &mut BTreeMap<String, String>,
+) -> ApiResult<()> {
+    let instructions = match &config.instructions {
+        Some(text) => {
+            let path = super::git::beside(repo_dir, ".atelier-instructions.md");
+            agent
+                .write_file(&path, Bytes::from(text.clone()), Some(0o600))
+                .await?;
+            Some(path)
+        }
+        None => None,
+    };
+    let path = super::git::beside(repo_dir, ".atelier-opencode.json");
+    let file = opencode_config(config, instructions.as_deref());
+    let text = serde_json::to_vec_pretty(&file)
+        .map_err(|e| ApiError::internal(format!("rendering opencode.json: {e}")))?;
+    agent
+        .write_file(&path, Bytes::from(text), Some(0o600))
+        .await?;
+    for (k, v) in [
+        ("OPENCODE_DISABLE_AUTOUPDATE", "1"),
+        ("OPENCODE_DISABLE_SHARE", "1"),
+        ("OPENCODE_DISABLE_MODELS_FETCH", "1"),
+        ("OPENCODE_ENABLE_QUESTION_TOOL", "1"),
+    ] {
+        env.entry(k.to_owned()).or_insert_with(|| v.to_owned());
+    }
+    env.insert("OPENCODE_CONFIG".into(), path);
+    Ok(())
+}
+
 /// Starts the coding agent for `repo_dir` (absolute, inside the sandbox). `local`: the
 /// sandbox shares the host's network (so the port must be free on the host too).
+/// `session` is what the session will run with: Claude Code takes its model, effort,
+/// mode and system prompt as launch flags.
+///
+/// OpenCode (and the fake agent speaking its protocol) serve HTTP on the port
+/// themselves; Claude Code and ACP agents speak over stdio and run under
+/// `atelier-stdio-host`, which serves their transcript on the port.
 pub async fn start(
     agent: &AgentClient,
     config: &AgentConfig,
     secrets: &AgentSecrets,
     repo_dir: &str,
+    session: &SessionSpec,
     local: bool,
 ) -> ApiResult<AgentLaunch> {
     let port = if local {
@@ -78,6 +154,7 @@ pub async fn start(
     } else {
         SANDBOX_AGENT_PORT
     };
+    let protocol = config.protocol();
     let mut env: BTreeMap<String, String> = config.env.clone();
     let argv = match config.runtime {
         RuntimeKind::Fake => {
@@ -93,64 +170,29 @@ pub async fn start(
                 .await?;
             let bin = match &config.binary {
                 Some(b) => b.clone(),
-                None => {
-                    let host = sibling_binary("fake-agent").ok_or_else(|| {
-                        ApiError::internal("the fake-agent binary was not found next to atelier")
-                    })?;
-                    if local {
-                        host.display().to_string()
-                    } else {
-                        // A VM cannot run the host's file: give it a copy.
-                        let bytes = tokio::fs::read(&host).await.map_err(|e| {
-                            ApiError::internal(format!("reading {}: {e}", host.display()))
-                        })?;
-                        let path = super::git::beside(repo_dir, ".atelier-fake-agent");
-                        agent
-                            .write_file(&path, Bytes::from(bytes), Some(0o755))
-                            .await?;
-                        path
-                    }
-                }
+                None => manager_binary(agent, "fake-agent", repo_dir, local).await?,
             };
-            vec![
-                bin,
+            let mut argv = vec![bin];
+            if protocol.is_stdio() {
+                argv.extend(["--protocol".into(), protocol.as_str().into()]);
+            } else {
+                argv.extend([
+                    "--port".into(),
+                    port.to_string(),
+                    "--hostname".into(),
+                    "127.0.0.1".into(),
+                ]);
+            }
+            argv.extend([
                 "--scenario".into(),
                 path,
-                "--port".into(),
-                port.to_string(),
-                "--hostname".into(),
-                "127.0.0.1".into(),
                 "--directory".into(),
                 repo_dir.into(),
-            ]
+            ]);
+            argv
         }
         RuntimeKind::Opencode => {
-            let instructions = match &config.instructions {
-                Some(text) => {
-                    let path = super::git::beside(repo_dir, ".atelier-instructions.md");
-                    agent
-                        .write_file(&path, Bytes::from(text.clone()), Some(0o600))
-                        .await?;
-                    Some(path)
-                }
-                None => None,
-            };
-            let path = super::git::beside(repo_dir, ".atelier-opencode.json");
-            let file = opencode_config(config, instructions.as_deref());
-            let text = serde_json::to_vec_pretty(&file)
-                .map_err(|e| ApiError::internal(format!("rendering opencode.json: {e}")))?;
-            agent
-                .write_file(&path, Bytes::from(text), Some(0o600))
-                .await?;
-            for (k, v) in [
-                ("OPENCODE_DISABLE_AUTOUPDATE", "1"),
-                ("OPENCODE_DISABLE_SHARE", "1"),
-                ("OPENCODE_DISABLE_MODELS_FETCH", "1"),
-                ("OPENCODE_ENABLE_QUESTION_TOOL", "1"),
-            ] {
-                env.entry(k.to_owned()).or_insert_with(|| v.to_owned());
-            }
-            env.insert("OPENCODE_CONFIG".into(), path);
+            write_opencode_config(agent, config, repo_dir, &mut env).await?;
             vec![
                 config.binary.clone().unwrap_or_else(|| "opencode".into()),
                 "serve".into(),
@@ -160,6 +202,33 @@ pub async fn start(
                 "127.0.0.1".into(),
             ]
         }
+        RuntimeKind::Claude => {
+            atelier_runtimes::claude::command(config.binary.as_deref().unwrap_or("claude"), session)
+        }
+        RuntimeKind::Acp => {
+            let argv = config.command.clone().unwrap_or_default();
+            if argv.is_empty() {
+                return Err(ApiError::invalid(
+                    "agent_config.command",
+                    "the acp runtime needs the agent's argv, e.g. [\"gemini\", \"--acp\"]",
+                ));
+            }
+            // `opencode acp` reads the same config as `opencode serve`.
+            if Path::new(&argv[0])
+                .file_name()
+                .is_some_and(|n| n == "opencode")
+            {
+                write_opencode_config(agent, config, repo_dir, &mut env).await?;
+            }
+            argv
+        }
+    };
+    let argv = if protocol.is_stdio() {
+        let host = manager_binary(agent, "atelier-stdio-host", repo_dir, local).await?;
+        let transcript = super::git::beside(repo_dir, TRANSCRIPT);
+        stdio_host::host_command(&host, port, &transcript, Some(repo_dir), &argv)
+    } else {
+        argv
     };
     let argv = if secrets.0.is_empty() {
         argv

@@ -15,12 +15,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use atelier_core::agent_config::{AgentConfig, RuntimeKind};
+use atelier_core::agent_config::{AgentConfig, AgentProtocol, RuntimeKind};
 use atelier_core::task::{PushOutcome, TodoItem};
 use atelier_core::{SandboxId, Task, TaskStatus};
 use atelier_runtimes::{
-    AgentEvent, AgentRuntime, Answer, InteractionKind, OpenCodeConfig, OpenCodeRuntime, Session,
-    SessionSpec,
+    AgentEvent, AgentRuntime, Answer, InteractionKind, OpenCodeConfig, OpenCodeRuntime,
+    RuntimeOptions, Session, SessionSpec,
 };
 use atelier_store::{NewSandbox, Store, TaskProgress, TaskRecord};
 use futures::StreamExt;
@@ -59,13 +59,16 @@ struct AgentHandle {
     /// (whose host port does not survive a manager restart).
     #[serde(default)]
     sandbox_port: Option<u16>,
+    /// The protocol the agent speaks (handles from before other runtimes: OpenCode's).
+    #[serde(default)]
+    protocol: AgentProtocol,
 }
 
 /// A running task's agent: its client, its session, and the forward that reaches it
 /// inside an isolated sandbox (kept open as long as the agent is in use).
 #[derive(Clone)]
 struct ActiveAgent {
-    runtime: Arc<OpenCodeRuntime>,
+    runtime: Arc<dyn AgentRuntime>,
     session: Session,
     /// Held, not read: dropping it would cut the connection to the agent.
     _forward: Option<Arc<PortForward>>,
@@ -371,25 +374,6 @@ impl Tasks {
         let secrets = agent_secrets(&config, &spec.secrets)?;
         let turn = TurnContext::new(&config, &spec, &repo, &secrets)?;
         let redactor = turn.redactor.clone();
-        let launch = agent::start(&agent, &config, &secrets, &dir, local).await?;
-        let (base_url, forward) = reach(&agent, launch.port, local).await?;
-        let runtime = Arc::new(
-            OpenCodeRuntime::new(runtime_config(&base_url, config.runtime))
-                .map_err(runtime_error)?,
-        );
-        if let Err(e) = wait_healthy(&runtime, Duration::from_secs(60)).await {
-            let tail = agent::log_tail(&agent).await;
-            let log = if tail.trim().is_empty() {
-                String::new()
-            } else {
-                format!("; its log ends with:\n{}", tail.trim_end())
-            };
-            return Err(ApiError::new(
-                axum::http::StatusCode::BAD_GATEWAY,
-                "agent_error",
-                redactor.text(&format!("the coding agent did not come up: {e}{log}")),
-            ));
-        }
         let template = self
             .inner
             .store
@@ -403,12 +387,21 @@ impl Tasks {
             base_branch: &task.base_branch,
             repo: &task.repo,
         };
+        let protocol = config.protocol();
         let prompt = template.prompt_for(task.effort, &vars);
+        // ACP has no system prompt: the workspace's instructions lead the prompt instead.
+        let prompt = match (&config.instructions, protocol) {
+            (Some(instructions), AgentProtocol::Acp) => format!("{instructions}\n\n{prompt}"),
+            _ => prompt,
+        };
         let session_spec = SessionSpec {
             directory: PathBuf::from(&dir),
+            // OpenCode has the workspace's default model in its config file; the others
+            // get it with the session.
             model: settings
                 .model
                 .as_deref()
+                .or(config.model.as_deref().filter(|_| protocol.is_stdio()))
                 .and_then(|m| m.split_once('/'))
                 .map(|(provider, model)| atelier_runtimes::ModelRef {
                     provider: provider.to_owned(),
@@ -416,8 +409,32 @@ impl Tasks {
                 }),
             agent: None,
             variant: settings.reasoning.clone(),
-            system: None,
+            // OpenCode reads the instructions from its config file; Claude Code takes
+            // them as an appended system prompt.
+            system: config
+                .instructions
+                .clone()
+                .filter(|_| protocol == AgentProtocol::Claude),
             title: Some(task.title.clone()),
+        };
+        let launch = agent::start(&agent, &config, &secrets, &dir, &session_spec, local).await?;
+        let (base_url, forward) = reach(&agent, launch.port, local).await?;
+        let connected = connect(protocol, config.runtime, &base_url, Duration::from_secs(60)).await;
+        let runtime = match connected {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                let tail = agent::log_tail(&agent).await;
+                let log = if tail.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!("; its log ends with:\n{}", tail.trim_end())
+                };
+                return Err(ApiError::new(
+                    axum::http::StatusCode::BAD_GATEWAY,
+                    "agent_error",
+                    redactor.text(&format!("the coding agent did not come up: {e}{log}")),
+                ));
+            }
         };
         let session = runtime
             .start_session(&session_spec)
@@ -428,6 +445,7 @@ impl Tasks {
             session: session.id.clone(),
             directory: dir.clone(),
             sandbox_port: forward.as_ref().map(|f| f.sandbox_port()),
+            protocol,
         };
         self.inner
             .store
@@ -521,9 +539,7 @@ impl Tasks {
             Some(port) => reach(&agent, port, false).await?,
             None => (handle.base_url.clone(), None),
         };
-        let runtime =
-            Arc::new(OpenCodeRuntime::new(runtime_config(&base_url, kind)).map_err(runtime_error)?);
-        wait_healthy(&runtime, Duration::from_secs(30))
+        let runtime = connect(handle.protocol, kind, &base_url, Duration::from_secs(30))
             .await
             .map_err(runtime_error)?;
         let spec = SessionSpec {
@@ -892,6 +908,27 @@ async fn wait_healthy(
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// A client for the agent at `base_url`, once it answers (within `within`).
+async fn connect(
+    protocol: AgentProtocol,
+    kind: RuntimeKind,
+    base_url: &str,
+    within: Duration,
+) -> Result<Arc<dyn AgentRuntime>, atelier_runtimes::RuntimeError> {
+    if protocol == AgentProtocol::Opencode {
+        let runtime = OpenCodeRuntime::new(runtime_config(base_url, kind))?;
+        wait_healthy(&runtime, within).await?;
+        return Ok(Arc::new(runtime));
+    }
+    let runtime: Arc<dyn AgentRuntime> = Arc::from(atelier_runtimes::runtime_for(
+        protocol.as_str(),
+        base_url,
+        &RuntimeOptions::default(),
+    )?);
+    runtime.wait_ready(within).await?;
+    Ok(runtime)
 }
 
 /// The client settings for an agent: OpenCode's first request for a directory runs its
