@@ -203,7 +203,20 @@ pub async fn start(
             ]
         }
         RuntimeKind::Claude => {
-            atelier_runtimes::claude::command(config.binary.as_deref().unwrap_or("claude"), session)
+            let mut argv = atelier_runtimes::claude::command(
+                config.binary.as_deref().unwrap_or("claude"),
+                session,
+            );
+            if let Some(mcp) = claude_mcp_config(config) {
+                let path = super::git::beside(repo_dir, ".atelier-claude-mcp.json");
+                let text = serde_json::to_vec_pretty(&mcp)
+                    .map_err(|e| ApiError::internal(format!("rendering the MCP config: {e}")))?;
+                agent
+                    .write_file(&path, Bytes::from(text), Some(0o600))
+                    .await?;
+                argv.extend(["--mcp-config".into(), path]);
+            }
+            argv
         }
         RuntimeKind::Acp => {
             let argv = config.command.clone().unwrap_or_default();
@@ -398,6 +411,56 @@ pub fn opencode_config(config: &AgentConfig, instructions: Option<&str>) -> Valu
     Value::Object(out)
 }
 
+/// The workspace's enabled MCP servers in Claude Code's `--mcp-config` schema (`None`
+/// without any). `{env:NAME}` references become Claude's `${NAME}`, expanded by Claude.
+pub fn claude_mcp_config(config: &AgentConfig) -> Option<Value> {
+    fn env_refs(s: &str) -> String {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(at) = rest.find("{env:") {
+            let Some(end) = rest[at..].find('}') else {
+                break;
+            };
+            out.push_str(&rest[..at]);
+            out.push_str(&format!("${{{}}}", &rest[at + 5..at + end]));
+            rest = &rest[at + end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+    let map = |m: &BTreeMap<String, String>| -> Map<String, Value> {
+        m.iter()
+            .map(|(k, v)| (k.clone(), json!(env_refs(v))))
+            .collect()
+    };
+    let mut servers = Map::new();
+    for (name, server) in &config.mcp {
+        let v = match server {
+            McpServer::Local {
+                command,
+                environment,
+                enabled: true,
+                ..
+            } => {
+                let Some((program, args)) = command.split_first() else {
+                    continue;
+                };
+                let args: Vec<String> = args.iter().map(|a| env_refs(a)).collect();
+                json!({"type": "stdio", "command": program, "args": args, "env": map(environment)})
+            }
+            McpServer::Remote {
+                url,
+                headers,
+                enabled: true,
+                ..
+            } => json!({"type": "http", "url": env_refs(url), "headers": map(headers)}),
+            _ => continue,
+        };
+        servers.insert(name.clone(), v);
+    }
+    (!servers.is_empty()).then(|| json!({"mcpServers": servers}))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,6 +501,32 @@ mod tests {
         assert_eq!(v["mcp"]["docs"]["type"], "remote");
         assert_eq!(v["instructions"], json!(["/work/.atelier-instructions.md"]));
         assert_eq!(v["share"], "disabled");
+    }
+
+    #[test]
+    fn claude_gets_the_enabled_mcp_servers_with_its_own_env_syntax() {
+        let cfg = AgentConfig::from_value(&json!({
+            "runtime": "claude",
+            "mcp": {"docs": {"type": "remote", "url": "https://mcp.example.com",
+                              "headers": {"Authorization": "Bearer {env:DOCS_TOKEN}"}},
+                    "fs": {"type": "local", "command": ["fs-mcp", "--root", "{env:HOME}/x"],
+                           "environment": {"MODE": "ro"}},
+                    "off": {"type": "local", "command": ["nope"], "enabled": false}}
+        }))
+        .unwrap();
+        let v = claude_mcp_config(&cfg).expect("servers");
+        assert_eq!(
+            v["mcpServers"]["docs"],
+            json!({"type": "http", "url": "https://mcp.example.com",
+                   "headers": {"Authorization": "Bearer ${DOCS_TOKEN}"}})
+        );
+        assert_eq!(
+            v["mcpServers"]["fs"],
+            json!({"type": "stdio", "command": "fs-mcp", "args": ["--root", "${HOME}/x"],
+                   "env": {"MODE": "ro"}})
+        );
+        assert!(v["mcpServers"].get("off").is_none());
+        assert_eq!(claude_mcp_config(&AgentConfig::default()), None);
     }
 
     #[test]
