@@ -1003,7 +1003,7 @@ async fn a_task_starts_from_the_prebuild_and_commits_only_its_own_work() {
             json!({"name": "app", "repos": [{"url": url, "branch": "main"}],
                    "init_commands": ["mkdir -p deps && echo installed > deps/lib.txt"],
                    "prebuild": {"auto_rebuild": false},
-                   "agent_config": {"runtime": "fake", "scenario": SCENARIO}}),
+                   "agent_config": {"runtime": "fake", "scenario": SCENARIO, "warm": true}}),
         )
         .await;
     assert_eq!(w.status, 201, "{}", w.body);
@@ -1016,6 +1016,9 @@ async fn a_task_starts_from_the_prebuild_and_commits_only_its_own_work() {
         (p["state"] == "ready").then_some(())
     })
     .await;
+    // The agent was started once in the builder, and stopped before the capture.
+    let log = api.get(&format!("/prebuilds/{prebuild}/logs")).await.body["data"].to_string();
+    assert!(log.contains("warmed the coding agent"), "{log}");
 
     let t = api
         .post(

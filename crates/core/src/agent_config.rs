@@ -66,6 +66,11 @@ pub struct AgentConfig {
     /// mirror keeps them either way).
     #[serde(default)]
     pub push: Option<PushConfig>,
+    /// Start the agent once while the workspace's prebuild is built (without secrets),
+    /// so that what its first start costs — OpenCode's instance bootstrap, plugin
+    /// installs, caches — is captured in the prebuild instead of paid by every task.
+    #[serde(default)]
+    pub warm: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

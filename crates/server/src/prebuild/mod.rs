@@ -346,7 +346,21 @@ impl Prebuilds {
             }
         }
 
-        // 3. The capture.
+        // 3. The coding agent, started once so that its first start is captured too.
+        if let Some(first) = commits.first() {
+            let repo_dir = format!("{workdir}/{}", first.path);
+            let local = !self.inner.lifecycle.driver().info().isolated;
+            if let Some(done) =
+                crate::tasks::warm_agent(&agent, &spec.agent_config, &repo_dir, local)
+                    .await
+                    .map_err(|e| format!("warming the coding agent: {e}"))?
+            {
+                self.log(id, &format!("==> warmed the coding agent: {done}\n"))
+                    .await;
+            }
+        }
+
+        // 4. The capture.
         self.log(id, "==> capturing the sandbox\n").await;
         self.capture(id, sandbox).await
     }

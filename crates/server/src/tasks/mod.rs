@@ -869,6 +869,67 @@ fn sandbox_name(task: &Task) -> String {
     name.trim_matches('-').to_owned()
 }
 
+/// Starts the workspace's coding agent once in a prebuild's builder (when its config
+/// asks for `warm`), opens a session on `repo_dir` so that its first-start work is done,
+/// then stops it and removes what a task's start must write afresh. No secrets are
+/// given: they must never reach a prebuild. Returns what to log, `None` when the
+/// config does not ask for it.
+pub async fn warm_agent(
+    agent: &atelier_agent_client::AgentClient,
+    agent_config: &serde_json::Value,
+    repo_dir: &str,
+    local: bool,
+) -> Result<Option<String>, String> {
+    let config = AgentConfig::from_value(agent_config).map_err(|e| e.message)?;
+    if !config.warm {
+        return Ok(None);
+    }
+    let session = SessionSpec {
+        directory: repo_dir.into(),
+        ..SessionSpec::default()
+    };
+    let launch = agent::start(
+        agent,
+        &config,
+        &agent::AgentSecrets::default(),
+        repo_dir,
+        &session,
+        local,
+    )
+    .await
+    .map_err(|e| format!("starting the agent: {}", e.message))?;
+    let outcome = async {
+        let (url, _forward) = reach(agent, launch.port, local)
+            .await
+            .map_err(|e| e.message)?;
+        let runtime = connect(
+            config.protocol(),
+            config.runtime,
+            &url,
+            Duration::from_secs(180),
+        )
+        .await
+        .map_err(|e| format!("the agent did not answer: {e}"))?;
+        let started = std::time::Instant::now();
+        runtime
+            .start_session(&session)
+            .await
+            .map_err(|e| format!("opening a session: {e}"))?;
+        Ok::<_, String>(format!(
+            "the {} agent answered and opened a session in {:?}",
+            runtime.kind(),
+            started.elapsed()
+        ))
+    }
+    .await;
+    // Stopped either way; a task starts its own.
+    let _ = agent.delete_service(agent::SERVICE).await;
+    for leftover in [".atelier-transcript.jsonl", ".atelier-scenario.yaml"] {
+        let _ = agent.delete(&git::beside(repo_dir, leftover), false).await;
+    }
+    outcome.map(Some)
+}
+
 /// The agent's URL as the manager reaches it: directly on the local driver (the sandbox
 /// shares the host's loopback), through a [`PortForward`] into an isolated sandbox.
 async fn reach(
