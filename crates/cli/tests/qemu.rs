@@ -296,7 +296,14 @@ async fn a_qemu_prebuild_restores_clones_that_are_distinct_machines_on_the_host_
     std::fs::create_dir_all(&work).unwrap();
     let git = |args: &[&str]| {
         let ok = std::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
             .args(args)
             .current_dir(&work)
             .status()
@@ -344,14 +351,20 @@ async fn a_qemu_prebuild_restores_clones_that_are_distinct_machines_on_the_host_
         let api = api.clone();
         async move {
             let r = api
-                .post("/sandboxes?wait=true", json!({"workspace": "vmapp", "name": name}))
+                .post(
+                    "/sandboxes?wait=true",
+                    json!({"workspace": "vmapp", "name": name}),
+                )
                 .await;
             assert_eq!(r.body["state"], "running", "{}", r.body);
             r.body
         }
     };
     let (a, b) = tokio::join!(spawn("clone-a"), spawn("clone-b"));
-    let (a, b) = (a["id"].as_str().unwrap().to_owned(), b["id"].as_str().unwrap().to_owned());
+    let (a, b) = (
+        a["id"].as_str().unwrap().to_owned(),
+        b["id"].as_str().unwrap().to_owned(),
+    );
     let out = |id: String, script: &'static str| {
         let api = api.clone();
         async move {
@@ -373,13 +386,20 @@ async fn a_qemu_prebuild_restores_clones_that_are_distinct_machines_on_the_host_
         };
         let fraction = field("time.tv_usec:");
         // With STA_NANO (the kernel's default) the "usec" field holds nanoseconds.
-        let fraction = if fraction >= 1e6 { fraction / 1e9 } else { fraction / 1e6 };
+        let fraction = if fraction >= 1e6 {
+            fraction / 1e9
+        } else {
+            fraction / 1e6
+        };
         let guest = field("time.tv_sec:") + fraction;
         let host = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs_f64();
-        assert!((host - guest).abs() < 1.0, "guest clock {guest} vs host {host}");
+        assert!(
+            (host - guest).abs() < 1.0,
+            "guest clock {guest} vs host {host}"
+        );
     }
     assert_eq!(out(a.clone(), "hostname").await, "clone-a\n");
     assert_eq!(out(b.clone(), "hostname").await, "clone-b\n");
@@ -400,10 +420,14 @@ async fn a_qemu_prebuild_restores_clones_that_are_distinct_machines_on_the_host_
     let stopped = api.post(&format!("/sandboxes/{a}/stop"), json!({})).await;
     assert_eq!(stopped.body["state"], "stopped", "{}", stopped.body);
     api.post(&format!("/sandboxes/{a}/start"), json!({})).await;
-    let running = eventually(Duration::from_secs(120), "the clone to boot again", || async {
-        let s = api.get(&format!("/sandboxes/{a}")).await.body;
-        (s["state"] != "starting").then_some(s)
-    })
+    let running = eventually(
+        Duration::from_secs(120),
+        "the clone to boot again",
+        || async {
+            let s = api.get(&format!("/sandboxes/{a}")).await.body;
+            (s["state"] != "starting").then_some(s)
+        },
+    )
     .await;
     assert_eq!(running["state"], "running", "{running}");
     assert_eq!(out(a.clone(), "cat app/only-in-a").await, "mine\n");

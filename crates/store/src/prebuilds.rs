@@ -94,7 +94,10 @@ impl Store {
     }
 
     /// A workspace's prebuilds, newest first (every workspace's with `None`).
-    pub async fn list_prebuilds(&self, workspace: Option<&WorkspaceId>) -> Result<Vec<PrebuildRecord>> {
+    pub async fn list_prebuilds(
+        &self,
+        workspace: Option<&WorkspaceId>,
+    ) -> Result<Vec<PrebuildRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM prebuilds p WHERE (?1 IS NULL OR p.workspace_id = ?1) \
              ORDER BY p.created_at DESC, p.id DESC"
@@ -139,7 +142,8 @@ impl Store {
         commits: &[RepoCommit],
         image_hash: &str,
     ) -> Result<()> {
-        let json = serde_json::to_string(commits).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json =
+            serde_json::to_string(commits).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query("UPDATE prebuilds SET commits = ?, image_hash = ? WHERE id = ?")
             .bind(json)
             .bind(image_hash)
@@ -257,7 +261,11 @@ impl Store {
 
     /// Marks a ready prebuild stale (or fresh again with `None`). Returns the event when
     /// it newly became stale.
-    pub async fn set_prebuild_stale(&self, id: &str, reason: Option<&str>) -> Result<Option<Event>> {
+    pub async fn set_prebuild_stale(
+        &self,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<Option<Event>> {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query("SELECT workspace_id, state, stale FROM prebuilds WHERE id = ?")
             .bind(id)
@@ -377,7 +385,11 @@ mod tests {
     async fn workspace(s: &Store) -> WorkspaceId {
         let spec: WorkspaceSpec =
             serde_json::from_value(serde_json::json!({"name": "app"})).expect("spec");
-        s.create_workspace(&spec, None).await.expect("workspace").0.id
+        s.create_workspace(&spec, None)
+            .await
+            .expect("workspace")
+            .0
+            .id
     }
 
     fn new(ws: &WorkspaceId) -> NewPrebuild {
@@ -401,10 +413,20 @@ mod tests {
             s.insert_prebuild(&new(&ws)).await,
             Err(StoreError::Conflict(_))
         ));
-        assert!(s.current_prebuild(&ws, "local").await.expect("current").is_none());
+        assert!(s
+            .current_prebuild(&ws, "local")
+            .await
+            .expect("current")
+            .is_none());
         let snap = serde_json::json!({"memory": null, "disk": "/x"});
-        s.finish_prebuild(&first.prebuild.id, &snap, "tok-1").await.expect("ready");
-        let current = s.current_prebuild(&ws, "local").await.expect("q").expect("some");
+        s.finish_prebuild(&first.prebuild.id, &snap, "tok-1")
+            .await
+            .expect("ready");
+        let current = s
+            .current_prebuild(&ws, "local")
+            .await
+            .expect("q")
+            .expect("some");
         assert_eq!(current.prebuild.id, first.prebuild.id);
         assert_eq!(current.agent_token.as_deref(), Some("tok-1"));
         assert!(!current.prebuild.memory_snapshot);
@@ -412,19 +434,30 @@ mod tests {
 
         let (second, _) = s.insert_prebuild(&new(&ws)).await.expect("second build");
         // The old one serves while the new one builds.
-        let still = s.current_prebuild(&ws, "local").await.expect("q").expect("some");
+        let still = s
+            .current_prebuild(&ws, "local")
+            .await
+            .expect("q")
+            .expect("some");
         assert_eq!(still.prebuild.id, first.prebuild.id);
         let events = s
             .finish_prebuild(&second.prebuild.id, &snap, "tok-2")
             .await
             .expect("ready");
         assert_eq!(events.len(), 2, "ready + superseded");
-        let now = s.current_prebuild(&ws, "local").await.expect("q").expect("some");
+        let now = s
+            .current_prebuild(&ws, "local")
+            .await
+            .expect("q")
+            .expect("some");
         assert_eq!(now.prebuild.id, second.prebuild.id);
         let old = s.get_prebuild(&first.prebuild.id).await.expect("get");
         assert_eq!(old.prebuild.state, PrebuildState::Superseded);
         // Finishing twice is refused.
-        assert!(s.finish_prebuild(&second.prebuild.id, &snap, "t").await.is_err());
+        assert!(s
+            .finish_prebuild(&second.prebuild.id, &snap, "t")
+            .await
+            .is_err());
     }
 
     #[tokio::test]
@@ -440,16 +473,35 @@ mod tests {
         assert_eq!(failed.log_tail.as_deref(), Some("boom\n"));
         assert!(failed.finished_at.is_some());
 
-        let (q, _) = s.insert_prebuild(&new(&ws)).await.expect("insert after failure");
-        s.finish_prebuild(&q.prebuild.id, &serde_json::json!({}), "t").await.expect("ready");
-        let first = s.set_prebuild_stale(&q.prebuild.id, Some("main moved")).await.expect("stale");
+        let (q, _) = s
+            .insert_prebuild(&new(&ws))
+            .await
+            .expect("insert after failure");
+        s.finish_prebuild(&q.prebuild.id, &serde_json::json!({}), "t")
+            .await
+            .expect("ready");
+        let first = s
+            .set_prebuild_stale(&q.prebuild.id, Some("main moved"))
+            .await
+            .expect("stale");
         assert!(first.is_some());
-        let again = s.set_prebuild_stale(&q.prebuild.id, Some("main moved")).await.expect("stale");
+        let again = s
+            .set_prebuild_stale(&q.prebuild.id, Some("main moved"))
+            .await
+            .expect("stale");
         assert!(again.is_none(), "no second event for the same staleness");
         assert_eq!(
-            s.get_prebuild(&q.prebuild.id).await.expect("get").prebuild.stale.as_deref(),
+            s.get_prebuild(&q.prebuild.id)
+                .await
+                .expect("get")
+                .prebuild
+                .stale
+                .as_deref(),
             Some("main moved")
         );
-        assert!(matches!(s.get_prebuild("pnope").await, Err(StoreError::NotFound { .. })));
+        assert!(matches!(
+            s.get_prebuild("pnope").await,
+            Err(StoreError::NotFound { .. })
+        ));
     }
 }

@@ -19,9 +19,7 @@ use atelier_core::SandboxId;
 use atelier_proto::AgentAddr;
 use nix::sys::signal::Signal;
 
-use crate::driver::{
-    Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError,
-};
+use crate::driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};
 use crate::process;
 
 /// Longest path a Unix socket address can hold.

@@ -196,17 +196,22 @@ fn print_status(s: &serde_json::Value, out: &Output) {
         );
     }
     let history = s["history"].as_array().cloned().unwrap_or_default();
-    out.list(&history, "", &["ID", "STATE", "ORIGIN", "AGE", "ERROR"], |p| {
-        vec![
-            p["id"].as_str().unwrap_or_default().to_owned(),
-            p["state"].as_str().unwrap_or_default().to_owned(),
-            p["origin"].as_str().unwrap_or_default().to_owned(),
-            p["created_at"]
-                .as_str()
-                .and_then(|t| t.parse().ok())
-                .map(age)
-                .unwrap_or_default(),
-            p["error"].as_str().unwrap_or("").chars().take(60).collect(),
-        ]
-    });
+    out.list(
+        &history,
+        "",
+        &["ID", "STATE", "ORIGIN", "AGE", "ERROR"],
+        |p| {
+            vec![
+                p["id"].as_str().unwrap_or_default().to_owned(),
+                p["state"].as_str().unwrap_or_default().to_owned(),
+                p["origin"].as_str().unwrap_or_default().to_owned(),
+                p["created_at"]
+                    .as_str()
+                    .and_then(|t| t.parse().ok())
+                    .map(age)
+                    .unwrap_or_default(),
+                p["error"].as_str().unwrap_or("").chars().take(60).collect(),
+            ]
+        },
+    );
 }

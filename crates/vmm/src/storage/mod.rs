@@ -40,9 +40,7 @@ mod xfs;
 pub use command::{CommandOutput, CommandRunner, SystemRunner};
 pub use copy::CopyBackend;
 pub use detect::{detect, detect_with, DetectOptions, Detected};
-pub use fsutil::{
-    extent_summary, filesystem_name, filesystem_usage, tree_usage, ExtentSummary,
-};
+pub use fsutil::{extent_summary, filesystem_name, filesystem_usage, tree_usage, ExtentSummary};
 pub use lvm::{LvmConfig, LvmThinBackend};
 pub use qcow2::Qcow2Backend;
 pub use reflink::{probe_reflink, ReflinkBackend};
