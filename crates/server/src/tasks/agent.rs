@@ -478,7 +478,7 @@ mod tests {
             "secrets": {"MODEL_KEY": "LOCAL_KEY"}
         }))
         .unwrap();
-        let v = opencode_config(&cfg, Some("/work/.atelier-instructions.md"));
+        let v = opencode_config(&cfg, Some("/srv/app/.atelier-instructions.md"));
         assert_eq!(v["model"], "local/m");
         assert_eq!(v["small_model"], "local/m");
         assert_eq!(v["provider"]["local"]["npm"], OPENAI_COMPATIBLE);
@@ -499,7 +499,7 @@ mod tests {
             json!({"type": "local", "command": ["fs-mcp", "--root", "."], "enabled": true, "timeout": 5000})
         );
         assert_eq!(v["mcp"]["docs"]["type"], "remote");
-        assert_eq!(v["instructions"], json!(["/work/.atelier-instructions.md"]));
+        assert_eq!(v["instructions"], json!(["/srv/app/.atelier-instructions.md"]));
         assert_eq!(v["share"], "disabled");
     }
 
