@@ -499,7 +499,10 @@ mod tests {
             json!({"type": "local", "command": ["fs-mcp", "--root", "."], "enabled": true, "timeout": 5000})
         );
         assert_eq!(v["mcp"]["docs"]["type"], "remote");
-        assert_eq!(v["instructions"], json!(["/srv/app/.atelier-instructions.md"]));
+        assert_eq!(
+            v["instructions"],
+            json!(["/srv/app/.atelier-instructions.md"])
+        );
         assert_eq!(v["share"], "disabled");
     }
 
