@@ -118,11 +118,43 @@ fn api_routes(max_file_bytes: usize) -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the API (also served at `/api/v1/openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes(0).split_for_parts().1
+    with_unique_operation_ids(api_routes(0).split_for_parts().1)
+}
+
+/// Handlers are named for what they do within their module (`list`, `get`…), so the
+/// generated operation ids repeat across tags; clients generated from the document need
+/// them unique. Each becomes `<tag>_<handler>` (`sandboxes_list`, `prebuilds_get`).
+fn with_unique_operation_ids(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tag = op
+                .tags
+                .as_ref()
+                .and_then(|t| t.first())
+                .cloned()
+                .unwrap_or_default();
+            if let Some(id) = &op.operation_id {
+                if !tag.is_empty() && !id.starts_with(&format!("{tag}_")) {
+                    op.operation_id = Some(format!("{tag}_{id}"));
+                }
+            }
+        }
+    }
+    doc
 }
 
 pub fn router(state: AppState, opts: &ServeOptions) -> Router {
     let (api, doc) = api_routes(opts.max_file_bytes).split_for_parts();
+    let doc = with_unique_operation_ids(doc);
     let doc_json = doc.to_pretty_json().unwrap_or_else(|_| "{}".into());
     api.route(
         "/api/v1/openapi.json",
@@ -191,4 +223,31 @@ async fn swagger_asset(axum::extract::Path(asset): axum::extract::Path<String>) 
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    #[test]
+    fn every_operation_has_its_own_id() {
+        let doc = super::openapi();
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let mut count = 0;
+        for (path, item) in &doc.paths.paths {
+            for op in [&item.get, &item.put, &item.post, &item.delete, &item.patch]
+                .into_iter()
+                .flatten()
+            {
+                let id = op.operation_id.clone().expect("an operation id");
+                count += 1;
+                if let Some(other) = seen.insert(id.clone(), path.clone()) {
+                    panic!("{id} names an operation of both {other} and {path}");
+                }
+            }
+        }
+        assert!(count > 40, "only {count} operations");
+        assert!(seen.contains_key("sandboxes_list"), "{:?}", seen.keys());
+        assert!(seen.contains_key("prebuilds_get"), "{:?}", seen.keys());
+    }
 }
