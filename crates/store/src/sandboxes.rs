@@ -126,6 +126,23 @@ impl Store {
 
     /// Sandboxes in creation order.
     pub async fn list_sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<SandboxRecord>> {
+        let rows = Self::list_query(filter)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| self.record_from_row(r)).collect()
+    }
+
+    /// Sandboxes in creation order as the API shows them: no agent token is unsealed.
+    pub async fn list_sandbox_views(&self, filter: &SandboxFilter) -> Result<Vec<Sandbox>> {
+        let rows = Self::list_query(filter)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(sandbox_from_row).collect()
+    }
+
+    fn list_query(filter: &SandboxFilter) -> QueryBuilder<'_, Sqlite> {
         let mut q =
             QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM sandboxes WHERE 1 = 1"));
         if filter.states.is_empty() {
@@ -154,8 +171,7 @@ impl Store {
         if let Some(limit) = filter.limit {
             q.push(" LIMIT ").push_bind(limit as i64);
         }
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(|r| self.record_from_row(r)).collect()
+        q
     }
 
     /// Moves a sandbox from `from` to `to` (compare-and-set) and records the event, in one
@@ -266,44 +282,47 @@ impl Store {
     }
 
     fn record_from_row(&self, row: &SqliteRow) -> Result<SandboxRecord> {
-        let id: String = row.get("id");
-        let corrupt = |what: &str| StoreError::Corrupt(format!("sandbox {id}: {what}"));
-        let state: SandboxState = row
-            .get::<&str, _>("state")
-            .parse()
-            .map_err(|e: String| corrupt(&e))?;
+        let sandbox = sandbox_from_row(row)?;
         let runtime = row
             .get::<Option<&str>, _>("runtime")
             .map(serde_json::from_str)
             .transpose()
-            .map_err(|e| corrupt(&e.to_string()))?;
+            .map_err(|e| StoreError::Corrupt(format!("sandbox {}: {e}", sandbox.id)))?;
         let token = String::from_utf8(self.sealer.open(row.get::<&[u8], _>("agent_token"))?)
             .map_err(|_| StoreError::Unseal)?;
-        let sandbox = Sandbox {
-            id: SandboxId::from_trusted(id.clone()),
-            name: row.get("name"),
-            workspace_id: row
-                .get::<Option<String>, _>("workspace_id")
-                .map(WorkspaceId::from_trusted),
-            state,
-            error: row.get("error"),
-            driver: row.get("driver"),
-            resources: Resources {
-                vcpus: row.get::<i64, _>("vcpus") as u32,
-                memory_mib: row.get::<i64, _>("memory_mib") as u32,
-                disk_mib: row.get::<i64, _>("disk_mib") as u32,
-            },
-            image: row.get("image"),
-            prebuild_id: row.get("prebuild_id"),
-            created_at: row.get::<DateTime<Utc>, _>("created_at"),
-            updated_at: row.get::<DateTime<Utc>, _>("updated_at"),
-        };
         Ok(SandboxRecord {
             sandbox,
             runtime,
             agent_token: token,
         })
     }
+}
+
+fn sandbox_from_row(row: &SqliteRow) -> Result<Sandbox> {
+    let id: String = row.get("id");
+    let state: SandboxState = row
+        .get::<&str, _>("state")
+        .parse()
+        .map_err(|e: String| StoreError::Corrupt(format!("sandbox {id}: {e}")))?;
+    Ok(Sandbox {
+        id: SandboxId::from_trusted(id.clone()),
+        name: row.get("name"),
+        workspace_id: row
+            .get::<Option<String>, _>("workspace_id")
+            .map(WorkspaceId::from_trusted),
+        state,
+        error: row.get("error"),
+        driver: row.get("driver"),
+        resources: Resources {
+            vcpus: row.get::<i64, _>("vcpus") as u32,
+            memory_mib: row.get::<i64, _>("memory_mib") as u32,
+            disk_mib: row.get::<i64, _>("disk_mib") as u32,
+        },
+        image: row.get("image"),
+        prebuild_id: row.get("prebuild_id"),
+        created_at: row.get::<DateTime<Utc>, _>("created_at"),
+        updated_at: row.get::<DateTime<Utc>, _>("updated_at"),
+    })
 }
 
 #[cfg(test)]

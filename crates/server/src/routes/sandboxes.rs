@@ -226,14 +226,11 @@ pub async fn list(
                 .ok_or_else(|| ApiError::invalid("after", "not a sandbox id"))?,
         );
     }
-    let records = state.store.list_sandboxes(&filter).await?;
-    let next = (records.len() == limit as usize)
-        .then(|| records.last().map(|r| r.sandbox.id.to_string()))
+    let sandboxes = state.store.list_sandbox_views(&filter).await?;
+    let next = (sandboxes.len() == limit as usize)
+        .then(|| sandboxes.last().map(|s| s.id.to_string()))
         .flatten();
-    Ok(Json(SandboxList {
-        sandboxes: records.into_iter().map(|r| r.sandbox).collect(),
-        next,
-    }))
+    Ok(Json(SandboxList { sandboxes, next }))
 }
 
 #[utoipa::path(get, path = "/api/v1/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path)),

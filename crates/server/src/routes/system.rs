@@ -54,7 +54,7 @@ pub struct SandboxCounts {
     responses((status = 200, body = SystemInfo), (status = 401, body = atelier_proto::ErrorBody)))]
 pub async fn system(State(state): State<AppState>) -> ApiResult<Json<SystemInfo>> {
     let info = state.lifecycle.driver().info();
-    let all = state.store.list_sandboxes(&Default::default()).await?;
+    let all = state.store.list_sandbox_views(&Default::default()).await?;
     Ok(Json(SystemInfo {
         version: env!("CARGO_PKG_VERSION"),
         driver: info.kind.to_string(),
@@ -78,7 +78,7 @@ pub async fn system(State(state): State<AppState>) -> ApiResult<Json<SystemInfo>
             total: all.len(),
             running: all
                 .iter()
-                .filter(|r| r.sandbox.state == atelier_core::SandboxState::Running)
+                .filter(|s| s.state == atelier_core::SandboxState::Running)
                 .count(),
         },
         storage: super::storage::info(&state),
