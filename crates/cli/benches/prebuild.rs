@@ -1,8 +1,9 @@
 //! Prebuild benchmark (QEMU driver, `minimal` image, 1 vCPU, 512 MiB), all through the
-//! API of a real manager: a sandbox spawned from a prebuild (disk clone + memory restore
-//! + new identity) to agent-ready, beside a cold boot of the same image and the raw QEMU
+//! API of a real manager: a sandbox spawned from a prebuild (disk clone, memory restore,
+//! new identity) to agent-ready, beside a cold boot of the same image and the raw QEMU
 //! restore of the same snapshot without Atelier (the floor), in the same run; 10 spawns
 //! at once; the disk used by 20 clones.
+//!
 //! Run: `cargo bench -p atelier-cli --bench prebuild`
 
 #[path = "../tests/common/mod.rs"]
