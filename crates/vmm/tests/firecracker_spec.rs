@@ -3,206 +3,44 @@
 //! operation exists for (method, path), every `required` property is present, no property
 //! is unknown (Firecracker refuses unknown fields), and types and enums match.
 
+#[path = "fc_api_spec/mod.rs"]
+mod fc_api_spec;
 mod firecracker_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use atelier_vmm::firecracker::api::*;
-use atelier_vmm::firecracker::calls::{self, ApiCall, ApiMethod};
+use atelier_vmm::firecracker::calls::{self, ApiCall};
 use atelier_vmm::firecracker::{boot_calls, FirecrackerConfig, FirecrackerDriver, JailerConfig};
+use fc_api_spec::ApiSpec;
 use firecracker_support::{fake_artifacts, spec as sandbox_spec, FakeImages};
 use serde_json::{json, Value};
 
+/// The vendored spec, checking the driver's typed calls.
 struct Spec {
-    doc: Value,
+    api: ApiSpec,
 }
 
 impl Spec {
     fn load() -> Self {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/spec/firecracker-api.yaml");
-        let text = std::fs::read_to_string(path).expect("the vendored spec");
-        let yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
-        // Response codes are integer keys; serde_json turns them into strings.
-        let doc = serde_json::to_value(yaml).expect("JSON-compatible spec");
-        assert_eq!(doc["swagger"], "2.0");
-        Self { doc }
+        Self {
+            api: ApiSpec::load(),
+        }
     }
 
     fn definition(&self, name: &str) -> &Value {
-        let d = &self.doc["definitions"][name];
-        assert!(d.is_object(), "no definition {name}");
-        d
+        self.api.definition(name)
     }
 
-    /// The operation for `method path`, and the values of the path's template parameters.
-    fn operation(
-        &self,
-        method: ApiMethod,
-        path: &str,
-    ) -> Result<(&Value, BTreeMap<String, String>), String> {
-        let paths = self.doc["paths"].as_object().ok_or("no paths")?;
-        let method = method.as_str().to_ascii_lowercase();
-        let wanted: Vec<&str> = path.split('/').collect();
-        // An exact path wins over a template.
-        let mut candidates: Vec<(&String, &Value)> = paths.iter().collect();
-        candidates.sort_by_key(|(p, _)| p.contains('{'));
-        for (template, item) in candidates {
-            let parts: Vec<&str> = template.split('/').collect();
-            if parts.len() != wanted.len() {
-                continue;
-            }
-            let mut params = BTreeMap::new();
-            let matched = parts.iter().zip(&wanted).all(|(t, w)| {
-                match t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
-                    Some(name) if !w.is_empty() => {
-                        params.insert(name.to_owned(), (*w).to_owned());
-                        true
-                    }
-                    Some(_) => false,
-                    None => t == w,
-                }
-            });
-            if matched {
-                return item
-                    .get(&method)
-                    .map(|op| (op, params))
-                    .ok_or_else(|| format!("{template} has no {method} operation"));
-            }
-        }
-        Err(format!("no path in the spec matches {path}"))
-    }
-
-    fn resolve<'a>(&'a self, schema: &'a Value) -> Result<&'a Value, String> {
-        match schema.get("$ref").and_then(Value::as_str) {
-            Some(r) => {
-                let name = r
-                    .strip_prefix("#/definitions/")
-                    .ok_or_else(|| format!("unsupported $ref {r}"))?;
-                let d = &self.doc["definitions"][name];
-                if d.is_object() {
-                    Ok(d)
-                } else {
-                    Err(format!("dangling $ref {r}"))
-                }
-            }
-            None => Ok(schema),
-        }
+    fn validate(&self, value: &Value, schema: &Value, at: &str, errors: &mut Vec<String>) {
+        self.api.validate(value, schema, at, errors)
     }
 
     /// Checks one request against the spec; returns every problem found.
     fn check_call(&self, call: &ApiCall) -> Vec<String> {
-        let what = call.describe();
-        let (op, params) = match self.operation(call.method, &call.path) {
-            Ok(x) => x,
-            Err(e) => return vec![e],
-        };
-        let body_param = op["parameters"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["in"] == "body");
-        let mut errors = vec![];
-        match (body_param, &call.body) {
-            (None, None) => {}
-            (None, Some(_)) => errors.push(format!("{what}: the spec takes no body")),
-            (Some(p), None) => {
-                if p["required"] == true {
-                    errors.push(format!("{what}: the spec requires a body"));
-                }
-            }
-            (Some(p), Some(body)) => {
-                self.validate(body, &p["schema"], &what, &mut errors);
-                // Firecracker insists that a templated id matches the body's.
-                for (name, value) in &params {
-                    if let Some(v) = body.get(name) {
-                        if v.as_str() != Some(value.as_str()) {
-                            errors.push(format!(
-                                "{what}: path parameter {name}={value} but the body says {v}"
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        errors
-    }
-
-    fn validate(&self, value: &Value, schema: &Value, at: &str, errors: &mut Vec<String>) {
-        let schema = match self.resolve(schema) {
-            Ok(s) => s,
-            Err(e) => return errors.push(format!("{at}: {e}")),
-        };
-        let ty = schema["type"]
-            .as_str()
-            .unwrap_or(if schema.get("properties").is_some() {
-                "object"
-            } else {
-                ""
-            });
-        let type_ok = match ty {
-            "object" => value.is_object(),
-            "string" => value.is_string(),
-            "integer" => value.is_i64() || value.is_u64(),
-            "number" => value.is_number(),
-            "boolean" => value.is_boolean(),
-            "array" => value.is_array(),
-            "" => true,
-            other => {
-                errors.push(format!("{at}: unsupported schema type {other}"));
-                return;
-            }
-        };
-        if !type_ok {
-            return errors.push(format!("{at}: expected {ty}, got {value}"));
-        }
-        if let Some(allowed) = schema["enum"].as_array() {
-            if !allowed.contains(value) {
-                errors.push(format!("{at}: {value} is not one of {allowed:?}"));
-            }
-        }
-        if let Some(n) = value.as_f64() {
-            if let Some(min) = schema["minimum"].as_f64() {
-                if n < min {
-                    errors.push(format!("{at}: {n} is below the minimum {min}"));
-                }
-            }
-            if let Some(max) = schema["maximum"].as_f64() {
-                if n > max {
-                    errors.push(format!("{at}: {n} is above the maximum {max}"));
-                }
-            }
-        }
-        match value {
-            Value::Object(map) => {
-                for req in schema["required"].as_array().into_iter().flatten() {
-                    if let Some(name) = req.as_str() {
-                        if !map.contains_key(name) {
-                            errors.push(format!("{at}: required property {name} is missing"));
-                        }
-                    }
-                }
-                let props = schema["properties"].as_object();
-                let additional = &schema["additionalProperties"];
-                for (k, v) in map {
-                    let here = format!("{at}.{k}");
-                    match props.and_then(|p| p.get(k)) {
-                        Some(s) => self.validate(v, s, &here, errors),
-                        None if additional.is_object() => {
-                            self.validate(v, additional, &here, errors)
-                        }
-                        None if *additional == Value::Bool(true) => {}
-                        None => errors.push(format!("{here}: unknown property")),
-                    }
-                }
-            }
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    self.validate(item, &schema["items"], &format!("{at}[{i}]"), errors);
-                }
-            }
-            _ => {}
-        }
+        self.api
+            .check(call.method.as_str(), &call.path, call.body.as_ref())
     }
 
     fn assert_valid(&self, call: &ApiCall) {
