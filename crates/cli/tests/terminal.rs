@@ -697,3 +697,113 @@ async fn a_terminal_opens_in_a_qemu_microvm() {
     .await;
     assert_eq!(body, "served from the microVM\n");
 }
+
+#[tokio::test]
+async fn a_preview_link_opens_a_dev_server_in_the_sandbox_without_the_token() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let Some(argv) = http_server(port) else {
+        eprintln!("skipped: neither busybox nor python3 is installed to serve HTTP");
+        return;
+    };
+    let (m, _d) = manager();
+    let api = m.client();
+    let id = api.running_sandbox("preview").await;
+    let page = api
+        .send(
+            api.req(
+                reqwest::Method::PUT,
+                &format!("/sandboxes/{id}/files/content?path=site/index.html"),
+            )
+            .body("hello from the dev server\n"),
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let svc = api
+        .send(
+            api.req(
+                reqwest::Method::PUT,
+                &format!("/sandboxes/{id}/services/web"),
+            )
+            .json(&json!({ "command": { "argv": argv } })),
+        )
+        .await;
+    assert_eq!(svc.status, 200, "{}", svc.body);
+
+    let link = api
+        .post(&format!("/sandboxes/{id}/ports/{port}/link"), json!({}))
+        .await;
+    assert_eq!(link.status, 201, "{}", link.body);
+    let url = link.body["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("/p/") && url.ends_with('/'), "{url}");
+    // A browser has no token: the link is enough, and only for this port.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page_url = format!("{}{url}index.html", m.url);
+    let body = eventually(WAIT, "the page through the preview link", || {
+        let (http, page_url) = (http.clone(), page_url.clone());
+        async move {
+            let r = http.get(&page_url).send().await.ok()?;
+            if r.status() != 200 {
+                return None;
+            }
+            r.text().await.ok()
+        }
+    })
+    .await;
+    assert_eq!(body, "hello from the dev server\n");
+    let missing = http
+        .get(format!("{}{url}nope.html", m.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.status(),
+        404,
+        "the dev server's own 404 comes through"
+    );
+    let bare = http
+        .get(format!("{}{}", m.url, url.trim_end_matches('/')))
+        .send()
+        .await
+        .unwrap();
+    assert!(bare.status().is_redirection(), "{}", bare.status());
+    let forged = http
+        .get(format!("{}/p/{}/index.html", m.url, "0".repeat(64)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 404);
+
+    // Bad input names the field; the route itself needs the token.
+    for bad in ["0", "70000", "web"] {
+        let r = api
+            .post(&format!("/sandboxes/{id}/ports/{bad}/link"), json!({}))
+            .await;
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+        assert_eq!(
+            r.body["error"]["details"]["fields"][0]["field"], "port",
+            "{}",
+            r.body
+        );
+    }
+    let anonymous = http
+        .post(format!("{}/api/v1/sandboxes/{id}/ports/{port}/link", m.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    // A stopped sandbox serves nothing, through old links or new ones.
+    api.post(&format!("/sandboxes/{id}/stop"), json!({})).await;
+    let r = http.get(&page_url).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let r = api
+        .post(&format!("/sandboxes/{id}/ports/{port}/link"), json!({}))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+}

@@ -15,8 +15,8 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::routes::terminal;
 use crate::routes::{
-    events, files, images, prebuilds, sandboxes, services, storage, system, tasks, templates,
-    workspaces,
+    events, files, images, ports, prebuilds, sandboxes, services, storage, system, tasks,
+    templates, workspaces,
 };
 use crate::{AppState, ServeOptions};
 
@@ -113,6 +113,7 @@ fn api_routes(max_file_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(prebuilds::list))
         .routes(routes!(prebuilds::logs))
         .routes(routes!(storage::sandbox_disk))
+        .routes(routes!(ports::link))
         .merge(uploads)
 }
 
@@ -163,6 +164,9 @@ pub fn router(state: AppState, opts: &ServeOptions) -> Router {
     .route("/swagger", get(swagger_page))
     .route("/swagger/", get(swagger_page))
     .route("/swagger/{asset}", get(swagger_asset))
+    .route("/p/{ticket}", get(ports::preview_root))
+    .route("/p/{ticket}/", axum::routing::any(ports::preview))
+    .route("/p/{ticket}/{*rest}", axum::routing::any(ports::preview))
     .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
     .method_not_allowed_fallback(|| async {
         ApiError::new(

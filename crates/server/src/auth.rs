@@ -18,6 +18,9 @@ pub fn is_public(path: &str) -> bool {
         || path == "/api/v1/openapi.json"
         || path == "/swagger"
         || path.starts_with("/swagger/")
+        // Preview links carry their own capability (a ticket minted with the token).
+        || path == "/p"
+        || path.starts_with("/p/")
 }
 
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -42,6 +42,11 @@ impl ApiError {
         )
     }
 
+    /// Something behind the manager (an agent, a server in a sandbox) failed.
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "bad_gateway", message)
+    }
+
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }

@@ -135,6 +135,8 @@ pub struct AppState {
     images: Arc<atelier_vmm::images::ImageStore>,
     tasks: tasks::Tasks,
     prebuilds: prebuild::Prebuilds,
+    /// Preview links to sandbox ports (`/p/{ticket}/`).
+    previews: routes::ports::PreviewTickets,
     /// How clones are made (kind, why), detected at start-up.
     storage: Arc<(String, String)>,
     /// Why each driver was or was not taken.
@@ -274,6 +276,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
         images: selected.images.clone(),
         tasks: tasks.clone(),
         prebuilds,
+        previews: Default::default(),
         storage: Arc::new(routes::storage::detect(&data_dir, selected.default.kind())),
         driver_notes: Arc::new(selected.reasons.clone()),
     };

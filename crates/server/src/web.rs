@@ -37,6 +37,7 @@ fn is_server_path(path: &str) -> bool {
         || path.starts_with("/api/")
         || path == "/swagger"
         || path.starts_with("/swagger/")
+        || path.starts_with("/p/")
 }
 
 /// Middleware in front of the router: GET/HEAD outside `/api` and `/swagger` are the

@@ -1246,6 +1246,69 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sandboxes/{id}/ports/{port}/link": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A link that opens a sandbox's port (a dev server) in a browser, without the token. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                    /** @description 1-65535 */
+                    port: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["PreviewLink"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sandboxes/{id}/resume": {
         parameters: {
             query?: never;
@@ -3261,6 +3324,12 @@ export interface components {
             current?: null | components["schemas"]["Prebuild"];
             /** @description Every prebuild of the workspace, newest first. */
             history: components["schemas"]["Prebuild"][];
+        };
+        PreviewLink: {
+            /** Format: date-time */
+            expires_at: string;
+            /** @description Path on this manager (`/p/<ticket>/`) that shows the sandbox's port. */
+            url: string;
         };
         /** @description How pushing a task's branch to origin went. */
         PushOutcome: {

@@ -1,7 +1,9 @@
-import { screen } from "@testing-library/react";
+import { screen, waitFor } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
 import type { Sandbox } from "../api/types";
-import { renderInApp } from "../test/render";
-import { Origin } from "./Sandboxes";
+import { saveToken } from "../api/token";
+import { renderInApp, stubApi } from "../test/render";
+import { Origin, PreviewButton } from "./Sandboxes";
 
 const sandbox = (over: Partial<Sandbox>): Sandbox => ({
   id: "s1",
@@ -26,5 +28,31 @@ describe("sandbox origin", () => {
     renderInApp(<Origin sb={sandbox({ prebuild_id: null, workspace_id: "ws_1" })} />);
     expect((await screen.findByText("cold")).isConnected).toBe(true);
     expect(screen.queryByRole("link")).toBeNull();
+  });
+});
+
+describe("dev server preview", () => {
+  it("asks for a preview link and opens it in the tab it opened on the click", async () => {
+    saveToken("atl_test");
+    const calls = stubApi({ "POST /sandboxes/s1/ports/5173/link": () => ({ url: "/p/abc/", expires_at: "" }) });
+    const tab = { location: { href: "" }, close: vi.fn() };
+    const open = vi.fn(() => tab);
+    vi.stubGlobal("open", open);
+    renderInApp(<PreviewButton sandboxId="s1" port={5173} />);
+    await userEvent.click(await screen.findByRole("button", { name: "Open port 5173" }));
+    await waitFor(() => expect(tab.location.href).toBe("/p/abc/"));
+    expect(open).toHaveBeenCalledWith("", "_blank");
+    expect(calls.map((c) => `${c.method} ${c.path}`)).toContain("POST /sandboxes/s1/ports/5173/link");
+  });
+
+  it("closes the empty tab and says why when the link is refused", async () => {
+    saveToken("atl_test");
+    stubApi({});
+    const tab = { location: { href: "" }, close: vi.fn() };
+    vi.stubGlobal("open", vi.fn(() => tab));
+    renderInApp(<PreviewButton sandboxId="s1" port={3000} />);
+    await userEvent.click(await screen.findByRole("button", { name: "Open port 3000" }));
+    await waitFor(() => expect(tab.close).toHaveBeenCalled());
+    expect(tab.location.href).toBe("");
   });
 });

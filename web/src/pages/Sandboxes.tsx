@@ -21,6 +21,33 @@ export function Origin({ sb }: { sb: Sandbox }) {
   );
 }
 
+/** Opens a sandbox port in a new tab through a preview link (the link carries its own
+ *  ticket: a browser tab cannot send the API token). */
+export function PreviewButton({ sandboxId, port }: { sandboxId: string; port: number }) {
+  const [error, setError] = useState<string | null>(null);
+  const open = async () => {
+    setError(null);
+    // Opened before the request so that the browser sees it as the click's own window.
+    const tab = window.open("", "_blank");
+    try {
+      const link = await api<{ url: string }>(`/sandboxes/${sandboxId}/ports/${port}/link`, { method: "POST" });
+      if (tab) tab.location.href = link.url;
+      else window.location.href = link.url;
+    } catch (e) {
+      tab?.close();
+      setError(e instanceof Error ? e.message : String(e));
+    }
+  };
+  return (
+    <>
+      <button className="outline small" onClick={open} aria-label={`Open port ${port}`}>
+        Open
+      </button>
+      {error && <small className="error"> {error}</small>}
+    </>
+  );
+}
+
 export function Sandboxes() {
   const sandboxes = useSandboxes();
   const workspaces = useWorkspaces();
@@ -279,7 +306,13 @@ export function SandboxDetail({ sandboxId }: { sandboxId: string }) {
       )}
       {ws && ws.dev_commands.length > 0 && (
         <p className="muted">
-          Dev servers: {ws.dev_commands.map((d) => `${d.name} on port ${d.port}`).join(", ")}
+          Dev servers:{" "}
+          {ws.dev_commands.map((d) => (
+            <span key={d.name}>
+              {d.name} on port {d.port}{" "}
+              {running && <PreviewButton sandboxId={sb.id} port={d.port} />}{" "}
+            </span>
+          ))}
         </p>
       )}
       <Controls sb={sb} />

@@ -1,6 +1,7 @@
 pub mod events;
 pub mod files;
 pub mod images;
+pub mod ports;
 pub mod prebuilds;
 pub mod sandboxes;
 pub mod services;
