@@ -367,29 +367,33 @@ fn http_server(port: u16) -> Option<Vec<String>> {
     })
 }
 
-#[tokio::test]
-async fn a_port_forward_reaches_a_server_inside_the_sandbox() {
+/// A running sandbox whose service `web` serves `page` as `index.html` on a free port;
+/// `None` (after printing why) when this host has no HTTP server program.
+async fn sandbox_serving(
+    name: &str,
+    page: &str,
+) -> Option<(Manager, tempfile::TempDir, String, u16)> {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
     let Some(argv) = http_server(port) else {
         eprintln!("skipped: neither busybox nor python3 is installed to serve HTTP");
-        return;
+        return None;
     };
-    let (m, _d) = manager();
+    let (m, d) = manager();
     let api = m.client();
-    let id = api.running_sandbox("fwd").await;
-    let page = api
+    let id = api.running_sandbox(name).await;
+    let put = api
         .send(
             api.req(
                 reqwest::Method::PUT,
                 &format!("/sandboxes/{id}/files/content?path=site/index.html"),
             )
-            .body("hello through the tunnel\n"),
+            .body(page.to_owned()),
         )
         .await;
-    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(put.status, 200, "{}", put.body);
     let svc = api
         .send(
             api.req(
@@ -400,7 +404,14 @@ async fn a_port_forward_reaches_a_server_inside_the_sandbox() {
         )
         .await;
     assert_eq!(svc.status, 200, "{}", svc.body);
+    Some((m, d, id, port))
+}
 
+#[tokio::test]
+async fn a_port_forward_reaches_a_server_inside_the_sandbox() {
+    let Some((m, _d, id, port)) = sandbox_serving("fwd", "hello through the tunnel\n").await else {
+        return;
+    };
     let dir = m.data_dir.join("sandboxes").join(&id);
     let token = std::fs::read_to_string(dir.join("agent.token")).unwrap();
     let agent = atelier_agent_client::AgentClient::new(
@@ -700,37 +711,11 @@ async fn a_terminal_opens_in_a_qemu_microvm() {
 
 #[tokio::test]
 async fn a_preview_link_opens_a_dev_server_in_the_sandbox_without_the_token() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let Some(argv) = http_server(port) else {
-        eprintln!("skipped: neither busybox nor python3 is installed to serve HTTP");
+    let Some((m, _d, id, port)) = sandbox_serving("preview", "hello from the dev server\n").await
+    else {
         return;
     };
-    let (m, _d) = manager();
     let api = m.client();
-    let id = api.running_sandbox("preview").await;
-    let page = api
-        .send(
-            api.req(
-                reqwest::Method::PUT,
-                &format!("/sandboxes/{id}/files/content?path=site/index.html"),
-            )
-            .body("hello from the dev server\n"),
-        )
-        .await;
-    assert_eq!(page.status, 200, "{}", page.body);
-    let svc = api
-        .send(
-            api.req(
-                reqwest::Method::PUT,
-                &format!("/sandboxes/{id}/services/web"),
-            )
-            .json(&json!({ "command": { "argv": argv } })),
-        )
-        .await;
-    assert_eq!(svc.status, 200, "{}", svc.body);
 
     let link = api
         .post(&format!("/sandboxes/{id}/ports/{port}/link"), json!({}))

@@ -229,22 +229,7 @@ impl Lifecycle {
         let agent = self.agent(id).await?;
         agent.set_env(&BTreeMap::new()).await?;
         let spec = self.inner.store.workspace_spec(workspace).await?;
-        if spec.secrets.files.is_empty() {
-            return Ok(());
-        }
-        let home = agent
-            .exec(&atelier_proto::ExecRequest::argv([
-                "sh",
-                "-c",
-                "printf %s \"$HOME\"",
-            ]))
-            .await?
-            .stdout;
-        for f in &spec.secrets.files {
-            let path = match f.path.strip_prefix("~/") {
-                Some(rest) => format!("{}/{rest}", home.trim_end_matches('/')),
-                None => f.path.clone(),
-            };
+        for (path, _) in secret_file_paths(&agent, &spec.secrets.files).await? {
             if let Err(e) = agent.delete(&path, false).await {
                 if e.status() != Some(404) {
                     return Err(e.into());
@@ -279,23 +264,10 @@ impl Lifecycle {
         if !env.is_empty() {
             agent.set_env(&env).await.map_err(|e| e.to_string())?;
         }
-        if spec.secrets.files.is_empty() {
-            return Ok(());
-        }
-        let home = agent
-            .exec(&atelier_proto::ExecRequest::argv([
-                "sh",
-                "-c",
-                "printf %s \"$HOME\"",
-            ]))
+        let files = secret_file_paths(agent, &spec.secrets.files)
             .await
-            .map_err(|e| e.to_string())?
-            .stdout;
-        for f in &spec.secrets.files {
-            let path = match f.path.strip_prefix("~/") {
-                Some(rest) => format!("{}/{rest}", home.trim_end_matches('/')),
-                None => f.path.clone(),
-            };
+            .map_err(|e| e.to_string())?;
+        for (path, f) in files {
             if let Some((parent, _)) = path.rsplit_once('/').filter(|(p, _)| !p.is_empty()) {
                 let _ = agent.mkdir(parent).await;
             }
@@ -614,6 +586,34 @@ impl RuntimeHandle for SandboxRecord {
             .as_ref()
             .and_then(|v| Runtime::from_json(v).ok())
     }
+}
+
+/// Where each file secret goes in the sandbox: `~/…` is the agent user's home there.
+async fn secret_file_paths<'a>(
+    agent: &AgentClient,
+    files: &'a [atelier_core::workspace::FileSecret],
+) -> Result<Vec<(String, &'a atelier_core::workspace::FileSecret)>, atelier_agent_client::Error> {
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let home = agent
+        .exec(&atelier_proto::ExecRequest::argv([
+            "sh",
+            "-c",
+            "printf %s \"$HOME\"",
+        ]))
+        .await?
+        .stdout;
+    Ok(files
+        .iter()
+        .map(|f| {
+            let path = match f.path.strip_prefix("~/") {
+                Some(rest) => format!("{}/{rest}", home.trim_end_matches('/')),
+                None => f.path.clone(),
+            };
+            (path, f)
+        })
+        .collect())
 }
 
 fn store_io(e: atelier_store::StoreError) -> VmmError {
