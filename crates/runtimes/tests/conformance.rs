@@ -2,28 +2,21 @@
 //! shipped scenario (`scenarios/*.yaml`) at a time. Every test asserts on the normalized
 //! events the adapter produces, never on the wire.
 
+mod support;
+use support::*;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use atelier_runtimes::opencode::LISTENING_PREFIX;
 use atelier_runtimes::{
-    progress_percent, AgentEvent, AgentRuntime, Answer, Cursor, EventStream, Interaction,
-    InteractionKind, InteractionOutcome, ModelRef, OpenCodeConfig, OpenCodeRuntime,
-    PermissionReply, ReconnectPolicy, RunState, RuntimeError, Session, SessionSpec, ToolStatus,
-    TurnEndReason,
+    progress_percent, AgentEvent, AgentRuntime, Answer, EventStream, Interaction, InteractionKind,
+    InteractionOutcome, ModelRef, OpenCodeConfig, OpenCodeRuntime, PermissionReply,
+    ReconnectPolicy, RunState, RuntimeError, Session, SessionSpec, ToolStatus, TurnEndReason,
 };
-use futures::StreamExt;
-
-const TURN_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn scenario_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scenarios")
-        .join(format!("{name}.yaml"))
-}
 
 /// A running `fake-agent` process; killed on drop.
 struct Fake {
@@ -108,19 +101,6 @@ fn config(url: &str) -> OpenCodeConfig {
     cfg
 }
 
-/// What to do when the agent asks something.
-enum Act {
-    Answer(Answer),
-    Abort,
-    Nothing,
-}
-
-async fn next(stream: &mut EventStream) -> Option<Result<(Cursor, AgentEvent), RuntimeError>> {
-    tokio::time::timeout(TURN_TIMEOUT, stream.next())
-        .await
-        .expect("no event within the timeout: the adapter hangs")
-}
-
 /// Collects events until the turn ends, acting on interactions with `on_ask`.
 async fn run_turn(
     rt: &OpenCodeRuntime,
@@ -171,65 +151,6 @@ async fn one_turn(
     rt.prompt(&session, "go").await.expect("prompt");
     let events = run_turn(&rt, &session, &mut stream, on_ask).await;
     (rt, session, stream, events)
-}
-
-fn allow_once(_: &Interaction) -> Act {
-    Act::Answer(Answer::Permission {
-        reply: PermissionReply::Once,
-        message: None,
-    })
-}
-
-fn texts(events: &[AgentEvent]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            AgentEvent::Text { text: Some(t), .. } => Some(t.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn asked(events: &[AgentEvent]) -> Vec<Interaction> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            AgentEvent::InteractionAsked(i) => Some(i.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn resolved(events: &[AgentEvent]) -> Vec<(String, InteractionOutcome)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            AgentEvent::InteractionResolved { id, outcome } => Some((id.clone(), outcome.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn turn_end(events: &[AgentEvent]) -> (TurnEndReason, Option<String>) {
-    match events.last() {
-        Some(AgentEvent::TurnEnded { reason, error }) => (*reason, error.clone()),
-        other => panic!("last event is not TurnEnded: {other:?}"),
-    }
-}
-
-fn files(events: &[AgentEvent]) -> Vec<String> {
-    events
-        .iter()
-        .flat_map(|e| match e {
-            AgentEvent::FilesTouched { paths } => paths.clone(),
-            _ => Vec::new(),
-        })
-        .collect()
-}
-
-fn assert_no_raw(events: &[AgentEvent]) {
-    let raw: Vec<_> = events.iter().filter(|e| e.kind() == "raw").collect();
-    assert!(raw.is_empty(), "unmapped events: {raw:#?}");
 }
 
 #[tokio::test]

@@ -9,23 +9,22 @@
 //! test asserts on the normalized events. Where a protocol cannot express something, the
 //! test asserts the documented fallback (see the `claude` and `acp` module docs).
 
+mod support;
+use support::*;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use atelier_runtimes::stdio_host::{HostClient, RecordBody};
 use atelier_runtimes::{
-    progress_percent, runtime_for, AgentEvent, AgentRuntime, Answer, Cursor, EventStream,
-    Interaction, InteractionKind, InteractionOutcome, ModelRef, PermissionReply, ReconnectPolicy,
-    RunState, RuntimeError, RuntimeOptions, Session, SessionSpec, StdioConfig, ToolStatus,
-    TurnEndReason,
+    progress_percent, runtime_for, AgentEvent, AgentRuntime, Answer, EventStream, Interaction,
+    InteractionKind, InteractionOutcome, ModelRef, PermissionReply, ReconnectPolicy, RunState,
+    RuntimeError, RuntimeOptions, Session, SessionSpec, StdioConfig, ToolStatus, TurnEndReason,
 };
-use futures::StreamExt;
 use serde_json::Value;
-
-const TURN_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -46,12 +45,6 @@ impl Kind {
     fn stdio(self) -> bool {
         self != Kind::OpenCode
     }
-}
-
-fn scenario_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scenarios")
-        .join(format!("{name}.yaml"))
 }
 
 /// A running fake agent (for stdio kinds: the host running it); killed on drop.
@@ -219,19 +212,6 @@ fn fast_reconnect() -> ReconnectPolicy {
     }
 }
 
-/// What to do when the agent asks something.
-enum Act {
-    Answer(Answer),
-    Abort,
-    Nothing,
-}
-
-async fn next(stream: &mut EventStream) -> Option<Result<(Cursor, AgentEvent), RuntimeError>> {
-    tokio::time::timeout(TURN_TIMEOUT, stream.next())
-        .await
-        .expect("no event within the timeout: the adapter hangs")
-}
-
 /// Collects events until the turn ends, acting on interactions with `on_ask`.
 async fn run_turn(
     rt: &dyn AgentRuntime,
@@ -284,60 +264,6 @@ async fn one_turn(
     (rt, session, stream, events)
 }
 
-fn allow_once(_: &Interaction) -> Act {
-    Act::Answer(Answer::Permission {
-        reply: PermissionReply::Once,
-        message: None,
-    })
-}
-
-fn texts(events: &[AgentEvent]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            AgentEvent::Text { text: Some(t), .. } => Some(t.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn asked(events: &[AgentEvent]) -> Vec<Interaction> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            AgentEvent::InteractionAsked(i) => Some(i.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn resolved(events: &[AgentEvent]) -> Vec<(String, InteractionOutcome)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            AgentEvent::InteractionResolved { id, outcome } => Some((id.clone(), outcome.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn turn_end(events: &[AgentEvent]) -> (TurnEndReason, Option<String>) {
-    match events.last() {
-        Some(AgentEvent::TurnEnded { reason, error }) => (*reason, error.clone()),
-        other => panic!("last event is not TurnEnded: {other:?}"),
-    }
-}
-
-fn files(events: &[AgentEvent]) -> Vec<String> {
-    events
-        .iter()
-        .flat_map(|e| match e {
-            AgentEvent::FilesTouched { paths } => paths.clone(),
-            _ => Vec::new(),
-        })
-        .collect()
-}
-
 fn tool_calls(events: &[AgentEvent], tool: &str, status: ToolStatus) -> HashSet<String> {
     events
         .iter()
@@ -351,11 +277,6 @@ fn tool_calls(events: &[AgentEvent], tool: &str, status: ToolStatus) -> HashSet<
             _ => None,
         })
         .collect()
-}
-
-fn assert_no_raw(events: &[AgentEvent]) {
-    let raw: Vec<_> = events.iter().filter(|e| e.kind() == "raw").collect();
-    assert!(raw.is_empty(), "unmapped events: {raw:#?}");
 }
 
 /// Events as JSON text with the agent's directory replaced by `<dir>`.
