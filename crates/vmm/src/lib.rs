@@ -14,6 +14,7 @@ pub mod net;
 pub mod process;
 pub mod qemu;
 mod select;
+mod snapshot_dir;
 pub mod storage;
 
 pub use driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};

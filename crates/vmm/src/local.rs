@@ -251,40 +251,28 @@ impl Driver for LocalDriver {
         runtime: &Runtime,
         dest_dir: &Path,
     ) -> Result<SnapshotInfo, VmmError> {
-        if dest_dir.join(SNAPSHOT_INFO).exists() {
-            return Err(VmmError::Snapshot(format!(
-                "{} already holds a snapshot",
-                dest_dir.display()
-            )));
-        }
-        std::fs::create_dir_all(dest_dir)
-            .map_err(VmmError::io(format!("creating {}", dest_dir.display())))?;
-        // Stop first so that nothing writes while the tree is copied.
-        self.stop(&spec.id, Some(runtime)).await?;
-        let disk = dest_dir.join("disk");
-        let copied = copy_tree(&runtime.dir.join("root"), &disk).await;
-        if let Err(e) = copied {
-            let _ = std::fs::remove_dir_all(dest_dir);
-            return Err(e);
-        }
-        let info = SnapshotInfo {
-            driver: DriverKind::Local,
-            dir: dest_dir.to_path_buf(),
-            memory: None,
-            disk,
-            kernel: None,
-            initramfs: None,
-            image: spec.image.clone(),
-            memory_mib: spec.resources.memory_mib,
-            vcpus: spec.resources.vcpus,
-            created_at_ms: now_ms(),
-            machine: serde_json::Value::Null,
-        };
-        let json =
-            serde_json::to_vec_pretty(&info).map_err(|e| VmmError::Corrupt(e.to_string()))?;
-        std::fs::write(dest_dir.join(SNAPSHOT_INFO), json)
-            .map_err(VmmError::io(format!("writing {SNAPSHOT_INFO}")))?;
-        Ok(info)
+        crate::snapshot_dir::capture_into(dest_dir, &["disk"], |dest| async move {
+            // Stop first so that nothing writes while the tree is copied.
+            self.stop(&spec.id, Some(runtime)).await?;
+            let disk = dest.join("disk");
+            copy_tree(&runtime.dir.join("root"), &disk).await?;
+            let info = SnapshotInfo {
+                driver: DriverKind::Local,
+                dir: dest,
+                memory: None,
+                disk,
+                kernel: None,
+                initramfs: None,
+                image: spec.image.clone(),
+                memory_mib: spec.resources.memory_mib,
+                vcpus: spec.resources.vcpus,
+                created_at_ms: now_ms(),
+                machine: serde_json::Value::Null,
+            };
+            crate::snapshot_dir::write_info(&info)?;
+            Ok(info)
+        })
+        .await
     }
 
     async fn launch_from_snapshot(
@@ -311,9 +299,6 @@ impl Driver for LocalDriver {
         self.launch(spec).await
     }
 }
-
-/// Name of the description written next to a snapshot's files.
-const SNAPSHOT_INFO: &str = "snapshot.json";
 
 /// Copies a directory tree with `cp -a`, reflinking file data where the filesystem can
 /// (XFS, btrfs): O(1) in the data's size there, a plain copy elsewhere.

@@ -66,7 +66,7 @@ pub const MEMORY_FILE: &str = "memory.bin";
 pub const DISK_FILE: &str = "rootfs.ext4";
 pub const KERNEL_FILE: &str = "vmlinux";
 pub const INITRAMFS_FILE: &str = "initramfs";
-pub const INFO_FILE: &str = "snapshot.json";
+pub use crate::snapshot_dir::INFO_FILE;
 
 /// How long the guest may take to flush its caches.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
@@ -271,36 +271,17 @@ impl FirecrackerDriver {
         }
         let paths = self.paths(&spec.id);
         let record = LaunchRecord::read(&paths.launch_record)?;
-        if dest.join(INFO_FILE).exists() {
-            return Err(snap_err(format!(
-                "{} already holds a snapshot",
-                dest.display()
-            )));
-        }
-        let created_dir = !dest.exists();
-        std::fs::create_dir_all(dest)
-            .map_err(VmmError::io(format!("creating {}", dest.display())))?;
-        let dest = std::fs::canonicalize(dest)
-            .map_err(VmmError::io(format!("resolving {}", dest.display())))?;
-        match self.capture(spec, runtime, &paths, record, &dest).await {
-            Ok(info) => Ok(info),
-            Err(e) => {
-                if created_dir {
-                    let _ = std::fs::remove_dir_all(&dest);
-                } else {
-                    for f in [
-                        VMSTATE_FILE,
-                        MEMORY_FILE,
-                        DISK_FILE,
-                        KERNEL_FILE,
-                        INITRAMFS_FILE,
-                    ] {
-                        let _ = std::fs::remove_file(dest.join(f));
-                    }
-                }
-                Err(e)
-            }
-        }
+        let files = [
+            VMSTATE_FILE,
+            MEMORY_FILE,
+            DISK_FILE,
+            KERNEL_FILE,
+            INITRAMFS_FILE,
+        ];
+        crate::snapshot_dir::capture_into(dest, &files, |dest| async move {
+            self.capture(spec, runtime, &paths, record, &dest).await
+        })
+        .await
     }
 
     async fn capture(
@@ -401,10 +382,7 @@ impl FirecrackerDriver {
             machine: serde_json::to_value(&machine)
                 .map_err(|e| VmmError::Corrupt(e.to_string()))?,
         };
-        let json =
-            serde_json::to_vec_pretty(&info).map_err(|e| VmmError::Corrupt(e.to_string()))?;
-        std::fs::write(dest.join(INFO_FILE), json)
-            .map_err(VmmError::io(format!("writing {INFO_FILE}")))?;
+        crate::snapshot_dir::write_info(&info)?;
         Ok(info)
     }
 

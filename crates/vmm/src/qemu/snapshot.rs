@@ -50,7 +50,7 @@ pub const DISK_FILE: &str = "disk.qcow2";
 pub const OVERLAY_FILE: &str = "overlay.qcow2";
 pub const KERNEL_FILE: &str = "bzImage";
 pub const INITRAMFS_FILE: &str = "initramfs.img";
-pub const INFO_FILE: &str = "snapshot.json";
+pub use crate::snapshot_dir::INFO_FILE;
 
 /// How long a migration to the memory file may take.
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -161,36 +161,17 @@ impl QemuDriver {
             return Err(snap_err("the sandbox is not running"));
         }
         let machine = read_machine(&runtime.dir)?;
-        if dest.join(INFO_FILE).exists() {
-            return Err(snap_err(format!(
-                "{} already holds a snapshot",
-                dest.display()
-            )));
-        }
-        let created_dir = !dest.exists();
-        std::fs::create_dir_all(dest)
-            .map_err(VmmError::io(format!("creating {}", dest.display())))?;
-        let dest = std::fs::canonicalize(dest)
-            .map_err(VmmError::io(format!("resolving {}", dest.display())))?;
-        match self.capture(spec, runtime, &dest, machine).await {
-            Ok(info) => Ok(info),
-            Err(e) => {
-                if created_dir {
-                    let _ = std::fs::remove_dir_all(&dest);
-                } else {
-                    for f in [
-                        MEMORY_FILE,
-                        DISK_FILE,
-                        OVERLAY_FILE,
-                        KERNEL_FILE,
-                        INITRAMFS_FILE,
-                    ] {
-                        let _ = std::fs::remove_file(dest.join(f));
-                    }
-                }
-                Err(e)
-            }
-        }
+        let files = [
+            MEMORY_FILE,
+            DISK_FILE,
+            OVERLAY_FILE,
+            KERNEL_FILE,
+            INITRAMFS_FILE,
+        ];
+        crate::snapshot_dir::capture_into(dest, &files, |dest| async move {
+            self.capture(spec, runtime, &dest, machine).await
+        })
+        .await
     }
 
     async fn capture(
@@ -331,10 +312,7 @@ impl QemuDriver {
             created_at_ms: now_ms(),
             machine: serde_json::to_value(&snap).map_err(|e| VmmError::Corrupt(e.to_string()))?,
         };
-        let json =
-            serde_json::to_vec_pretty(&info).map_err(|e| VmmError::Corrupt(e.to_string()))?;
-        std::fs::write(dest.join(INFO_FILE), json)
-            .map_err(VmmError::io(format!("writing {INFO_FILE}")))?;
+        crate::snapshot_dir::write_info(&info)?;
         Ok(info)
     }
 
