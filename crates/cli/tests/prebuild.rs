@@ -509,3 +509,40 @@ async fn workspace_secrets_reach_every_sandbox_but_never_a_prebuild() {
         format!("{secret}\n")
     );
 }
+
+#[tokio::test]
+async fn the_periodic_check_notices_a_moved_branch_by_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, work) = origin(tmp.path());
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("config.toml"), "prebuild_check_secs = 1\n").unwrap();
+    let m = Manager::start(&data);
+    let api = m.client();
+    workspace(&api, &url, &["true"], false).await;
+    let id = api.post("/workspaces/app/prebuilds", json!({})).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_prebuild(&api, &id, "ready").await;
+    std::fs::write(work.join("NEW.md"), "new\n").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "--quiet", "-m", "new"]);
+    git(&work, &["push", "--quiet", "origin", "main"]);
+    // Nobody asks: the manager's own timer finds it.
+    let p = eventually(
+        Duration::from_secs(20),
+        "the prebuild marked stale",
+        || async {
+            let p = api.get(&format!("/prebuilds/{id}")).await.body;
+            p["stale"]
+                .as_str()
+                .is_some_and(|s| s.contains("moved"))
+                .then_some(p)
+        },
+    )
+    .await;
+    assert_eq!(p["state"], "ready", "a stale prebuild keeps serving: {p}");
+    let stale = api.get("/prebuilds?stale=true").await.body;
+    assert_eq!(stale[0]["id"], id.as_str(), "{stale}");
+}
