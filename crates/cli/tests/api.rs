@@ -881,3 +881,26 @@ async fn system_reports_the_driver_and_why() {
         "the local driver warns loudly at start-up"
     );
 }
+
+#[tokio::test]
+async fn a_fallback_to_the_local_driver_names_the_package_that_would_give_a_vm() {
+    // No QEMU on PATH: `--driver auto` falls back to `local` and says what to install.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let m = Manager::start_with_env(
+        &dir.path().join("data"),
+        &["--driver", "auto"],
+        &[("PATH", empty.to_str().unwrap())],
+    );
+    let r = m.client().get("/system").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let notes = r.body["driver_notes"].to_string();
+    assert!(
+        notes.contains(
+            "local: chosen for new sandboxes because qemu cannot run: \
+             qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
+        ),
+        "{notes}"
+    );
+}

@@ -69,6 +69,8 @@ pub fn select_driver(
     let images = Arc::new(ImageStore::new(&cache, config.images.clone()));
     let mut reasons = vec![];
     let mut all: Vec<Arc<dyn Driver>> = vec![];
+    // Why no microVM driver was chosen, to say what to install when `local` is the fallback.
+    let mut qemu_unusable: Option<String> = None;
     let wants = |k: DriverKind| choice == DriverChoice::Auto || choice == DriverChoice::Only(k);
 
     if wants(DriverKind::Firecracker) {
@@ -114,7 +116,10 @@ pub fn select_driver(
                     reason: why,
                 });
             }
-            Err(why) => reasons.push(format!("qemu: skipped ({why})")),
+            Err(why) => {
+                reasons.push(format!("qemu: skipped ({why})"));
+                qemu_unusable = Some(why);
+            }
         }
     }
     match find_agent_binary(config) {
@@ -130,7 +135,12 @@ pub fn select_driver(
         driver: DriverKind::Local,
         reason: "no driver is usable".into(),
     })?;
-    reasons.push(format!("{}: chosen for new sandboxes", default.kind()));
+    match (&qemu_unusable, default.kind()) {
+        (Some(why), DriverKind::Local) => reasons.push(format!(
+            "local: chosen for new sandboxes because qemu cannot run: {why}"
+        )),
+        _ => reasons.push(format!("{}: chosen for new sandboxes", default.kind())),
+    }
     if default.kind() == DriverKind::Local {
         reasons.push("local: sandboxes are plain host processes with NO isolation".to_owned());
     }

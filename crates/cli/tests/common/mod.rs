@@ -91,6 +91,11 @@ impl Manager {
     }
 
     pub fn start_with(data_dir: &Path, extra_args: &[&str]) -> Manager {
+        Self::start_with_env(data_dir, extra_args, &[])
+    }
+
+    /// Like [`Manager::start_with`], with extra environment variables for the manager.
+    pub fn start_with_env(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Manager {
         ensure_agent_built();
         std::fs::create_dir_all(data_dir).unwrap();
         let stderr_path = data_dir.with_extension("stderr.log");
@@ -111,6 +116,7 @@ impl Manager {
             .args(extra_args)
             .env_remove("ATELIER_TOKEN")
             .env_remove("ATELIER_URL")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
