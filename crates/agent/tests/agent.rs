@@ -372,7 +372,7 @@ async fn exec_as_another_user(t: Transport) {
     assert_agent_err(a.client.exec(&req).await.unwrap_err(), 400, "invalid_value");
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let Some(nobody) = passwd.lines().find(|l| l.starts_with("nobody:")) else {
-        eprintln!("skipping the user switch: no `nobody` in /etc/passwd");
+        atelier_testkit::skip("no `nobody` in /etc/passwd for the user switch");
         return;
     };
     let f: Vec<&str> = nobody.split(':').collect();
@@ -1523,10 +1523,10 @@ async fn hybrid_vsock_through_a_fake_firecracker_socket() {
 async fn vsock_listener_when_available() {
     let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0) };
     if fd < 0 {
-        eprintln!(
-            "skipping vsock test: cannot create an AF_VSOCK socket ({})",
+        atelier_testkit::skip_documented(format!(
+            "cannot create an AF_VSOCK socket ({})",
             std::io::Error::last_os_error()
-        );
+        ));
         return;
     }
     unsafe {
@@ -1551,10 +1551,10 @@ async fn vsock_listener_when_available() {
     let _ = tokio::time::timeout(SECS5, out.read_line(&mut line)).await;
     if line.is_empty() {
         let o = child.wait_with_output().await.unwrap();
-        eprintln!(
-            "skipping vsock test: the agent could not listen on vsock: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        atelier_testkit::skip_documented(format!(
+            "the agent could not listen on vsock: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
         return;
     }
     assert!(line.starts_with("ATELIER_AGENT_LISTENING vsock:"), "{line}");
@@ -1562,7 +1562,9 @@ async fn vsock_listener_when_available() {
     let c = AgentClient::new(atelier_proto::AgentAddr::Vsock { cid: 1, port }, TOKEN);
     match c.health().await {
         Ok(h) => assert_eq!(h.pid, child.id().unwrap()),
-        Err(e) => eprintln!("skipping the vsock round trip: {e}"),
+        Err(e) => atelier_testkit::skip_documented(format!(
+            "no loopback vsock for the round trip (vsock_loopback): {e}"
+        )),
     }
 }
 
@@ -1577,7 +1579,7 @@ async fn pid1_reaps_orphans_and_keeps_exit_codes() {
     {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("skipping the PID 1 test: unshare failed: {e}");
+            atelier_testkit::skip(format!("unshare (util-linux) failed: {e}"));
             return;
         }
     };

@@ -7,7 +7,6 @@
 mod common;
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -76,20 +75,9 @@ fn raw_boot_to_init(bzimage: &str, initramfs: &str, accel: &str) -> Duration {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let cache = PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/atelier/test-images");
-    std::fs::write(
-        data.join("config.toml"),
-        format!("[images]\ncache_dir = \"{}\"\n", cache.display()),
-    )
-    .unwrap();
-    let status = Command::new(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent.sh"),
-    )
-    .status()
-    .unwrap();
-    assert!(status.success());
+    let data = atelier_testkit::data_dir_with_image_cache(dir.path(), "");
+    let cache = atelier_testkit::image_cache_dir();
+    atelier_testkit::ensure_guest_agent();
     let m = common::Manager::start_with(&data, &["--driver", "qemu"]);
     let api = m.client();
     let system = api.get("/system").await;

@@ -12,8 +12,7 @@ mod common;
 mod raw_restore;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -55,20 +54,8 @@ async fn spawn(api: &common::Api, body: serde_json::Value) -> (Duration, String)
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let cache = PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/atelier/test-images");
-    std::fs::write(
-        data.join("config.toml"),
-        format!("[images]\ncache_dir = \"{}\"\n", cache.display()),
-    )
-    .unwrap();
-    let status = Command::new(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent.sh"),
-    )
-    .status()
-    .unwrap();
-    assert!(status.success());
+    let data = atelier_testkit::data_dir_with_image_cache(dir.path(), "");
+    atelier_testkit::ensure_guest_agent();
     let m = common::Manager::start_with(&data, &["--driver", "qemu"]);
     let api = m.client();
     let notes = api.get("/system").await.body["driver_notes"].to_string();

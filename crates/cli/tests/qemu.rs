@@ -3,65 +3,16 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{eventually, processes_under, Manager};
 use serde_json::json;
 
-/// Why these tests cannot run here, if they cannot.
-fn skip_reason() -> Option<String> {
-    let have = |tool: &str| {
-        std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    for (tool, package) in [
-        ("qemu-system-x86_64", "qemu-system-x86"),
-        ("qemu-img", "qemu-utils"),
-        ("apt-get", "apt"),
-        ("mkfs.ext4", "e2fsprogs"),
-    ] {
-        if !have(tool) {
-            return Some(format!("{tool} is not installed ({package})"));
-        }
-    }
-    if !std::path::Path::new("/bin/busybox").exists() {
-        return Some("busybox-static is not installed".into());
-    }
-    None
-}
-
-/// The static guest agent, built by scripts/build-agent.sh when missing.
-fn ensure_guest_agent() {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent.sh");
-    let status = std::process::Command::new(&script)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run build-agent.sh");
-    assert!(status.success(), "scripts/build-agent.sh failed");
-}
-
-/// A data dir whose config shares one image cache across tests and runs.
-fn qemu_data_dir(dir: &std::path::Path, extra: &str) -> PathBuf {
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let cache = PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/atelier/test-images");
-    std::fs::write(
-        data.join("config.toml"),
-        format!("{extra}\n[images]\ncache_dir = \"{}\"\n", cache.display()),
-    )
-    .unwrap();
-    data
-}
+use atelier_testkit::{data_dir_with_image_cache as qemu_data_dir, ensure_guest_agent};
 
 macro_rules! require_qemu {
     () => {
-        if let Some(why) = skip_reason() {
-            eprintln!("skipped: {why}");
-            return;
-        }
+        atelier_testkit::require!(atelier_testkit::qemu_missing());
         ensure_guest_agent();
     };
 }

@@ -113,7 +113,7 @@ async fn a_real_opencode_task_edits_asks_and_reaches_review() {
     let bin = match opencode_binary() {
         Ok(b) => b,
         Err(reason) => {
-            println!("skipped: {reason}");
+            atelier_testkit::skip(reason);
             return;
         }
     };
@@ -124,7 +124,7 @@ async fn a_real_opencode_task_edits_asks_and_reaches_review() {
     let model = match ModelServer::start(script).await {
         Ok(m) => m,
         Err(reason) => {
-            println!("skipped: {reason}");
+            atelier_testkit::skip(reason);
             return;
         }
     };

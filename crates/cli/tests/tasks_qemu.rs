@@ -17,49 +17,10 @@ use common::git::git;
 use common::{eventually, Manager};
 use serde_json::json;
 
+/// Why a task cannot run in a microVM here, if it cannot.
 fn skip_reason() -> Option<String> {
-    let have = |tool: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    for (tool, package) in [
-        ("qemu-system-x86_64", "qemu-system-x86"),
-        ("qemu-img", "qemu-utils"),
-        ("mkfs.ext4", "e2fsprogs"),
-        ("mmdebstrap", "mmdebstrap"),
-        ("git", "git"),
-    ] {
-        if !have(tool) {
-            return Some(format!("{tool} is not installed ({package})"));
-        }
-    }
-    if !Path::new("/bin/busybox").exists() {
-        return Some("busybox-static is not installed".into());
-    }
-    None
-}
-
-fn ensure_guest_agent() {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent.sh");
-    let status = Command::new(&script)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run build-agent.sh");
-    assert!(status.success(), "scripts/build-agent.sh failed");
-}
-
-fn qemu_data_dir(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let cache = PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/atelier/test-images");
-    std::fs::write(
-        data.join("config.toml"),
-        format!("[images]\ncache_dir = \"{}\"\n", cache.display()),
-    )
-    .unwrap();
-    data
+    atelier_testkit::qemu_missing()
+        .or_else(|| atelier_testkit::missing(&[("mmdebstrap", "mmdebstrap"), ("git", "git")]))
 }
 
 /// `git daemon` serving `base` read-only on the host's loopback; stopped when dropped.
@@ -122,11 +83,8 @@ steps:
 
 #[tokio::test]
 async fn a_task_runs_in_a_microvm_and_its_branch_survives_it() {
-    if let Some(why) = skip_reason() {
-        println!("skipped: {why}");
-        return;
-    }
-    ensure_guest_agent();
+    atelier_testkit::require!(skip_reason());
+    atelier_testkit::ensure_guest_agent();
     common::ensure_fake_agent_built();
     let dir = tempfile::tempdir().unwrap();
     let repos = dir.path().join("repos");
@@ -143,7 +101,7 @@ async fn a_task_runs_in_a_microvm_and_its_branch_survives_it() {
     );
     let daemon = GitDaemon::start(&repos);
 
-    let data = qemu_data_dir(dir.path());
+    let data = atelier_testkit::data_dir_with_image_cache(dir.path(), "");
     let m = Manager::start_with(&data, &["--driver", "qemu"]);
     let api = m.client();
     // The first build of the dev image runs mmdebstrap (minutes); later runs reuse it.
@@ -154,10 +112,10 @@ async fn a_task_runs_in_a_microvm_and_its_branch_survives_it() {
         )
         .await;
     if built.status != 200 {
-        println!(
-            "skipped: the dev image cannot be built here: {}",
+        atelier_testkit::skip(format!(
+            "the dev image cannot be built here: {}",
             built.body
-        );
+        ));
         return;
     }
     let w = api

@@ -378,7 +378,9 @@ async fn sandbox_serving(
         l.local_addr().unwrap().port()
     };
     let Some(argv) = http_server(port) else {
-        eprintln!("skipped: neither busybox nor python3 is installed to serve HTTP");
+        atelier_testkit::skip(
+            "neither busybox (busybox-static) nor python3 is installed to serve HTTP",
+        );
         return None;
     };
     let (m, d) = manager();
@@ -494,7 +496,7 @@ async fn the_shell_command_is_an_interactive_terminal() {
         .output()
         .is_err()
     {
-        eprintln!("skipped: `script` (util-linux) is not installed to give the CLI a terminal");
+        atelier_testkit::skip("`script` (util-linux) is not installed to give the CLI a terminal");
         return;
     }
     let (m, d) = manager();
@@ -571,54 +573,12 @@ async fn the_shell_command_is_an_interactive_terminal() {
     assert_eq!(status.code(), Some(4), "{}", seen.lock().unwrap());
 }
 
-/// Why a QEMU microVM cannot run here, if it cannot (same requirements as tests/qemu.rs).
-fn qemu_skip_reason() -> Option<String> {
-    let have = |tool: &str| {
-        std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    for (tool, package) in [
-        ("qemu-system-x86_64", "qemu-system-x86"),
-        ("qemu-img", "qemu-utils"),
-        ("apt-get", "apt"),
-        ("mkfs.ext4", "e2fsprogs"),
-    ] {
-        if !have(tool) {
-            return Some(format!("{tool} is not installed ({package})"));
-        }
-    }
-    if !std::path::Path::new("/bin/busybox").exists() {
-        return Some("busybox-static is not installed".into());
-    }
-    None
-}
-
 #[tokio::test]
 async fn a_terminal_opens_in_a_qemu_microvm() {
-    if let Some(why) = qemu_skip_reason() {
-        eprintln!("skipped: {why}");
-        return;
-    }
-    let script =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent.sh");
-    let built = std::process::Command::new(&script)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run build-agent.sh");
-    assert!(built.success(), "scripts/build-agent.sh failed");
+    atelier_testkit::require!(atelier_testkit::qemu_missing());
+    atelier_testkit::ensure_guest_agent();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    // One image cache across tests and runs, as in tests/qemu.rs.
-    let cache =
-        std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/atelier/test-images");
-    std::fs::write(
-        data.join("config.toml"),
-        format!("[images]\ncache_dir = \"{}\"\n", cache.display()),
-    )
-    .unwrap();
+    let data = atelier_testkit::data_dir_with_image_cache(dir.path(), "");
     let m = Manager::start_with(&data, &["--driver", "qemu"]);
     let api = m.client();
     let r = api

@@ -283,7 +283,7 @@ async fn real_opencode_with_a_scripted_model() {
     let bin = match opencode_binary().await {
         Ok(b) => b,
         Err(reason) => {
-            println!("skipped: {reason}");
+            atelier_testkit::skip(reason);
             return;
         }
     };
@@ -304,7 +304,7 @@ async fn real_opencode_with_a_scripted_model() {
     let (model_url, model) = match start_model(project.clone()).await {
         Ok(m) => m,
         Err(reason) => {
-            println!("skipped: {reason}");
+            atelier_testkit::skip(reason);
             return;
         }
     };

@@ -169,7 +169,7 @@ mod tests {
     fn hashed_assets_are_cached_for_good_and_revalidate_by_etag() {
         let Some(name) = Assets::iter().find(|n| n.starts_with("assets/") && n.ends_with(".js"))
         else {
-            eprintln!("skipped: web/dist is not built (scripts/build-web.sh)");
+            atelier_testkit::skip("web/dist is not built (scripts/build-web.sh)");
             return;
         };
         let first = asset_response(&format!("/{name}"), None);

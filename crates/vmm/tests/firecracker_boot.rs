@@ -41,14 +41,14 @@ async fn boots_a_real_microvm() {
     let found = match probe(given.as_deref()) {
         Ok(p) => p,
         Err(why) => {
-            eprintln!("skipped: Firecracker cannot run here: {why}");
+            atelier_testkit::skip_documented(format!("Firecracker cannot run here: {why}"));
             return;
         }
     };
     let artifacts = match artifacts() {
         Ok(a) => a,
         Err(why) => {
-            eprintln!("skipped: no boot artifacts: {why}");
+            atelier_testkit::skip_documented(format!("no Firecracker boot artifacts: {why}"));
             return;
         }
     };

@@ -676,7 +676,7 @@ async fn a_disk_copied_into_a_jail_on_another_filesystem_is_saved_back_on_stop()
             .map(|m| m.permissions().readonly())
             .unwrap_or(true)
     {
-        eprintln!("skipped: no writable /dev/shm for a jail on another filesystem");
+        atelier_testkit::skip_documented("no writable /dev/shm for a jail on another filesystem");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -688,7 +688,9 @@ async fn a_disk_copied_into_a_jail_on_another_filesystem_is_saved_back_on_stop()
     let rt = d.launch(&s).await.unwrap();
     let jailed = paths.root.join("rootfs.ext4");
     if same_file(&jailed, &paths.rootfs) {
-        eprintln!("skipped: /dev/shm is on the same filesystem as the temporary directory");
+        atelier_testkit::skip_documented(
+            "/dev/shm is on the same filesystem as the temporary directory",
+        );
         d.destroy(&s.id, Some(&rt)).await.unwrap();
         return;
     }

@@ -1,45 +1,18 @@
 //! Builds the real `minimal` image: Debian's cloud kernel (apt-get download + dpkg -x),
 //! the vmlinux extracted from it, the generated initramfs, and the busybox root filesystem.
 
-use std::path::PathBuf;
-
 use atelier_vmm::images::{ImageConfig, ImageStore};
 
-/// The data dir shared by image tests, kept between runs (downloads are cached there).
-pub fn cached_data_dir() -> PathBuf {
-    let base = std::env::var_os("ATELIER_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/atelier/test-images")
-        });
-    std::fs::create_dir_all(&base).unwrap();
-    base
-}
-
-fn skip_reason() -> Option<String> {
-    for tool in ["apt-get", "dpkg", "mkfs.ext4"] {
-        if std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    if !std::path::Path::new("/bin/busybox").exists() {
-        return Some("busybox-static is not installed".into());
-    }
-    None
-}
+use atelier_testkit::image_cache_dir as cached_data_dir;
 
 #[test]
 fn the_minimal_image_builds_once_and_is_reused() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipped: {why}");
-        return;
-    }
+    atelier_testkit::require!(atelier_testkit::missing(&[
+        ("apt-get", "apt"),
+        ("dpkg", "dpkg"),
+        ("mkfs.ext4", "e2fsprogs"),
+        ("/bin/busybox", "busybox-static"),
+    ]));
     let store = ImageStore::new(&cached_data_dir(), ImageConfig::default());
     let agent = match store.guest_agent() {
         Ok(a) => a,

@@ -33,14 +33,6 @@ impl CommandRunner for InNamespace {
     }
 }
 
-fn works(program: &str, arg: &str) -> bool {
-    Command::new(program)
-        .arg(arg)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 fn why_not() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("network namespaces need root".into());
@@ -48,13 +40,11 @@ fn why_not() -> Option<String> {
     if !Path::new("/dev/net/tun").exists() {
         return Some("no /dev/net/tun".into());
     }
-    if !works("ip", "-V") {
-        return Some("ip (iproute2) is not installed".into());
-    }
-    if !works("nsenter", "--version") {
-        return Some("nsenter (util-linux) is not installed".into());
-    }
-    None
+    atelier_testkit::missing(&[
+        ("ip", "iproute2"),
+        ("nsenter", "util-linux"),
+        ("iptables", "iptables"),
+    ])
 }
 
 /// Deletes the namespaces it names when the test ends, however it ends.
@@ -88,10 +78,7 @@ fn in_netns<T: Send + 'static>(netns: &Path, f: impl FnOnce() -> T + Send + 'sta
 
 #[test]
 fn sandboxes_get_identical_insides_behind_their_own_veth() {
-    if let Some(why) = why_not() {
-        eprintln!("skipped: {why}");
-        return;
-    }
+    atelier_testkit::require!(why_not());
     let tag = SandboxId::generate().as_str()[1..7].to_owned();
     let outer = format!("atltest-{tag}");
     let prefix = format!("atltest-{tag}-");
@@ -101,10 +88,10 @@ fn sandboxes_get_identical_insides_behind_their_own_veth() {
         .output()
         .unwrap();
     if !made.status.success() {
-        eprintln!(
-            "skipped: cannot create a network namespace here: {}",
+        atelier_testkit::skip(format!(
+            "cannot create a network namespace here: {}",
             String::from_utf8_lossy(&made.stderr).trim()
-        );
+        ));
         return;
     }
     let outer_path = Path::new(net::NETNS_DIR).join(&outer);

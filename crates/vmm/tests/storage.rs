@@ -186,10 +186,10 @@ fn copy_clones_are_full_private_copies() {
 
 #[test]
 fn qcow2_overlays_read_the_base_and_keep_their_writes() {
-    if !have("qemu-img", "--version") || !have("qemu-io", "--version") {
-        println!("skipped: qemu-img or qemu-io not installed (apt-get install qemu-utils)");
-        return;
-    }
+    atelier_testkit::require!(atelier_testkit::missing(&[
+        ("qemu-img", "qemu-utils"),
+        ("qemu-io", "qemu-utils")
+    ]));
     let dir = tempfile::tempdir().unwrap();
     let base_path = dir.path().join("base.ext4");
     let base = make_base(&base_path, 8, 32);
@@ -269,7 +269,7 @@ fn reflink_clones_share_blocks_until_written() {
     let pool = match xfs_pool(dir.path()) {
         Ok(p) => p,
         Err(why) => {
-            println!("skipped: {why}");
+            atelier_testkit::skip(why);
             return;
         }
     };
@@ -383,16 +383,17 @@ fn run(program: &str, args: &[&str]) -> Result<String, String> {
 
 #[test]
 fn lvm_thin_snapshots_where_device_mapper_works() {
+    // LVM thin needs device-mapper, which not every host (nor every VM) has.
     if !is_root() {
-        println!("skipped: not root");
+        atelier_testkit::skip_documented("LVM thin pools need root");
         return;
     }
     if let Err(e) = run("dmsetup", &["version"]) {
-        println!("skipped: device-mapper is not available ({e})");
+        atelier_testkit::skip_documented(format!("device-mapper is not available ({e})"));
         return;
     }
     if !have("lvs", "--version") {
-        println!("skipped: LVM is not installed (apt-get install lvm2)");
+        atelier_testkit::skip_documented("LVM is not installed (apt-get install lvm2)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -419,7 +420,9 @@ fn lvm_thin_snapshots_where_device_mapper_works() {
         Ok(())
     })();
     if let Err(e) = setup {
-        println!("skipped: could not set up a thin pool on a loop device ({e})");
+        atelier_testkit::skip_documented(format!(
+            "could not set up a thin pool on a loop device ({e})"
+        ));
         return;
     }
     let base_dev = PathBuf::from(format!("/dev/{vg}/base"));

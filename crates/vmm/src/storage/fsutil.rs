@@ -363,7 +363,7 @@ mod tests {
                     "2 MiB written in a 64 MiB sparse file: {s:?}"
                 );
             }
-            Err(e) if is_unsupported(&e) => eprintln!("skipped: no FIEMAP here ({e})"),
+            Err(e) if is_unsupported(&e) => atelier_testkit::skip(format!("no FIEMAP here ({e})")),
             Err(e) => panic!("{e}"),
         }
         let u = own_usage(&p).unwrap();

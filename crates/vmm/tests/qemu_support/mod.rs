@@ -15,51 +15,7 @@ use atelier_vmm::qemu::snapshot::host_random;
 use atelier_vmm::qemu::{choose_accel, find_qemu, QemuDriver};
 use atelier_vmm::{BootArtifacts, SandboxSpec};
 
-/// Why QEMU sandboxes cannot run here, if they cannot.
-pub fn skip_reason() -> Option<String> {
-    let have = |tool: &str| {
-        std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    for (tool, package) in [
-        ("qemu-system-x86_64", "qemu-system-x86"),
-        ("qemu-img", "qemu-utils"),
-        ("apt-get", "apt"),
-        ("mkfs.ext4", "e2fsprogs"),
-    ] {
-        if !have(tool) {
-            return Some(format!("{tool} is not installed ({package})"));
-        }
-    }
-    if !Path::new("/bin/busybox").exists() {
-        return Some("busybox-static is not installed".into());
-    }
-    None
-}
-
-/// The static guest agent, built by scripts/build-agent.sh (a no-op when up to date).
-pub fn ensure_guest_agent() {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent.sh");
-    let status = std::process::Command::new(&script)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run build-agent.sh");
-    assert!(status.success(), "scripts/build-agent.sh failed");
-}
-
-/// The image cache shared by tests and runs.
-pub fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("ATELIER_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/atelier/test-images")
-        });
-    std::fs::create_dir_all(&base).unwrap();
-    base
-}
+pub use atelier_testkit::{ensure_guest_agent, image_cache_dir as cache_dir};
 
 pub struct QemuHarness {
     pub driver: QemuDriver,
@@ -72,8 +28,8 @@ pub struct QemuHarness {
 impl QemuHarness {
     /// `None` (with the reason printed) when the host cannot run QEMU sandboxes.
     pub fn new() -> Option<Self> {
-        if let Some(why) = skip_reason() {
-            eprintln!("skipped: {why}");
+        if let Some(why) = atelier_testkit::qemu_missing() {
+            atelier_testkit::skip(why);
             return None;
         }
         ensure_guest_agent();
