@@ -49,6 +49,17 @@ impl ApiRecord {
     }
 }
 
+/// Appends one record line to `file` in a single `write` on an O_APPEND descriptor:
+/// concurrent fake processes then never interleave their lines (`writeln!` may split a
+/// line into several writes).
+pub fn append_record(file: &std::path::Path, record: &Value) {
+    let mut line = record.to_string();
+    line.push('\n');
+    if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(file) {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
 /// Reads the records the fake processes appended to `file`.
 pub fn api_records(file: &Path) -> Vec<ApiRecord> {
     std::fs::read_to_string(file)
@@ -159,9 +170,7 @@ pub async fn serve_fake_firecracker(settings: FakeSettings) {
                             "socket": settings.socket.to_string_lossy(),
                             "method": method, "path": path, "body": body, "status": status,
                         });
-                        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(file) {
-                            let _ = writeln!(f, "{line}");
-                        }
+                        append_record(file, &line);
                     }
                     let mut resp = Response::new(Full::new(Bytes::from(answer)));
                     *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
@@ -415,9 +424,7 @@ async fn serve_agent(
                     "uds": uds, "method": method, "path": path, "authorized": authorized,
                     "body": body,
                 });
-                if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(file) {
-                    let _ = writeln!(f, "{line}");
-                }
+                append_record(file, &line);
             }
             let (status, answer) = if !authorized {
                 (
