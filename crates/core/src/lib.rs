@@ -7,6 +7,7 @@
 pub mod agent_config;
 pub mod event;
 pub mod id;
+pub mod network;
 pub mod prebuild;
 pub mod sandbox;
 pub mod task;
@@ -16,6 +17,7 @@ pub mod workspace;
 
 pub use event::{Event, EventKind};
 pub use id::{SandboxId, WorkspaceId};
+pub use network::{Egress, HostService, NetworkSpec};
 pub use prebuild::{Prebuild, PrebuildState};
 pub use sandbox::{Operation, Outcome, Resources, Sandbox, SandboxState, TransitionError};
 pub use task::{Effort, Task, TaskSpec, TaskStatus};

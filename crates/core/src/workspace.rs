@@ -39,6 +39,9 @@ pub struct WorkspaceSpec {
     /// How the workspace's prebuild is kept fresh.
     #[serde(default)]
     pub prebuild: crate::prebuild::PrebuildSettings,
+    /// What its sandboxes may reach: egress policy and host services.
+    #[serde(default)]
+    pub network: crate::network::NetworkSpec,
 }
 
 /// A partial update: every field present replaces the stored one; secrets are merged.
@@ -58,6 +61,7 @@ pub struct WorkspacePatch {
     #[schema(value_type = Option<Object>)]
     pub agent_config: Option<serde_json::Value>,
     pub prebuild: Option<crate::prebuild::PrebuildSettings>,
+    pub network: Option<crate::network::NetworkSpec>,
 }
 
 /// A git repository cloned into every sandbox.
@@ -199,6 +203,7 @@ impl WorkspaceSpec {
         self.secrets.validate("secrets", &mut errors);
         self.resources.validate("resources", &mut errors);
         validate_image("base_image", &self.base_image, &mut errors);
+        self.network.validate("network", &mut errors);
         crate::agent_config::validate_in(
             &self.agent_config,
             &self.secrets,
@@ -221,7 +226,11 @@ impl WorkspaceSpec {
             base_image,
             agent_config,
             prebuild,
+            network,
         } = patch;
+        if let Some(v) = network {
+            self.network = v;
+        }
         if let Some(v) = name {
             self.name = v;
         }

@@ -3021,6 +3021,11 @@ export interface components {
             /** @description Reasoning effort (the agent's "variant"), e.g. `low`, `high`. */
             reasoning?: string | null;
         };
+        /**
+         * @description How much of the outside a sandbox reaches.
+         * @enum {string}
+         */
+        Egress: "open" | "none" | "allow";
         EnvSecret: {
             /** @example OPENAI_API_KEY */
             name: string;
@@ -3214,6 +3219,16 @@ export interface components {
             status: string;
             version: string;
         };
+        /** @description A port on the host's loopback that sandboxes of the workspace may reach. */
+        HostService: {
+            /** @description What it is, for people (`model server`, `package cache`). */
+            name?: string | null;
+            /**
+             * Format: int32
+             * @example 8080
+             */
+            port: number;
+        };
         ImageView: {
             built: boolean;
             /** Format: int64 */
@@ -3260,6 +3275,19 @@ export interface components {
              * @description Current size of the log.
              */
             size: number;
+        };
+        /** @description A workspace's network policy. */
+        NetworkSpec: {
+            /**
+             * @description With `egress: allow`: IPv4 addresses or CIDRs, each optionally with `:port`
+             *     (TCP), e.g. `203.0.113.7:443`, `198.51.100.0/24`.
+             * @example [
+             *       "203.0.113.7:443"
+             *     ]
+             */
+            allow?: string[];
+            egress?: components["schemas"]["Egress"];
+            host_services?: components["schemas"]["HostService"][];
         };
         /** @description A prebuild as the API shows it. */
         Prebuild: {
@@ -3646,6 +3674,7 @@ export interface components {
             dev_commands?: components["schemas"]["DevCommand"][] | null;
             init_commands?: string[] | null;
             name?: string | null;
+            network?: null | components["schemas"]["NetworkSpec"];
             prebuild?: null | components["schemas"]["PrebuildSettings"];
             /** @description Names of env secrets or paths of file secrets to remove. */
             remove_secrets?: string[] | null;
@@ -3674,6 +3703,8 @@ export interface components {
              * @example atelier
              */
             name: string;
+            /** @description What its sandboxes may reach: egress policy and host services. */
+            network?: components["schemas"]["NetworkSpec"];
             /** @description How the workspace's prebuild is kept fresh. */
             prebuild?: components["schemas"]["PrebuildSettings"];
             repos?: components["schemas"]["RepoSpec"][];
