@@ -1,11 +1,13 @@
 //! A task on the qemu driver: the sandbox is a microVM booted from the `dev` image (Debian
 //! with git), the scripted fake agent runs inside it and the manager reaches it through a
 //! port forward over the agent's tunnel. The repo comes from a `git daemon` on the host's
-//! loopback (the guest sees it at 10.0.2.2 through QEMU's user-mode network); the branch
-//! comes back out through the host-side mirror and outlives the VM.
+//! loopback, which the workspace names as a host service: the sandbox reaches it at
+//! 172.16.0.1 through the forward the manager opens for it alone (nothing else of the host
+//! is reachable); the branch comes back out through the host-side mirror and outlives the VM.
 //!
-//! Needs QEMU, mkfs.ext4, busybox-static and mmdebstrap (the `dev` image is built once into
-//! the shared test image cache); prints `skipped: <reason>` otherwise.
+//! Needs QEMU, mkfs.ext4, busybox-static, mmdebstrap (the `dev` image is built once into
+//! the shared test image cache) and root (host services ride the namespace network); prints
+//! `skipped: <reason>` otherwise.
 
 mod common;
 
@@ -21,6 +23,10 @@ use serde_json::json;
 fn skip_reason() -> Option<String> {
     atelier_testkit::qemu_missing()
         .or_else(|| atelier_testkit::missing(&[("mmdebstrap", "mmdebstrap"), ("git", "git")]))
+        .or_else(|| {
+            (!atelier_testkit::is_root())
+                .then(|| "host services need the namespace network, which needs root".to_string())
+        })
 }
 
 /// `git daemon` serving `base` read-only on the host's loopback; stopped when dropped.
@@ -123,7 +129,8 @@ async fn a_task_runs_in_a_microvm_and_its_branch_survives_it() {
             "/workspaces",
             json!({
                 "name": "app",
-                "repos": [{"url": format!("git://10.0.2.2:{}/app.git", daemon.port)}],
+                "repos": [{"url": format!("git://172.16.0.1:{}/app.git", daemon.port)}],
+                "network": {"host_services": [{"port": daemon.port, "name": "git"}]},
                 "base_image": "dev",
                 "resources": {"vcpus": 2, "memory_mib": 1024, "disk_mib": 10240},
                 "agent_config": {"runtime": "fake", "scenario": SCENARIO}

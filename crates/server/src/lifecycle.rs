@@ -100,9 +100,25 @@ impl Lifecycle {
         Ok(())
     }
 
-    fn spec(&self, rec: &SandboxRecord) -> SandboxSpec {
+    /// What the driver is told about a sandbox: its record, and its workspace's network
+    /// policy (a workspace that cannot be read gives the strictest: nothing out).
+    async fn spec(&self, rec: &SandboxRecord) -> SandboxSpec {
         let s = &rec.sandbox;
+        let network = match &s.workspace_id {
+            Some(w) => match self.inner.store.workspace_spec(w).await {
+                Ok(spec) => spec.network,
+                Err(e) => {
+                    tracing::warn!(sandbox = %s.id, error = %e, "no workspace network policy; egress none");
+                    atelier_core::NetworkSpec {
+                        egress: atelier_core::Egress::None,
+                        ..Default::default()
+                    }
+                }
+            },
+            None => atelier_core::NetworkSpec::default(),
+        };
         SandboxSpec {
+            network,
             id: s.id.clone(),
             name: s.name.clone(),
             resources: s.resources,
@@ -180,7 +196,7 @@ impl Lifecycle {
                 .await
                 .map_err(store_io)?;
         }
-        let mut spec = self.spec(rec);
+        let mut spec = self.spec(rec).await;
         let driver = self.driver_named(&rec.sandbox.driver);
         let runtime = match &rec.sandbox.prebuild_id {
             // A clone starts from its prebuild once; later starts boot its own disk.
@@ -318,7 +334,10 @@ impl Lifecycle {
         self.transition(id, rec.sandbox.state, next, None).await?;
         self.flush_guest(&rec).await;
         let driver = self.driver_named(&rec.sandbox.driver);
-        match driver.snapshot(&self.spec(&rec), &runtime, dest).await {
+        match driver
+            .snapshot(&self.spec(&rec).await, &runtime, dest)
+            .await
+        {
             Ok(snapshot) => {
                 self.transition(id, SandboxState::Stopping, SandboxState::Stopped, None)
                     .await?;
@@ -509,6 +528,12 @@ impl Lifecycle {
             let _guard = self.lock(&id).await;
             match state {
                 SandboxState::Running | SandboxState::Paused if alive => {
+                    if let Some(runtime) = &runtime {
+                        let spec = self.spec(&rec).await;
+                        if let Err(e) = self.driver_of(&id).await.adopt(&spec, runtime).await {
+                            tracing::warn!(sandbox = %id, error = %e, "adopting a running sandbox");
+                        }
+                    }
                     report.adopted.push(id.clone())
                 }
                 SandboxState::Running | SandboxState::Paused => {

@@ -61,6 +61,8 @@ pub struct SandboxSpec {
     /// [`Driver::wait_ready`] hands it `agent_token` (with a new host name, clock, entropy
     /// and machine id). `None` for a sandbox that boots.
     pub restore_token: Option<String>,
+    /// What the sandbox may reach (its workspace's policy; the default for others).
+    pub network: atelier_core::NetworkSpec,
 }
 
 /// A running sandbox captured by [`Driver::snapshot`]: memory and device state plus its
@@ -233,6 +235,12 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Stops the machine; idempotent. The disk/directory stays for a later launch.
     async fn stop(&self, id: &SandboxId, runtime: Option<&Runtime>) -> Result<(), VmmError>;
+
+    /// Takes over a sandbox that a previous manager process launched and left running
+    /// (reopens what lived in that process, such as host-service forwards).
+    async fn adopt(&self, _spec: &SandboxSpec, _runtime: &Runtime) -> Result<(), VmmError> {
+        Ok(())
+    }
 
     /// Stops the machine and removes every host resource it owns; idempotent.
     async fn destroy(&self, id: &SandboxId, runtime: Option<&Runtime>) -> Result<(), VmmError>;

@@ -682,10 +682,11 @@ impl FirecrackerDriver {
     pub(super) fn set_up_network(
         &self,
         id: &SandboxId,
+        policy: &atelier_core::NetworkSpec,
         with_network: bool,
     ) -> Result<Option<SandboxNet>, VmmError> {
         match (&self.net, with_network) {
-            (Some(m), true) => m.setup(id).map(Some),
+            (Some(m), true) => m.setup(id, policy).map(Some),
             (None, true) => Err(VmmError::NotAvailable {
                 driver: DriverKind::Firecracker,
                 reason: "this sandbox needs a network namespace, and this driver makes none \
@@ -714,7 +715,7 @@ impl FirecrackerDriver {
         let paths = self.paths(&spec.id);
         self.check_socket_paths(&paths)?;
         let plan = self.plan_with(spec, artifacts, &paths, self.net.is_some())?;
-        let net = self.set_up_network(&spec.id, plan.network.is_some())?;
+        let net = self.set_up_network(&spec.id, &spec.network, plan.network.is_some())?;
         let launched = async {
             let guest_network = net
                 .as_ref()
@@ -927,11 +928,10 @@ fn network_manager(config: &FirecrackerConfig, notes: &mut Vec<String>) -> Optio
     let mut net = NetnsConfig::new(config.data_dir.join("net"));
     net.nat = nat;
     net.tap_owner = config.jailer.as_ref().map(|j| (j.uid, j.gid));
-    net.dns = std::fs::read_to_string("/etc/resolv.conf")
-        .map(|t| net::host_nameservers(&t))
-        .unwrap_or_default();
-    if net.dns.is_empty() {
-        net.dns = vec!["1.1.1.1".into()];
+    net.dns = net::host_dns();
+    if config.netns == NetnsChoice::On {
+        // A scripted runner: nothing on the host to share the address pool with.
+        net.slots_dir = net.state_dir.join("slots");
     }
     notes.push(match reason {
         None => format!(
@@ -946,30 +946,9 @@ fn network_manager(config: &FirecrackerConfig, notes: &mut Vec<String>) -> Optio
         ),
     });
     if nat && config.netns == NetnsChoice::Auto {
-        enable_host_forwarding(config.net_runner.as_ref(), notes);
+        net::enable_host_forwarding(config.net_runner.as_ref(), "firecracker", notes);
     }
     Some(NetnsManager::new(net, config.net_runner.clone()))
-}
-
-/// NAT out of the host needs IPv4 forwarding, a host-wide setting: turned on once.
-fn enable_host_forwarding(runner: &dyn CommandRunner, notes: &mut Vec<String>) {
-    let on = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
-        .map(|v| v.trim() == "1")
-        .unwrap_or(false);
-    if on {
-        return;
-    }
-    let args: Vec<OsString> = vec!["-q".into(), "-w".into(), "net.ipv4.ip_forward=1".into()];
-    match runner.run("sysctl", &args) {
-        Ok(out) if out.success() => {
-            notes.push("firecracker: turned on IPv4 forwarding on the host (for NAT)".into())
-        }
-        _ => notes.push(
-            "firecracker: IPv4 forwarding is off on the host and could not be turned on: \
-             guests cannot reach the outside"
-                .into(),
-        ),
-    }
 }
 
 #[async_trait]

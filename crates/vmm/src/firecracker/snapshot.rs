@@ -513,7 +513,7 @@ impl FirecrackerDriver {
         memory: &Path,
     ) -> Result<Runtime, VmmError> {
         let started = Instant::now();
-        let net = self.set_up_network(&spec.id, plan.network.is_some())?;
+        let net = self.set_up_network(&spec.id, &spec.network, plan.network.is_some())?;
         let restored = async {
             let guest_network = net
                 .as_ref()

@@ -27,6 +27,8 @@
 //! rules carry the comment `<netns name>`, so that a teardown finds them by listing; a
 //! sweep after a crash removes the networks of slots whose sandbox no longer exists.
 
+pub mod forward;
+
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::fs::OpenOptions;
@@ -35,6 +37,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use atelier_core::network::{Egress, NetworkSpec, BLOCKED_NETS};
 use atelier_core::SandboxId;
 use atelier_proto::GuestNetwork;
 
@@ -55,14 +58,20 @@ pub const GUEST_MAC: &str = "06:00:ac:10:00:02";
 /// Host veth names are this plus the sandbox id (3 + 12 characters: the most a Linux
 /// interface name can have).
 pub const HOST_VETH_PREFIX: &str = "atl";
+/// Where every manager on the host takes its address slots (a tmpfs: namespaces, veths
+/// and rules do not survive a reboot either).
+pub const SHARED_SLOTS_DIR: &str = "/run/atelier/net-slots";
 /// Where `ip netns` keeps named namespaces.
 pub const NETNS_DIR: &str = "/var/run/netns";
 
 /// How sandbox networks are laid out on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetnsConfig {
-    /// Slot files live in `<state_dir>/slots`.
+    /// This manager's own files (the namespaces' rule sets).
     pub state_dir: PathBuf,
+    /// Slot files, shared by every manager on the host (two managers must never hand
+    /// out one address pair); each names its sandbox and its manager's `state_dir`.
+    pub slots_dir: PathBuf,
     /// Namespaces are named `<prefix><sandbox id>`; host rules carry that name as comment.
     pub netns_prefix: String,
     /// The pool the veth /30s come from.
@@ -73,20 +82,26 @@ pub struct NetnsConfig {
     pub tap_owner: Option<(u32, u32)>,
     /// NAT the guest's traffic out (needs `iptables`).
     pub nat: bool,
-    /// Name servers handed to the guest.
+    /// Name servers handed to the guest (and the only private addresses it may reach
+    /// on port 53).
     pub dns: Vec<String>,
+    /// A guest port the host reaches at the namespace's veth address (DNAT to the
+    /// guest): how a VMM without vsock reaches its agent. `None`: nothing enters.
+    pub agent_port: Option<u16>,
 }
 
 impl NetnsConfig {
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
             state_dir: state_dir.into(),
+            slots_dir: PathBuf::from(SHARED_SLOTS_DIR),
             netns_prefix: "atelier-".into(),
             pool_base: Ipv4Addr::new(10, 200, 0, 0),
             pool_prefix: 16,
             tap_owner: None,
             nat: true,
             dns: vec![],
+            agent_port: None,
         }
     }
 
@@ -192,6 +207,38 @@ pub fn host_nameservers(resolv_conf: &str) -> Vec<String> {
         })
         .map(str::to_owned)
         .collect()
+}
+
+/// The host's name servers a guest can use (its non-loopback ones, else a public one).
+pub fn host_dns() -> Vec<String> {
+    let found = std::fs::read_to_string("/etc/resolv.conf")
+        .map(|t| host_nameservers(&t))
+        .unwrap_or_default();
+    if found.is_empty() {
+        vec!["1.1.1.1".into()]
+    } else {
+        found
+    }
+}
+
+/// NAT out of the host needs IPv4 forwarding, a host-wide setting: turned on once (and
+/// said, under `label`, in `notes`).
+pub fn enable_host_forwarding(runner: &dyn CommandRunner, label: &str, notes: &mut Vec<String>) {
+    let on = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .map(|v| v.trim() == "1")
+        .unwrap_or(false);
+    if on {
+        return;
+    }
+    match NetCommand::new("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]).run(runner) {
+        Ok(out) if out.success() => notes.push(format!(
+            "{label}: turned on IPv4 forwarding on the host (for NAT)"
+        )),
+        _ => notes.push(format!(
+            "{label}: IPv4 forwarding is off on the host and could not be turned on: \
+             guests cannot reach the outside"
+        )),
+    }
 }
 
 /// Makes and removes sandbox networks.
@@ -336,11 +383,135 @@ impl NetnsManager {
                 "-j",
                 "ACCEPT",
             ]),
+            // Inserted last, so first in the chain: never to another sandbox.
+            rule(&[
+                "FORWARD",
+                "-i",
+                veth,
+                "-o",
+                &format!("{HOST_VETH_PREFIX}+"),
+                "-m",
+                "comment",
+                "--comment",
+                tag,
+                "-j",
+                "REJECT",
+            ]),
+            // Nothing of the host itself (the manager, its services, any address of
+            // it), but the answers to the host's own connections (the agent's).
+            rule(&[
+                "INPUT",
+                "-i",
+                veth,
+                "-m",
+                "comment",
+                "--comment",
+                tag,
+                "-j",
+                "REJECT",
+            ]),
+            rule(&[
+                "INPUT",
+                "-i",
+                veth,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-m",
+                "comment",
+                "--comment",
+                tag,
+                "-j",
+                "ACCEPT",
+            ]),
         ]
     }
 
+    /// The rules inside the namespace of `net` under `policy`, as `iptables-restore`
+    /// reads them. Everything from the guest is refused but, in this order: answers,
+    /// the host services it names (at the tap's address), name servers (unless
+    /// `egress: none`), its `allow` entries, then (`egress: open`) everything outside
+    /// the [`BLOCKED_NETS`](atelier_core::network::BLOCKED_NETS).
+    pub fn namespace_rules(&self, net: &SandboxNet, policy: &NetworkSpec) -> String {
+        let mut filter = vec![
+            "*filter".to_owned(),
+            ":INPUT DROP [0:0]".to_owned(),
+            ":FORWARD DROP [0:0]".to_owned(),
+            ":OUTPUT ACCEPT [0:0]".to_owned(),
+            "-A INPUT -i lo -j ACCEPT".to_owned(),
+            "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".to_owned(),
+        ];
+        for s in &policy.host_services {
+            filter.push(format!(
+                "-A INPUT -i {TAP_NAME} -d {GATEWAY}/32 -p tcp --dport {} -j ACCEPT",
+                s.port
+            ));
+        }
+        filter.push(format!("-A INPUT -i {TAP_NAME} -j REJECT"));
+        filter.push("-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".to_owned());
+        let guest = GUEST_ADDRESS.split('/').next().unwrap_or(GUEST_ADDRESS);
+        if let Some(port) = self.config.agent_port {
+            filter.push(format!(
+                "-A FORWARD -i {NS_VETH} -o {TAP_NAME} -s {}/32 -d {guest}/32 -p tcp --dport {port} -j ACCEPT",
+                net.host_ip
+            ));
+        }
+        let out = format!("-A FORWARD -i {TAP_NAME} -o {NS_VETH}");
+        if policy.egress != Egress::None {
+            for dns in &self.config.dns {
+                for proto in ["udp", "tcp"] {
+                    filter.push(format!("{out} -d {dns}/32 -p {proto} --dport 53 -j ACCEPT"));
+                }
+            }
+        }
+        if policy.egress == Egress::Allow {
+            for rule in policy.allow_rules() {
+                match rule.port {
+                    Some(port) => filter.push(format!(
+                        "{out} -d {} -p tcp --dport {port} -j ACCEPT",
+                        rule.net
+                    )),
+                    None => filter.push(format!("{out} -d {} -j ACCEPT", rule.net)),
+                }
+            }
+        }
+        if policy.egress == Egress::Open {
+            for blocked in BLOCKED_NETS {
+                filter.push(format!("-A FORWARD -i {TAP_NAME} -d {blocked} -j REJECT"));
+            }
+            filter.push(format!("{out} -j ACCEPT"));
+        }
+        filter.push(format!("-A FORWARD -i {TAP_NAME} -j REJECT"));
+        filter.push("COMMIT".to_owned());
+        let mut nat = vec![
+            "*nat".to_owned(),
+            ":PREROUTING ACCEPT [0:0]".to_owned(),
+            ":INPUT ACCEPT [0:0]".to_owned(),
+            ":OUTPUT ACCEPT [0:0]".to_owned(),
+            ":POSTROUTING ACCEPT [0:0]".to_owned(),
+        ];
+        if let Some(port) = self.config.agent_port {
+            nat.push(format!(
+                "-A PREROUTING -i {NS_VETH} -s {}/32 -p tcp --dport {port} -j DNAT --to-destination {guest}:{port}",
+                net.host_ip
+            ));
+        }
+        nat.push(format!("-A POSTROUTING -o {NS_VETH} -j MASQUERADE"));
+        nat.push("COMMIT".to_owned());
+        filter.extend(nat);
+        filter.join("\n") + "\n"
+    }
+
+    fn rules_path(&self, id: &SandboxId) -> PathBuf {
+        self.config
+            .state_dir
+            .join("rules")
+            .join(format!("{}.rules", self.netns_name(id)))
+    }
+
     /// Every command that makes `net`, in order.
-    pub fn setup_commands(&self, net: &SandboxNet) -> Vec<NetCommand> {
+    pub fn setup_commands(&self, net: &SandboxNet, rules_file: &Path) -> Vec<NetCommand> {
         let ns = net.netns.as_str();
         let veth = net.host_veth.as_str();
         let host_cidr = format!("{}/30", net.host_ip);
@@ -391,22 +562,10 @@ impl NetnsManager {
                     "net.ipv4.ip_forward=1",
                 ],
             ));
+            let rules_file = rules_file.to_string_lossy();
             out.push(NetCommand::new(
                 "ip",
-                &[
-                    "netns",
-                    "exec",
-                    ns,
-                    "iptables",
-                    "-t",
-                    "nat",
-                    "-A",
-                    "POSTROUTING",
-                    "-o",
-                    NS_VETH,
-                    "-j",
-                    "MASQUERADE",
-                ],
+                &["netns", "exec", ns, "iptables-restore", &rules_file],
             ));
             for rule in self.host_rules(net) {
                 // FORWARD rules go first: a host firewall may end the chain with a DROP.
@@ -452,11 +611,27 @@ impl NetnsManager {
 
     /// Makes the network of `id` (allocating its addresses). On failure, whatever was
     /// made is removed again.
-    pub fn setup(&self, id: &SandboxId) -> Result<SandboxNet, VmmError> {
+    pub fn setup(&self, id: &SandboxId, policy: &NetworkSpec) -> Result<SandboxNet, VmmError> {
         let slot = self.allocate_slot(id)?;
         let net = self.describe(id, slot);
+        let rules_file = self.rules_path(id);
+        if self.config.nat {
+            let write = || -> io::Result<()> {
+                if let Some(dir) = rules_file.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&rules_file, self.namespace_rules(&net, policy))
+            };
+            if let Err(e) = write() {
+                self.release_slot(id);
+                return Err(VmmError::Io {
+                    context: format!("writing {}", rules_file.display()),
+                    source: e,
+                });
+            }
+        }
         let mut retried = false;
-        let cmds = self.setup_commands(&net);
+        let cmds = self.setup_commands(&net, &rules_file);
         let mut i = 0;
         while i < cmds.len() {
             match self.run_checked("setting up the sandbox's network", &cmds[i]) {
@@ -483,7 +658,11 @@ impl NetnsManager {
             return vec![];
         }
         let mut out = vec![];
-        for (table, chain) in [("nat", "POSTROUTING"), ("filter", "FORWARD")] {
+        for (table, chain) in [
+            ("nat", "POSTROUTING"),
+            ("filter", "FORWARD"),
+            ("filter", "INPUT"),
+        ] {
             let cmd = NetCommand::new("iptables", &["-t", table, "-S", chain]);
             let listing = match cmd.run(self.runner.as_ref()) {
                 Ok(o) if o.success() => o.stdout,
@@ -552,6 +731,7 @@ impl NetnsManager {
         let removed = self.remove_network(id);
         // The addresses are freed only once nothing uses them any more.
         if removed.is_ok() {
+            let _ = std::fs::remove_file(self.rules_path(id));
             self.release_slot(id);
         }
         removed
@@ -582,21 +762,39 @@ impl NetnsManager {
     }
 
     fn slots_dir(&self) -> PathBuf {
-        self.config.state_dir.join("slots")
+        self.config.slots_dir.clone()
     }
 
-    /// Every allocated slot and the sandbox holding it.
-    fn slots(&self) -> Vec<(u32, String)> {
+    /// Every allocated slot on the host: its number, its sandbox, and whether it is this
+    /// manager's (or belongs to a manager whose state directory is gone for good: a
+    /// deleted data directory leaves nobody else to clean up).
+    fn all_slots(&self) -> Vec<(u32, String, bool)> {
         let Ok(entries) = std::fs::read_dir(self.slots_dir()) else {
             return vec![];
         };
+        let me = self.config.state_dir.to_string_lossy().into_owned();
         entries
             .flatten()
             .filter_map(|e| {
                 let n: u32 = e.file_name().to_str()?.parse().ok()?;
-                let id = std::fs::read_to_string(e.path()).ok()?;
-                Some((n, id.trim().to_owned()))
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                let mut lines = text.lines();
+                let id = lines.next()?.trim().to_owned();
+                let ours = match lines.next().map(str::trim) {
+                    Some(owner) => owner == me || !Path::new(owner).exists(),
+                    None => true,
+                };
+                Some((n, id, ours))
             })
+            .collect()
+    }
+
+    /// The slots this manager answers for, and their sandboxes.
+    fn slots(&self) -> Vec<(u32, String)> {
+        self.all_slots()
+            .into_iter()
+            .filter(|(_, _, ours)| *ours)
+            .map(|(n, id, _)| (n, id))
             .collect()
     }
 
@@ -605,16 +803,17 @@ impl NetnsManager {
         let dir = self.slots_dir();
         std::fs::create_dir_all(&dir)
             .map_err(VmmError::io(format!("creating {}", dir.display())))?;
-        let taken = self.slots();
-        if let Some((n, _)) = taken.iter().find(|(_, owner)| owner == id.as_str()) {
+        let taken = self.all_slots();
+        if let Some((n, _, _)) = taken.iter().find(|(_, owner, _)| owner == id.as_str()) {
             return Ok(*n);
         }
-        let used: HashSet<u32> = taken.iter().map(|(n, _)| *n).collect();
+        let used: HashSet<u32> = taken.iter().map(|(n, _, _)| *n).collect();
         for n in (0..self.config.slots()).filter(|n| !used.contains(n)) {
             let path = dir.join(n.to_string());
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut f) => {
-                    f.write_all(id.as_str().as_bytes())
+                    let record = format!("{}\n{}\n", id.as_str(), self.config.state_dir.display());
+                    f.write_all(record.as_bytes())
                         .map_err(VmmError::io(format!("writing {}", path.display())))?;
                     return Ok(n);
                 }
@@ -714,6 +913,7 @@ mod tests {
 
     fn manager(dir: &Path, runner: Arc<Recorder>) -> NetnsManager {
         let mut c = NetnsConfig::new(dir);
+        c.slots_dir = dir.join("slots");
         c.tap_owner = Some((123, 456));
         c.dns = vec!["10.255.255.53".into()];
         NetnsManager::new(c, runner)
@@ -727,7 +927,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = Arc::new(Recorder::default());
         let m = manager(dir.path(), r.clone());
-        let net = m.setup(&id(A)).unwrap();
+        let net = m.setup(&id(A), &NetworkSpec::default()).unwrap();
         assert_eq!(net.slot, 0);
         assert_eq!(net.host_ip, Ipv4Addr::new(10, 200, 0, 1));
         assert_eq!(net.ns_ip, Ipv4Addr::new(10, 200, 0, 2));
@@ -750,14 +950,21 @@ mod tests {
                 "ip -n atelier-sabcdefghjkm addr add 172.16.0.1/30 dev tap0",
                 "ip -n atelier-sabcdefghjkm link set tap0 up",
                 "ip netns exec atelier-sabcdefghjkm sysctl -q -w net.ipv4.ip_forward=1",
-                "ip netns exec atelier-sabcdefghjkm iptables -t nat -A POSTROUTING -o veth0 -j MASQUERADE",
+                &format!("ip netns exec atelier-sabcdefghjkm iptables-restore {}", dir.path().join("rules/atelier-sabcdefghjkm.rules").display()),
                 "iptables -t nat -A POSTROUTING -s 10.200.0.2/32 -m comment --comment atelier-sabcdefghjkm -j MASQUERADE",
                 "iptables -I FORWARD -i atlsabcdefghjkm -m comment --comment atelier-sabcdefghjkm -j ACCEPT",
                 "iptables -I FORWARD -o atlsabcdefghjkm -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment atelier-sabcdefghjkm -j ACCEPT",
+                "iptables -I FORWARD -i atlsabcdefghjkm -o atl+ -m comment --comment atelier-sabcdefghjkm -j REJECT",
+                "iptables -I INPUT -i atlsabcdefghjkm -m comment --comment atelier-sabcdefghjkm -j REJECT",
+                "iptables -I INPUT -i atlsabcdefghjkm -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment atelier-sabcdefghjkm -j ACCEPT",
             ]
         );
+        // The namespace's own rules: the default (open) policy.
+        let rules =
+            std::fs::read_to_string(dir.path().join("rules/atelier-sabcdefghjkm.rules")).unwrap();
+        assert_eq!(rules, m.namespace_rules(&net, &NetworkSpec::default()));
         // A second sandbox gets the next /30; the inside stays the same.
-        let other = m.setup(&id(B)).unwrap();
+        let other = m.setup(&id(B), &NetworkSpec::default()).unwrap();
         assert_eq!(other.slot, 1);
         assert_eq!(other.host_ip, Ipv4Addr::new(10, 200, 0, 5));
         assert_eq!(m.guest_network().address, "172.16.0.2/30");
@@ -767,13 +974,73 @@ mod tests {
     }
 
     #[test]
+    fn namespace_rules_refuse_the_host_and_neighbours_and_follow_the_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = NetnsConfig::new(dir.path());
+        c.slots_dir = dir.path().join("slots");
+        c.dns = vec!["10.255.255.53".into()];
+        c.agent_port = Some(1024);
+        let m = NetnsManager::new(c, Arc::new(Recorder::default()));
+        let net = m.describe(&id(A), 0);
+        let open = m.namespace_rules(&net, &NetworkSpec::default());
+        let lines: Vec<&str> = open.lines().collect();
+        let at = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| *l == needle)
+                .unwrap_or_else(|| panic!("{needle:?} missing from\n{open}"))
+        };
+        // Name servers before the private ranges they live in; metadata and the other
+        // sandboxes' /30s refused before the way out.
+        let dns = at("-A FORWARD -i tap0 -o veth0 -d 10.255.255.53/32 -p udp --dport 53 -j ACCEPT");
+        let private = at("-A FORWARD -i tap0 -d 10.0.0.0/8 -j REJECT");
+        let metadata = at("-A FORWARD -i tap0 -d 169.254.0.0/16 -j REJECT");
+        let out = at("-A FORWARD -i tap0 -o veth0 -j ACCEPT");
+        assert!(dns < private && private < out && metadata < out);
+        at(":INPUT DROP [0:0]");
+        at("-A INPUT -i tap0 -j REJECT");
+        at("-A PREROUTING -i veth0 -s 10.200.0.1/32 -p tcp --dport 1024 -j DNAT --to-destination 172.16.0.2:1024");
+        assert_eq!(lines.last(), Some(&"COMMIT"));
+
+        let none = m.namespace_rules(
+            &net,
+            &NetworkSpec {
+                egress: Egress::None,
+                allow: vec![],
+                host_services: vec![atelier_core::HostService {
+                    port: 8080,
+                    name: None,
+                }],
+            },
+        );
+        assert!(!none.contains("-o veth0 -d"), "{none}");
+        assert!(!none.contains("-o veth0 -j ACCEPT"), "{none}");
+        assert!(none.contains("-A INPUT -i tap0 -d 172.16.0.1/32 -p tcp --dport 8080 -j ACCEPT"));
+
+        let allow = m.namespace_rules(
+            &net,
+            &NetworkSpec {
+                egress: Egress::Allow,
+                allow: vec!["203.0.113.7:443".into(), "198.51.100.0/24".into()],
+                host_services: vec![],
+            },
+        );
+        assert!(allow.contains(
+            "-A FORWARD -i tap0 -o veth0 -d 203.0.113.7/32 -p tcp --dport 443 -j ACCEPT"
+        ));
+        assert!(allow.contains("-A FORWARD -i tap0 -o veth0 -d 198.51.100.0/24 -j ACCEPT"));
+        assert!(!allow.contains("-o veth0 -j ACCEPT"), "{allow}");
+    }
+
+    #[test]
     fn without_nat_only_the_namespace_veth_and_tap_are_made() {
         let dir = tempfile::tempdir().unwrap();
         let r = Arc::new(Recorder::default());
         let mut c = NetnsConfig::new(dir.path());
+        c.slots_dir = dir.path().join("slots");
         c.nat = false;
         let m = NetnsManager::new(c, r.clone());
-        m.setup(&id(A)).unwrap();
+        m.setup(&id(A), &NetworkSpec::default()).unwrap();
         let calls = r.calls();
         assert_eq!(calls.len(), 11, "{calls:#?}");
         assert!(calls.iter().all(|c| !c.contains("iptables")));
@@ -819,6 +1086,7 @@ mod tests {
             [
                 "iptables -t nat -S POSTROUTING",
                 "iptables -t filter -S FORWARD",
+                "iptables -t filter -S INPUT",
                 "iptables -t nat -D POSTROUTING -s 10.200.0.2/32 -m comment --comment atelier-sabcdefghjkm -j MASQUERADE",
                 "iptables -D FORWARD -i atlsabcdefghjkm -m comment --comment atelier-sabcdefghjkm -j ACCEPT",
                 "iptables -D FORWARD -o atlsabcdefghjkm -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment atelier-sabcdefghjkm -j ACCEPT",
@@ -837,6 +1105,7 @@ mod tests {
             CommandOutput::failed(2, "RTNETLINK answers: Operation not permitted"),
         ));
         let mut c = NetnsConfig::new(dir.path());
+        c.slots_dir = dir.path().join("slots");
         c.nat = false;
         let m = NetnsManager::new(c, r.clone());
         m.allocate_slot(&id(A)).unwrap();
@@ -866,9 +1135,10 @@ mod tests {
             CommandOutput::failed(1, "ioctl(TUNSETIFF): Device or resource busy"),
         ));
         let mut c = NetnsConfig::new(dir.path());
+        c.slots_dir = dir.path().join("slots");
         c.nat = false;
         let m = NetnsManager::new(c, r.clone());
-        let e = m.setup(&id(A)).unwrap_err();
+        let e = m.setup(&id(A), &NetworkSpec::default()).unwrap_err();
         assert!(e.to_string().contains("tuntap add dev tap0"), "{e}");
         let calls = r.calls();
         let failed = calls.iter().position(|c| c.contains("tuntap")).unwrap();
@@ -890,9 +1160,10 @@ mod tests {
             CommandOutput::failed(1, "Cannot create namespace file: File exists"),
         ));
         let mut c = NetnsConfig::new(dir.path());
+        c.slots_dir = dir.path().join("slots");
         c.nat = false;
         let m = NetnsManager::new(c, r.clone());
-        m.setup(&id(A)).unwrap();
+        m.setup(&id(A), &NetworkSpec::default()).unwrap();
         let calls = r.calls();
         assert_eq!(
             &calls[..4],
@@ -946,6 +1217,7 @@ mod tests {
     fn slots_run_out_with_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = NetnsConfig::new(dir.path());
+        c.slots_dir = dir.path().join("slots");
         c.pool_prefix = 29; // two /30s
         assert_eq!(c.slots(), 2);
         let m = NetnsManager::new(c, Arc::new(Recorder::default()));

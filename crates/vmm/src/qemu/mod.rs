@@ -4,7 +4,14 @@
 //! image's root filesystem, kept across stop/start), `config.img` (the guest config disk),
 //! `console.log` (serial), `qemu.log`, `qmp.sock`, `machine.json` (the machine as
 //! launched: what a snapshot must reproduce). The agent is reached through vhost-vsock
-//! where the host has it, else user-mode networking's `hostfwd` on a loopback port.
+//! where the host has it, else over TCP (see below).
+//!
+//! Network: when the manager runs as root with `ip` and `iptables`, every VM runs in
+//! its sandbox's own network namespace on `tap0` ([`crate::net`], as Firecracker does):
+//! the egress policy is enforced there, the host services are forwarded into it, and the
+//! host reaches the agent at the namespace's veth address. Otherwise (unprivileged), the
+//! VM gets user-mode networking with `restrict=on`: nothing out at all, the agent behind
+//! a `hostfwd` on a loopback port. `atelier system` says which and why.
 //! Acceleration: KVM only when a boot probe succeeds, else TCG — the choice and its reason
 //! are kept for `atelier system`. Snapshots and restores: [`snapshot`].
 
@@ -32,7 +39,10 @@ use serde::{Deserialize, Serialize};
 use crate::driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};
 use crate::image::{BootArtifacts, ImageResolver};
 use crate::images::initramfs::PROBE_MARKER;
+use crate::net::forward::HostForwards;
+use crate::net::{self, NetnsConfig, NetnsManager, SandboxNet};
 use crate::process;
+use crate::storage::SystemRunner;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,6 +64,42 @@ pub struct QemuDriver {
     images: Arc<dyn ImageResolver>,
     accel: AccelChoice,
     notes: Vec<String>,
+    /// Per-sandbox namespaces, when this host can make them (root, ip, iptables).
+    net: Option<NetnsManager>,
+    /// The host-service forwards of running sandboxes.
+    forwards: std::sync::Mutex<std::collections::HashMap<SandboxId, HostForwards>>,
+}
+
+/// Per-sandbox namespaces for QEMU, or why not (then user-mode networking, restricted).
+/// `ATELIER_QEMU_NETWORK=user` forces user mode.
+fn qemu_networks(data_dir: &Path, notes: &mut Vec<String>) -> Option<NetnsManager> {
+    if std::env::var("ATELIER_QEMU_NETWORK").is_ok_and(|v| v == "user") {
+        notes.push(
+            "qemu: network: user-mode, restricted (forced by ATELIER_QEMU_NETWORK=user): \
+             sandboxes reach nothing outside, host services are unavailable"
+                .into(),
+        );
+        return None;
+    }
+    let found = net::availability(&SystemRunner);
+    if let Err(why) = found.netns.clone().and(found.nat.clone()) {
+        notes.push(format!(
+            "qemu: network: user-mode, restricted, because per-sandbox namespaces cannot \
+             be made ({why}): sandboxes reach nothing outside, host services are unavailable"
+        ));
+        return None;
+    }
+    let mut config = NetnsConfig::new(data_dir.join("net"));
+    config.dns = net::host_dns();
+    config.agent_port = Some(GUEST_AGENT_PORT as u16);
+    notes.push(format!(
+        "qemu: network: a namespace per sandbox (guest {} behind NAT, name servers {}; \
+         the host, the manager, metadata and other sandboxes are refused)",
+        net::GUEST_ADDRESS,
+        config.dns.join(", ")
+    ));
+    net::enable_host_forwarding(&SystemRunner, "qemu", notes);
+    Some(NetnsManager::new(config, Arc::new(SystemRunner)))
 }
 
 /// The QEMU binary on PATH, or why there is none.
@@ -208,19 +254,22 @@ impl QemuDriver {
         binary: PathBuf,
         images: Arc<dyn ImageResolver>,
         accel: AccelChoice,
-        notes: Vec<String>,
+        mut notes: Vec<String>,
     ) -> Result<Self, VmmError> {
         let sandboxes_dir = data_dir.join("sandboxes");
         std::fs::create_dir_all(&sandboxes_dir).map_err(VmmError::io(format!(
             "creating {}",
             sandboxes_dir.display()
         )))?;
+        let net = qemu_networks(data_dir, &mut notes);
         Ok(Self {
             sandboxes_dir,
             binary,
             images,
             accel,
             notes,
+            net,
+            forwards: Default::default(),
         })
     }
 
@@ -247,6 +296,76 @@ impl QemuDriver {
             initramfs: artifacts.initramfs.clone(),
             append: kernel_args(""),
             vsock,
+            netns: self.net.is_some(),
+        }
+    }
+
+    /// Makes the sandbox's namespace (when this driver uses them).
+    fn set_up_network(&self, spec: &SandboxSpec) -> Result<Option<SandboxNet>, VmmError> {
+        match &self.net {
+            Some(m) => m.setup(&spec.id, &spec.network).map(Some),
+            None if !spec.network.host_services.is_empty() => Err(VmmError::NotAvailable {
+                driver: DriverKind::Qemu,
+                reason: "the workspace names host services, and they need a network \
+                         namespace per sandbox (run the manager as root, with iproute2 and \
+                         iptables)"
+                    .into(),
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens the sandbox's host-service forwards (replacing any it had).
+    fn open_forwards(&self, spec: &SandboxSpec) -> Result<(), VmmError> {
+        let Some(m) = &self.net else {
+            return Ok(());
+        };
+        let forwards = net::forward::open(
+            &m.netns_path(&spec.id),
+            atelier_core::network::HOST_SERVICES_ADDRESS,
+            &spec.network.host_services,
+        )?;
+        self.forwards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(spec.id.clone(), forwards);
+        Ok(())
+    }
+
+    /// Closes the forwards and removes the namespace of `id`; idempotent.
+    fn tear_down_network(&self, id: &SandboxId) -> Result<(), VmmError> {
+        self.forwards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        match &self.net {
+            Some(m) => m.teardown(id),
+            None => Ok(()),
+        }
+    }
+
+    /// The guest's network as told on its config disk.
+    fn guest_network(&self, netns: bool) -> GuestNetwork {
+        match (&self.net, netns) {
+            (Some(m), true) => m.guest_network(),
+            _ => GuestNetwork {
+                address: "10.0.2.15/24".into(),
+                gateway: "10.0.2.2".into(),
+                dns: vec!["10.0.2.3".into()],
+            },
+        }
+    }
+
+    /// The namespace file of a sandbox whose machine runs in one.
+    fn netns_of(&self, id: &SandboxId, machine: &Machine) -> Result<Option<PathBuf>, VmmError> {
+        match (&self.net, machine.netns) {
+            (Some(m), true) => Ok(Some(m.netns_path(id))),
+            (None, true) => Err(VmmError::Snapshot(
+                "the machine ran in a network namespace of its own, and this driver makes \
+                 none (it needs root, iproute2 and iptables)"
+                    .into(),
+            )),
+            (_, false) => Ok(None),
         }
     }
 
@@ -291,11 +410,14 @@ impl QemuDriver {
             ))
             .args(["-device", "virtio-blk-device,drive=cfg"])
             .arg("-netdev")
-            .arg(match transport {
-                Transport::Tcp { port } => {
-                    format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_AGENT_PORT}")
-                }
-                Transport::Vsock { .. } => "user,id=n0".to_owned(),
+            // `restrict=on`: the guest reaches nothing through user-mode networking (no
+            // host loopback at 10.0.2.2, no outside); only the agent's forward enters.
+            .arg(match (machine.netns, transport) {
+                (true, _) => format!("tap,id=n0,ifname={},script=no,downscript=no", net::TAP_NAME),
+                (false, Transport::Tcp { port }) => format!(
+                    "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_AGENT_PORT}"
+                ),
+                (false, _) => "user,id=n0,restrict=on".to_owned(),
             })
             .args([
                 "-device",
@@ -325,8 +447,12 @@ pub struct Machine {
     pub initramfs: PathBuf,
     /// The kernel command line it booted with.
     pub append: String,
-    /// The agent listens on vsock (vhost-vsock) rather than on TCP behind `hostfwd`.
+    /// The agent listens on vsock (vhost-vsock) rather than on TCP.
     pub vsock: bool,
+    /// The VM runs in its sandbox's network namespace on `tap0` (else user-mode
+    /// networking, restricted). Older machines had user mode.
+    #[serde(default)]
+    pub netns: bool,
 }
 
 /// How the host reaches the guest's agent.
@@ -336,11 +462,13 @@ enum Transport {
     Vsock { cid: u32 },
     /// A loopback port forwarded by user-mode networking.
     Tcp { port: u16 },
+    /// The namespace's veth address, which the namespace forwards to the guest's agent.
+    Routed { addr: std::net::Ipv4Addr },
 }
 
 /// vhost-vsock when the host has it (and `ATELIER_QEMU_TRANSPORT` does not say `tcp`),
-/// else a forwarded TCP port.
-fn pick_transport(id: &SandboxId) -> Result<Transport, VmmError> {
+/// else TCP: routed into the namespace `net`, or a forwarded loopback port.
+fn pick_transport(id: &SandboxId, net: Option<&SandboxNet>) -> Result<Transport, VmmError> {
     let forced_tcp = std::env::var("ATELIER_QEMU_TRANSPORT").is_ok_and(|v| v == "tcp");
     if !forced_tcp
         && OpenOptions::new()
@@ -358,21 +486,32 @@ fn pick_transport(id: &SandboxId) -> Result<Transport, VmmError> {
             cid: 3 + h % (u32::MAX / 2),
         });
     }
-    Ok(Transport::Tcp { port: free_port()? })
+    tcp_transport(net)
+}
+
+fn tcp_transport(net: Option<&SandboxNet>) -> Result<Transport, VmmError> {
+    match net {
+        Some(n) => Ok(Transport::Routed { addr: n.ns_ip }),
+        None => Ok(Transport::Tcp { port: free_port()? }),
+    }
 }
 
 /// A transport of the given kind for a sandbox: a restore must keep the kind the
 /// captured agent listens on (a new CID or port, though).
-fn transport_of_kind(id: &SandboxId, vsock: bool) -> Result<Transport, VmmError> {
+fn transport_of_kind(
+    id: &SandboxId,
+    vsock: bool,
+    net: Option<&SandboxNet>,
+) -> Result<Transport, VmmError> {
     if vsock {
-        match pick_transport(id)? {
+        match pick_transport(id, net)? {
             t @ Transport::Vsock { .. } => Ok(t),
-            Transport::Tcp { .. } => Err(VmmError::Snapshot(
+            Transport::Tcp { .. } | Transport::Routed { .. } => Err(VmmError::Snapshot(
                 "the snapshot's agent listens on vsock, and this host has no usable /dev/vhost-vsock (or ATELIER_QEMU_TRANSPORT=tcp)".into(),
             )),
         }
     } else {
-        Ok(Transport::Tcp { port: free_port()? })
+        tcp_transport(net)
     }
 }
 
@@ -411,20 +550,23 @@ fn tail(path: &Path) -> String {
 
 /// Writes the guest config disk of `spec` (host name, token, listen address, clock,
 /// network, environment).
-fn write_config_disk(dir: &Path, spec: &SandboxSpec, transport: Transport) -> Result<(), VmmError> {
+fn write_config_disk(
+    dir: &Path,
+    spec: &SandboxSpec,
+    transport: Transport,
+    network: GuestNetwork,
+) -> Result<(), VmmError> {
     let cfg = GuestConfig {
         hostname: spec.name.clone(),
         token: spec.agent_token.clone(),
         listen: match transport {
-            Transport::Tcp { .. } => format!("tcp:0.0.0.0:{GUEST_AGENT_PORT}"),
+            Transport::Tcp { .. } | Transport::Routed { .. } => {
+                format!("tcp:0.0.0.0:{GUEST_AGENT_PORT}")
+            }
             Transport::Vsock { .. } => format!("vsock:{}:{GUEST_AGENT_PORT}", u32::MAX),
         },
         clock_epoch_ms: now_ms(),
-        network: Some(GuestNetwork {
-            address: "10.0.2.15/24".into(),
-            gateway: "10.0.2.2".into(),
-            dns: vec!["10.0.2.3".into()],
-        }),
+        network: Some(network),
         env: spec.env.clone(),
     };
     let mut f = OpenOptions::new()
@@ -458,6 +600,9 @@ fn agent_addr(transport: Transport) -> AgentAddr {
         Transport::Tcp { port } => {
             AgentAddr::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
         }
+        Transport::Routed { addr } => {
+            AgentAddr::Tcp(std::net::SocketAddr::from((addr, GUEST_AGENT_PORT as u16)))
+        }
         Transport::Vsock { cid } => AgentAddr::Vsock {
             cid,
             port: GUEST_AGENT_PORT,
@@ -473,6 +618,7 @@ impl QemuDriver {
         mut cmd: Command,
         dir: &Path,
         transport: Transport,
+        netns: Option<&Path>,
     ) -> Result<Runtime, VmmError> {
         let _ = std::fs::remove_file(dir.join("console.log"));
         let _ = std::fs::remove_file(dir.join("qmp.sock"));
@@ -488,17 +634,30 @@ impl QemuDriver {
             .stdout(log)
             .stderr(log_err)
             .current_dir(dir);
-        // SAFETY: setsid is async-signal-safe; its own session keeps the VM alive across
-        // manager restarts.
+        // The VM joins the sandbox's namespace between fork and exec (to open tap0).
+        let netns_file = netns
+            .map(|ns| {
+                std::fs::File::open(ns).map_err(VmmError::io(format!("opening {}", ns.display())))
+            })
+            .transpose()?;
+        let netns_fd = netns_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        // SAFETY: setsid and setns are async-signal-safe; its own session keeps the VM
+        // alive across manager restarts; `netns_fd` stays open until the spawn returned.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if let Some(fd) = netns_fd {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(VmmError::io(format!("starting {}", self.binary.display())))?;
+        let spawned = cmd.spawn();
+        drop(netns_file);
+        let mut child =
+            spawned.map_err(VmmError::io(format!("starting {}", self.binary.display())))?;
         let pid = child.id();
         let pid_start = process::start_time(pid);
         std::thread::Builder::new()
@@ -575,7 +734,11 @@ impl Driver for QemuDriver {
     }
 
     fn planned_resources(&self, id: &SandboxId) -> Vec<(String, String)> {
-        vec![("dir".into(), self.dir(id).display().to_string())]
+        let mut out = vec![("dir".into(), self.dir(id).display().to_string())];
+        if let Some(m) = &self.net {
+            out.extend(m.planned_resources(id));
+        }
+        out
     }
 
     async fn launch(&self, spec: &SandboxSpec) -> Result<Runtime, VmmError> {
@@ -606,16 +769,31 @@ impl Driver for QemuDriver {
                 });
             }
         }
-        let transport = pick_transport(&spec.id)?;
-        write_config_disk(&dir, spec, transport)?;
-        let machine = self.machine(
-            spec,
-            &artifacts,
-            matches!(transport, Transport::Vsock { .. }),
-        );
-        write_machine(&dir, &machine)?;
-        let cmd = self.command(&machine, &dir, transport);
-        self.spawn(cmd, &dir, transport)
+        let net = self.set_up_network(spec)?;
+        let launched = (|| {
+            let transport = pick_transport(&spec.id, net.as_ref())?;
+            write_config_disk(&dir, spec, transport, self.guest_network(net.is_some()))?;
+            let machine = self.machine(
+                spec,
+                &artifacts,
+                matches!(transport, Transport::Vsock { .. }),
+            );
+            write_machine(&dir, &machine)?;
+            let cmd = self.command(&machine, &dir, transport);
+            let runtime = self.spawn(
+                cmd,
+                &dir,
+                transport,
+                net.as_ref().map(|n| n.netns_path.as_path()),
+            )?;
+            self.open_forwards(spec)?;
+            Ok(runtime)
+        })();
+        if launched.is_err() {
+            process::stop_sandbox_processes(None, &[&dir], Duration::from_secs(5)).await;
+            let _ = self.tear_down_network(&spec.id);
+        }
+        launched
     }
 
     async fn wait_ready(
@@ -645,7 +823,12 @@ impl Driver for QemuDriver {
     async fn stop(&self, id: &SandboxId, runtime: Option<&Runtime>) -> Result<(), VmmError> {
         process::stop_sandbox_processes(runtime, &[&self.dir(id)], Duration::from_secs(5)).await;
         let _ = std::fs::remove_file(self.dir(id).join("qmp.sock"));
-        Ok(())
+        self.tear_down_network(id)
+    }
+
+    async fn adopt(&self, spec: &SandboxSpec, _runtime: &Runtime) -> Result<(), VmmError> {
+        // The forwards lived in the previous manager process.
+        self.open_forwards(spec)
     }
 
     async fn destroy(&self, id: &SandboxId, runtime: Option<&Runtime>) -> Result<(), VmmError> {
@@ -689,7 +872,11 @@ impl Driver for QemuDriver {
     }
 
     async fn sweep(&self, keep: &HashSet<SandboxId>) -> Vec<String> {
-        process::sweep_sandbox_dirs(&self.sandboxes_dir, keep).await
+        let mut removed = process::sweep_sandbox_dirs(&self.sandboxes_dir, keep).await;
+        if let Some(m) = &self.net {
+            removed.extend(m.sweep(keep));
+        }
+        removed
     }
 }
 

@@ -384,10 +384,21 @@ impl QemuDriver {
         // The clone's disk: a copy of the ready-made overlay (a few hundred KiB).
         std::fs::copy(&snap.overlay, dir.join("disk.qcow2"))
             .map_err(VmmError::io("creating the clone's disk"))?;
-        let transport = transport_of_kind(&spec.id, snap.machine.vsock)?;
+        let netns = self.netns_of(&spec.id, &snap.machine)?;
+        let net = match netns {
+            Some(_) => self.set_up_network(spec)?,
+            None => None,
+        };
+        let transport = match transport_of_kind(&spec.id, snap.machine.vsock, net.as_ref()) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = self.tear_down_network(&spec.id);
+                return Err(e);
+            }
+        };
         // The restored agent read its config at boot and never again; the disk is there
         // because the machine has it (and for a later cold start of this sandbox).
-        write_config_disk(&dir, spec, transport)?;
+        write_config_disk(&dir, spec, transport, self.guest_network(net.is_some()))?;
         write_machine(&dir, &snap.machine)?;
         let memory = snapshot
             .memory
@@ -398,8 +409,18 @@ impl QemuDriver {
         cmd.arg("-incoming")
             .arg(format!("exec:cat {}", sh_quote(memory)));
         let prepared = started.elapsed();
-        let runtime = self.spawn(cmd, &dir, transport)?;
+        let runtime = match self.spawn(cmd, &dir, transport, netns.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.tear_down_network(&spec.id);
+                return Err(e);
+            }
+        };
         if let Err(e) = self.run_restored(&runtime).await {
+            let _ = self.stop(&spec.id, Some(&runtime)).await;
+            return Err(e);
+        }
+        if let Err(e) = self.open_forwards(spec) {
             let _ = self.stop(&spec.id, Some(&runtime)).await;
             return Err(e);
         }

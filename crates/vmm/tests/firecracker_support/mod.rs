@@ -69,6 +69,7 @@ pub fn spec() -> SandboxSpec {
         agent_token: "secret-token".into(),
         env: BTreeMap::from([("GREETING".into(), "hello".into())]),
         restore_token: None,
+        network: Default::default(),
     }
 }
 

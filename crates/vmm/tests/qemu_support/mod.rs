@@ -86,6 +86,7 @@ pub fn spec(name: &str) -> SandboxSpec {
         agent_token: random_token(),
         env: BTreeMap::new(),
         restore_token: None,
+        network: Default::default(),
     }
 }
 

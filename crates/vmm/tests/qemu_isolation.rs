@@ -1,0 +1,262 @@
+//! Isolation seen from inside real QEMU microVMs, each in its sandbox's network
+//! namespace: a guest reaches neither the host (its loopback services, any of its
+//! addresses), nor metadata, nor another sandbox; it reaches a host service its
+//! workspace names, and the outside as its egress policy says. "The outside" is a
+//! namespace this test makes, at 203.0.113.10 (TEST-NET-3) behind a veth of the host.
+
+mod qemu_support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+use atelier_agent_client::AgentClient;
+use atelier_core::{Egress, HostService, NetworkSpec};
+use atelier_proto::ExecRequest;
+use atelier_vmm::{Driver, Runtime, SandboxSpec};
+use qemu_support::{spec, QemuHarness};
+
+const BOOT: Duration = Duration::from_secs(240);
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
+/// Serves `body` as a one-line HTTP answer to every connection on `listener`.
+fn serve(listener: std::net::TcpListener, body: &'static str) {
+    std::thread::spawn(move || {
+        listener.set_nonblocking(false).unwrap();
+        for stream in listener.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut s = stream;
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A namespace standing for the internet, removed when dropped.
+struct Outside {
+    netns: String,
+    veth: String,
+}
+
+impl Outside {
+    fn new() -> Self {
+        let tag = format!("{:04x}", std::process::id() & 0xffff);
+        let netns = format!("itest-out-{tag}");
+        let veth = format!("itest{tag}");
+        let _ = Command::new("ip").args(["netns", "del", &netns]).output();
+        ip(&["netns", "add", &netns]);
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+        ]);
+        ip(&["addr", "add", "203.0.113.1/24", "dev", &veth]);
+        ip(&["link", "set", &veth, "up"]);
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            "203.0.113.10/24",
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &netns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &netns, "link", "set", "lo", "up"]);
+        Self { netns, veth }
+    }
+
+    fn listen(&self, port: u16, body: &'static str) {
+        let path = std::path::Path::new("/var/run/netns").join(&self.netns);
+        let l = atelier_vmm::net::forward::bind_in_netns(&path, SocketAddr::from((OUTSIDE, port)))
+            .unwrap();
+        serve(l, body);
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
+    }
+}
+
+/// What an HTTP GET from the guest got from `url` (`http://<ip>:<port>/<path>`): the
+/// body, or `None` (refused, timed out). Busybox's `nc`: its `wget` crashes in this guest.
+async fn fetch(agent: &AgentClient, url: &str) -> Option<String> {
+    let rest = url.trim_start_matches("http://");
+    let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "80"));
+    let script =
+        format!("printf 'GET /{path} HTTP/1.0\\r\\n\\r\\n' | timeout 8 nc -w 4 {host} {port}");
+    let r = agent
+        .exec(&ExecRequest::shell(&script))
+        .await
+        .unwrap_or_else(|e| panic!("exec {script}: {e}"));
+    let (head, body) = r.stdout.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200").then(|| body.to_owned())
+}
+
+async fn boot(h: &QemuHarness, s: &SandboxSpec) -> (Runtime, AgentClient) {
+    let rt = h.driver.launch(s).await.expect("launch");
+    h.driver.wait_ready(s, &rt, BOOT).await.expect("boot");
+    let agent = h.driver.agent(&rt, &s.agent_token).unwrap();
+    (rt, agent)
+}
+
+fn free_port(host: Ipv4Addr) -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind((host, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_reaches_only_what_its_workspace_names() {
+    if !atelier_testkit::is_root() {
+        atelier_testkit::skip("network namespaces need root");
+        return;
+    }
+    if let Some(why) = atelier_testkit::missing(&[("iptables", "iptables"), ("ip", "iproute2")]) {
+        atelier_testkit::skip(why);
+        return;
+    }
+    let Some(h) = QemuHarness::new() else { return };
+    assert!(
+        h.driver
+            .info()
+            .notes
+            .iter()
+            .any(|n| n.contains("network: a namespace per sandbox")),
+        "{:?}",
+        h.driver.info().notes
+    );
+    // The host: a service the workspace names (loopback), one it does not (loopback),
+    // and one on every address of the host (as a manager bound to 0.0.0.0 would be).
+    let (named, named_port) = free_port(Ipv4Addr::LOCALHOST);
+    serve(named, "named-host-service");
+    let (unnamed, unnamed_port) = free_port(Ipv4Addr::LOCALHOST);
+    serve(unnamed, "unnamed-host-service");
+    let (everywhere, everywhere_port) = free_port(Ipv4Addr::UNSPECIFIED);
+    serve(everywhere, "host-on-every-address");
+    let outside = Outside::new();
+    outside.listen(8080, "outside-8080");
+    outside.listen(8081, "outside-8081");
+
+    let mut open = spec("open");
+    open.network.host_services = vec![HostService {
+        port: named_port,
+        name: Some("model".into()),
+    }];
+    let mut none = spec("none");
+    none.network.egress = Egress::None;
+    let mut allow = spec("allow");
+    allow.network = NetworkSpec {
+        egress: Egress::Allow,
+        allow: vec![format!("{OUTSIDE}:8080")],
+        host_services: vec![],
+    };
+    let ((open_rt, a), (none_rt, n), (allow_rt, w)) =
+        tokio::join!(boot(&h, &open), boot(&h, &none), boot(&h, &allow));
+    let neighbour = allow_rt.agent_addr().unwrap().to_string();
+    let neighbour_ip = neighbour
+        .trim_start_matches("tcp:")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let host_ip = open_rt
+        .agent_addr()
+        .unwrap()
+        .to_string()
+        .trim_start_matches("tcp:")
+        .split(':')
+        .next()
+        .unwrap()
+        .parse::<Ipv4Addr>()
+        .unwrap();
+    // The host's end of the open sandbox's veth (one below the namespace's end).
+    let host_end = Ipv4Addr::from(u32::from(host_ip) - 1);
+
+    // The named host service, at the gateway.
+    assert_eq!(
+        fetch(&a, &format!("http://172.16.0.1:{named_port}/"))
+            .await
+            .as_deref(),
+        Some("named-host-service")
+    );
+    // The outside, under egress: open.
+    assert_eq!(
+        fetch(&a, &format!("http://{OUTSIDE}:8081/"))
+            .await
+            .as_deref(),
+        Some("outside-8081")
+    );
+    // Never: the host's other services, by any address; metadata; the neighbour.
+    let forbidden = [
+        format!("http://172.16.0.1:{unnamed_port}/"),
+        format!("http://10.0.2.2:{unnamed_port}/"),
+        format!("http://{host_end}:{everywhere_port}/"),
+        format!("http://203.0.113.1:{everywhere_port}/"),
+        format!("http://10.255.255.53:{everywhere_port}/"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        format!("http://{neighbour_ip}:1024/health"),
+    ];
+    for url in &forbidden {
+        assert_eq!(fetch(&a, url).await, None, "the open sandbox reached {url}");
+    }
+    // egress: none reaches nothing, not even the outside or a host service it did not name.
+    for url in [
+        format!("http://{OUTSIDE}:8080/"),
+        format!("http://172.16.0.1:{named_port}/"),
+        format!("http://{host_end}:{everywhere_port}/"),
+    ] {
+        assert_eq!(
+            fetch(&n, &url).await,
+            None,
+            "the none sandbox reached {url}"
+        );
+    }
+    // egress: allow reaches what it names, and nothing else.
+    assert_eq!(
+        fetch(&w, &format!("http://{OUTSIDE}:8080/"))
+            .await
+            .as_deref(),
+        Some("outside-8080")
+    );
+    assert_eq!(fetch(&w, &format!("http://{OUTSIDE}:8081/")).await, None);
+
+    for (s, rt) in [(&open, &open_rt), (&none, &none_rt), (&allow, &allow_rt)] {
+        h.driver.destroy(&s.id, Some(rt)).await.unwrap();
+        let ns = format!("/var/run/netns/atelier-{}", s.id.as_str());
+        assert!(
+            !std::path::Path::new(&ns).exists(),
+            "{ns} outlived its sandbox"
+        );
+    }
+    let rules = Command::new("iptables-save").output().unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    for s in [&open, &none, &allow] {
+        assert!(
+            !rules.contains(s.id.as_str()),
+            "a rule of {} outlived it",
+            s.id.as_str()
+        );
+    }
+}
