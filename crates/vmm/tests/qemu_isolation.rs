@@ -3,6 +3,7 @@
 //! addresses), nor metadata, nor another sandbox; it reaches a host service its
 //! workspace names, and the outside as its egress policy says. "The outside" is a
 //! namespace this test makes, at 203.0.113.10 (TEST-NET-3) behind a veth of the host.
+//! The unprivileged fallback (restricted user-mode networking) gets the same questions.
 
 mod qemu_support;
 
@@ -258,5 +259,75 @@ async fn a_guest_reaches_only_what_its_workspace_names() {
             "a rule of {} outlived it",
             s.id.as_str()
         );
+    }
+}
+
+/// The unprivileged fallback: restricted user-mode networking. The guest still reaches
+/// nothing of the host (QEMU's 10.0.2.2 gateway is its loopback), no neighbour's forwarded
+/// agent port, no metadata and no outside; a host service cannot be promised, so a
+/// sandbox that names one is refused at launch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_mode_guest_reaches_nothing_of_the_host() {
+    // Each test is its own process under nextest, so this reaches this driver alone.
+    std::env::set_var("ATELIER_QEMU_NETWORK", "user");
+    let Some(h) = QemuHarness::new() else { return };
+    assert!(
+        h.driver
+            .info()
+            .notes
+            .iter()
+            .any(|n| n.contains("network: user-mode, restricted")),
+        "{:?}",
+        h.driver.info().notes
+    );
+    let (host_service, host_port) = free_port(Ipv4Addr::LOCALHOST);
+    serve(host_service, "host-loopback-service");
+    let (everywhere, everywhere_port) = free_port(Ipv4Addr::UNSPECIFIED);
+    serve(everywhere, "host-on-every-address");
+
+    let mut wants_host = spec("wants-host");
+    wants_host.network.host_services = vec![HostService {
+        port: host_port,
+        name: None,
+    }];
+    let refused = h.driver.launch(&wants_host).await;
+    assert!(
+        refused.is_err(),
+        "user-mode launched a sandbox with a host service it cannot give"
+    );
+
+    let (a_spec, b_spec) = (spec("user-a"), spec("user-b"));
+    let ((a_rt, a), (b_rt, _b)) = tokio::join!(boot(&h, &a_spec), boot(&h, &b_spec));
+    // The neighbour's agent is forwarded on the host's loopback.
+    let neighbour_port = b_rt
+        .agent_addr()
+        .unwrap()
+        .to_string()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    // The agent itself answers (the test can tell "refused" from "no network at all").
+    assert!(
+        a.exec(&ExecRequest::shell("true")).await.is_ok(),
+        "the agent of a user-mode sandbox does not answer"
+    );
+    let forbidden = [
+        format!("http://10.0.2.2:{host_port}/"),
+        format!("http://10.0.2.2:{everywhere_port}/"),
+        format!("http://10.0.2.2:{neighbour_port}/health"),
+        format!("http://10.0.2.3:{everywhere_port}/"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        format!("http://{OUTSIDE}:8080/"),
+    ];
+    for url in &forbidden {
+        assert_eq!(
+            fetch(&a, url).await,
+            None,
+            "the user-mode sandbox reached {url}"
+        );
+    }
+    for (s, rt) in [(&a_spec, &a_rt), (&b_spec, &b_rt)] {
+        h.driver.destroy(&s.id, Some(rt)).await.unwrap();
     }
 }
