@@ -122,6 +122,14 @@ async fn boot(h: &QemuHarness, s: &SandboxSpec) -> (Runtime, AgentClient) {
     (rt, agent)
 }
 
+/// A harness whose driver says (in `atelier system`'s notes) it runs the network `mode`.
+fn harness_in_mode(mode: &str) -> Option<QemuHarness> {
+    let h = QemuHarness::new()?;
+    let notes = &h.driver.info().notes;
+    assert!(notes.iter().any(|n| n.contains(mode)), "{notes:?}");
+    Some(h)
+}
+
 fn free_port(host: Ipv4Addr) -> (std::net::TcpListener, u16) {
     let l = std::net::TcpListener::bind((host, 0)).unwrap();
     let port = l.local_addr().unwrap().port();
@@ -138,16 +146,9 @@ async fn a_guest_reaches_only_what_its_workspace_names() {
         atelier_testkit::skip(why);
         return;
     }
-    let Some(h) = QemuHarness::new() else { return };
-    assert!(
-        h.driver
-            .info()
-            .notes
-            .iter()
-            .any(|n| n.contains("network: a namespace per sandbox")),
-        "{:?}",
-        h.driver.info().notes
-    );
+    let Some(h) = harness_in_mode("network: a namespace per sandbox") else {
+        return;
+    };
     // The host: a service the workspace names (loopback), one it does not (loopback),
     // and one on every address of the host (as a manager bound to 0.0.0.0 would be).
     let (named, named_port) = free_port(Ipv4Addr::LOCALHOST);
@@ -270,16 +271,9 @@ async fn a_guest_reaches_only_what_its_workspace_names() {
 async fn a_user_mode_guest_reaches_nothing_of_the_host() {
     // Each test is its own process under nextest, so this reaches this driver alone.
     std::env::set_var("ATELIER_QEMU_NETWORK", "user");
-    let Some(h) = QemuHarness::new() else { return };
-    assert!(
-        h.driver
-            .info()
-            .notes
-            .iter()
-            .any(|n| n.contains("network: user-mode, restricted")),
-        "{:?}",
-        h.driver.info().notes
-    );
+    let Some(h) = harness_in_mode("network: user-mode, restricted") else {
+        return;
+    };
     let (host_service, host_port) = free_port(Ipv4Addr::LOCALHOST);
     serve(host_service, "host-loopback-service");
     let (everywhere, everywhere_port) = free_port(Ipv4Addr::UNSPECIFIED);
