@@ -182,6 +182,33 @@ fn live_members(sid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Makes `cmd` start in a session of its own and, with `netns`, inside that network
+/// namespace (entered between fork and exec). The returned file holds the namespace
+/// open: keep it until the spawn has returned.
+pub fn detach_into_netns(
+    cmd: &mut std::process::Command,
+    netns: Option<&Path>,
+) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::unix::process::CommandExt;
+    let netns_file = netns.map(std::fs::File::open).transpose()?;
+    let netns_fd = netns_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    // SAFETY: setsid and setns are async-signal-safe system calls. A session of its own
+    // keeps the VM alive across manager restarts and lets its whole session be stopped
+    // at once; `netns_fd` stays valid while the caller holds the returned file.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if let Some(fd) = netns_fd {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(netns_file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

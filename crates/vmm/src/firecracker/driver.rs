@@ -23,7 +23,6 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -565,15 +564,11 @@ impl FirecrackerDriver {
     ) -> Result<(u32, Option<u64>), VmmError> {
         let netns = net.map(|n| n.netns_path.as_path());
         let (program, args) = self.command_line_in(id, paths, netns)?;
-        // Without the jailer, the child joins the namespace itself: open it here, enter
-        // it between fork and exec.
-        let netns_file = match (netns, &self.config.jailer) {
-            (Some(ns), None) => {
-                Some(File::open(ns).map_err(VmmError::io(format!("opening {}", ns.display())))?)
-            }
+        // Without the jailer, the child joins the namespace itself.
+        let join = match (netns, &self.config.jailer) {
+            (Some(ns), None) => Some(ns),
             _ => None,
         };
-        let netns_fd = netns_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         let console = OpenOptions::new()
             .append(true)
             .create(true)
@@ -592,20 +587,8 @@ impl FirecrackerDriver {
             .stdin(Stdio::null())
             .stdout(console)
             .stderr(console_err);
-        // SAFETY: setsid and setns are async-signal-safe system calls. A session of its own
-        // keeps the VM alive across manager restarts and lets us stop all it spawned at
-        // once; `netns_fd` stays open (in `netns_file`) until the spawn returned.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setsid().map_err(io::Error::from)?;
-                if let Some(fd) = netns_fd {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        let netns_file = process::detach_into_netns(&mut cmd, join)
+            .map_err(VmmError::io("opening the sandbox's network namespace"))?;
         let spawned = spawn_retrying(&mut cmd);
         drop(netns_file);
         let mut child = spawned.map_err(VmmError::io(format!("starting {}", program.display())))?;

@@ -22,7 +22,6 @@ use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -634,26 +633,9 @@ impl QemuDriver {
             .stdout(log)
             .stderr(log_err)
             .current_dir(dir);
-        // The VM joins the sandbox's namespace between fork and exec (to open tap0).
-        let netns_file = netns
-            .map(|ns| {
-                std::fs::File::open(ns).map_err(VmmError::io(format!("opening {}", ns.display())))
-            })
-            .transpose()?;
-        let netns_fd = netns_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-        // SAFETY: setsid and setns are async-signal-safe; its own session keeps the VM
-        // alive across manager restarts; `netns_fd` stays open until the spawn returned.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                if let Some(fd) = netns_fd {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        // The VM joins the sandbox's namespace (to open tap0) in a session of its own.
+        let netns_file = process::detach_into_netns(&mut cmd, netns)
+            .map_err(VmmError::io("opening the sandbox's network namespace"))?;
         let spawned = cmd.spawn();
         drop(netns_file);
         let mut child =
