@@ -1057,3 +1057,107 @@ async fn a_task_starts_from_the_prebuild_and_commits_only_its_own_work() {
         .await;
     assert_eq!(r.body["stdout"], "installed\n", "{}", r.body);
 }
+
+/// The local driver shares the host's loopback between sandboxes, so each coding agent's
+/// server (OpenCode's, the stdio host) demands its task's password: another sandbox that
+/// finds the port gets 401, while the manager drives both tasks to the end.
+#[tokio::test]
+async fn another_sandbox_without_the_token_gets_401_from_a_coding_agents_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = origin(dir.path());
+    let m = Manager::start(&dir.path().join("data"));
+    let api = m.client();
+    let mut tasks = Vec::new();
+    for (name, protocol) in [("served", None), ("stdio", Some("claude"))] {
+        let w = api
+            .post(
+                "/workspaces",
+                json!({"name": name, "repos": [{"url": url}],
+                       "agent_config": fake_agent_config(SCENARIO, protocol)}),
+            )
+            .await;
+        assert_eq!(w.status, 201, "{}", w.body);
+        let t = api
+            .post(
+                "/tasks",
+                json!({"prompt": "Write a greeting", "workspace": name, "dispatch": true}),
+            )
+            .await;
+        assert_eq!(t.status, 201, "{}", t.body);
+        tasks.push(t.body["id"].as_str().unwrap().to_owned());
+    }
+    let mut servers = Vec::new();
+    for id in &tasks {
+        let task = wait_status(&api, id, "needs_attention").await;
+        let sandbox = task["sandbox_id"].as_str().unwrap().to_owned();
+        let svc = api
+            .get(&format!("/sandboxes/{sandbox}/services/coding-agent"))
+            .await;
+        assert_eq!(svc.status, 200, "{}", svc.body);
+        let argv: Vec<String> = serde_json::from_value(svc.body["spec"]["command"]["argv"].clone())
+            .unwrap_or_else(|_| panic!("an argv: {}", svc.body));
+        let port = argv
+            .iter()
+            .position(|a| a == "--port")
+            .and_then(|i| argv.get(i + 1))
+            .unwrap_or_else(|| panic!("the server's port in {argv:?}"))
+            .clone();
+        servers.push((sandbox, port));
+    }
+
+    // Each sandbox knocks on the other's server: with no credentials, with a guess at
+    // OpenCode's Basic auth, with a guess at the stdio host's bearer token.
+    let probes = [
+        ("served", &servers[1].0, &servers[0].1, "/session", None),
+        (
+            "served",
+            &servers[1].0,
+            &servers[0].1,
+            "/session",
+            Some("-uopencode:opencode"),
+        ),
+        ("stdio", &servers[0].0, &servers[1].1, "/transcript", None),
+        (
+            "stdio",
+            &servers[0].0,
+            &servers[1].1,
+            "/transcript",
+            Some("-HAuthorization: Bearer guess"),
+        ),
+    ];
+    for (what, from, port, path, credential) in probes {
+        let mut args = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}"];
+        args.extend(credential);
+        let target = format!("http://127.0.0.1:{port}{path}");
+        args.push(&target);
+        let r = api.exec(from, "curl", &args).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.body["stdout"], "401",
+            "the {what} agent's server answered a neighbour ({credential:?}): {}",
+            r.body
+        );
+    }
+
+    // The manager holds the passwords: both tasks go on to review.
+    for id in &tasks {
+        let ask = api
+            .get("/attention")
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["task_id"] == id.as_str())
+            .cloned()
+            .unwrap();
+        let r = api
+            .post(
+                &format!("/attention/{id}/{}/answer", ask["id"].as_str().unwrap()),
+                json!({"kind": "question", "answers": [["Formal"]]}),
+            )
+            .await;
+        assert_eq!(r.status, 204, "{}", r.body);
+        wait_status(&api, id, "review").await;
+    }
+}

@@ -39,11 +39,32 @@ pub struct AgentLaunch {
     pub port: u16,
 }
 
+/// The 0600 env file the agent's wrapper sources, next to the repository.
+pub const ENV_FILE: &str = ".atelier-agent.env";
+
+/// What `opencode serve` (and the fake agent speaking its protocol) take as their
+/// server's Basic-auth password.
+const OPENCODE_PASSWORD_ENV: &str = "OPENCODE_SERVER_PASSWORD";
+
 /// The stdio host's transcript of the agent, next to the repository (never committed).
 const TRANSCRIPT: &str = ".atelier-transcript.jsonl";
 
 /// The agent's port in an isolated sandbox, which has its own loopback.
 const SANDBOX_AGENT_PORT: u16 = 4096;
+
+/// The password of the coding agent's server (OpenCode's `OPENCODE_SERVER_PASSWORD`,
+/// the stdio host's bearer token) in the sandbox whose `atelier-agent` token is
+/// `sandbox_token`. Derived rather than stored, so a restarted manager reconnects with it;
+/// one-way, so the agent, which sees its own server's password, learns nothing of the
+/// token that drives its sandbox.
+pub fn server_token(sandbox_token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"atelier coding-agent server\0")
+        .chain_update(sandbox_token.as_bytes())
+        .finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Secret values for the agent's environment, by env var name. Redacted in `Debug`.
 #[derive(Default, Clone)]
@@ -141,10 +162,15 @@ async fn write_opencode_config(
 /// OpenCode (and the fake agent speaking its protocol) serve HTTP on the port
 /// themselves; Claude Code and ACP agents speak over stdio and run under
 /// `atelier-stdio-host`, which serves their transcript on the port.
+///
+/// Either server demands `server_token` (see [`server_token`]): on the local driver every
+/// sandbox shares the host's loopback, and in a VM it guards the server from anything
+/// that reaches the guest's loopback but is not this task.
 pub async fn start(
     agent: &AgentClient,
     config: &AgentConfig,
     secrets: &AgentSecrets,
+    server_token: &str,
     repo_dir: &str,
     session: &SessionSpec,
     local: bool,
@@ -243,16 +269,22 @@ pub async fn start(
     } else {
         argv
     };
-    let argv = if secrets.0.is_empty() {
-        argv
+    // The stdio host takes its token from the environment and keeps it from the agent.
+    let token_var = if protocol.is_stdio() {
+        stdio_host::TOKEN_ENV
     } else {
-        let env_file = super::git::beside(repo_dir, ".atelier-agent.env");
-        let content = env_file_content(secrets)?;
-        agent
-            .write_file(&env_file, Bytes::from(content), Some(0o600))
-            .await?;
-        with_env_file(&env_file, argv)
+        OPENCODE_PASSWORD_ENV
     };
+    let mut values = secrets.clone();
+    values
+        .0
+        .insert(token_var.to_owned(), server_token.to_owned());
+    let env_file = super::git::beside(repo_dir, ENV_FILE);
+    let content = env_file_content(&values)?;
+    agent
+        .write_file(&env_file, Bytes::from(content), Some(0o600))
+        .await?;
+    let argv = with_env_file(&env_file, argv);
     let spec = ServiceSpec {
         command: CommandLine::Argv(argv),
         env,
@@ -464,6 +496,19 @@ pub fn claude_mcp_config(config: &AgentConfig) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_token_is_stable_per_sandbox_and_reveals_nothing_of_its_source() {
+        let a = server_token("sandbox-token-a-0123456789");
+        assert_eq!(
+            a,
+            server_token("sandbox-token-a-0123456789"),
+            "a restart derives it again"
+        );
+        assert_ne!(a, server_token("sandbox-token-b-0123456789"));
+        assert_eq!(a.len(), 64);
+        assert!(!a.contains("sandbox-token"));
+    }
 
     #[test]
     fn the_opencode_config_names_secrets_by_env_var_only() {

@@ -350,6 +350,7 @@ impl Tasks {
             .await?;
         let sandbox = self.wait_running(&sandbox.id).await?;
         let agent = self.inner.lifecycle.agent(&sandbox.id).await?;
+        let sandbox_token = self.inner.store.get_sandbox(&sandbox.id).await?.agent_token;
 
         // A review starts from its parent's branch, kept in the host mirror and shipped
         // into the sandbox as a bundle (a VM cannot read the host's files).
@@ -417,9 +418,26 @@ impl Tasks {
                 .filter(|_| protocol == AgentProtocol::Claude),
             title: Some(task.title.clone()),
         };
-        let launch = agent::start(&agent, &config, &secrets, &dir, &session_spec, local).await?;
+        let server_token = agent::server_token(&sandbox_token);
+        let launch = agent::start(
+            &agent,
+            &config,
+            &secrets,
+            &server_token,
+            &dir,
+            &session_spec,
+            local,
+        )
+        .await?;
         let (base_url, forward) = reach(&agent, launch.port, local).await?;
-        let connected = connect(protocol, config.runtime, &base_url, Duration::from_secs(60)).await;
+        let connected = connect(
+            protocol,
+            config.runtime,
+            &base_url,
+            &server_token,
+            Duration::from_secs(60),
+        )
+        .await;
         let runtime = match connected {
             Ok(runtime) => runtime,
             Err(e) => {
@@ -539,9 +557,17 @@ impl Tasks {
             Some(port) => reach(&agent, port, false).await?,
             None => (handle.base_url.clone(), None),
         };
-        let runtime = connect(handle.protocol, kind, &base_url, Duration::from_secs(30))
-            .await
-            .map_err(runtime_error)?;
+        let server_token =
+            agent::server_token(&self.inner.store.get_sandbox(&sandbox).await?.agent_token);
+        let runtime = connect(
+            handle.protocol,
+            kind,
+            &base_url,
+            &server_token,
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(runtime_error)?;
         let spec = SessionSpec {
             directory: PathBuf::from(&handle.directory),
             model: None,
@@ -888,10 +914,13 @@ pub async fn warm_agent(
         directory: repo_dir.into(),
         ..SessionSpec::default()
     };
+    // A one-off password: nothing of the builder's server outlives the warm-up.
+    let server_token = atelier_core::id::random_token();
     let launch = agent::start(
         agent,
         &config,
         &agent::AgentSecrets::default(),
+        &server_token,
         repo_dir,
         &session,
         local,
@@ -906,6 +935,7 @@ pub async fn warm_agent(
             config.protocol(),
             config.runtime,
             &url,
+            &server_token,
             Duration::from_secs(180),
         )
         .await
@@ -924,7 +954,11 @@ pub async fn warm_agent(
     .await;
     // Stopped either way; a task starts its own.
     let _ = agent.delete_service(agent::SERVICE).await;
-    for leftover in [".atelier-transcript.jsonl", ".atelier-scenario.yaml"] {
+    for leftover in [
+        ".atelier-transcript.jsonl",
+        ".atelier-scenario.yaml",
+        agent::ENV_FILE,
+    ] {
         let _ = agent.delete(&git::beside(repo_dir, leftover), false).await;
     }
     outcome.map(Some)
@@ -976,17 +1010,23 @@ async fn connect(
     protocol: AgentProtocol,
     kind: RuntimeKind,
     base_url: &str,
+    server_token: &str,
     within: Duration,
 ) -> Result<Arc<dyn AgentRuntime>, atelier_runtimes::RuntimeError> {
     if protocol == AgentProtocol::Opencode {
-        let runtime = OpenCodeRuntime::new(runtime_config(base_url, kind))?;
+        let mut cfg = runtime_config(base_url, kind);
+        cfg.password = Some(server_token.to_owned());
+        let runtime = OpenCodeRuntime::new(cfg)?;
         wait_healthy(&runtime, within).await?;
         return Ok(Arc::new(runtime));
     }
     let runtime: Arc<dyn AgentRuntime> = Arc::from(atelier_runtimes::runtime_for(
         protocol.as_str(),
         base_url,
-        &RuntimeOptions::default(),
+        &RuntimeOptions {
+            secret: Some(server_token.to_owned()),
+            ..RuntimeOptions::default()
+        },
     )?);
     runtime.wait_ready(within).await?;
     Ok(runtime)
