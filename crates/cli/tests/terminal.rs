@@ -447,6 +447,18 @@ async fn a_port_forward_reaches_a_server_inside_the_sandbox() {
     for text in futures::future::join_all(fetches).await {
         assert_eq!(text, "hello through the tunnel\n");
     }
+    // Another process on the host finds the port, and nothing behind it.
+    let outsider = tokio::process::Command::new("curl")
+        .args(["-s", "-m", "10", &url])
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(
+        !outsider.status.success() && outsider.stdout.is_empty(),
+        "a process other than the forward's owner was carried into the sandbox: {:?} {}",
+        outsider.status,
+        String::from_utf8_lossy(&outsider.stdout)
+    );
     // A port nobody listens on: the connection closes, nothing hangs.
     let nothing = PortForward::start(agent, 1).await.unwrap();
     let r = tokio::time::timeout(WAIT, http.get(nothing.url()).send())
