@@ -135,9 +135,14 @@ fn test_name() -> String {
     format!("{binary} {test}")
 }
 
-/// The workspace's root (where `scripts/` is).
+/// The workspace's root (where `scripts/` is). Taken from the running test's
+/// `CARGO_MANIFEST_DIR` (cargo and nextest set it) before the one this crate was built
+/// in: a target directory shared by two clones may hold this crate built in the other.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../..")
 }
 
 /// Builds the static guest agent with `scripts/build-agent.sh` (a no-op when up to date).
