@@ -387,3 +387,270 @@ async fn a_qemu_prebuild_restores_clones_that_are_distinct_machines_on_the_host_
     }
     assert_eq!(processes_under(&data.join("sandboxes")), Vec::<u32>::new());
 }
+
+/// What of the namespace network of sandbox `id` is on the host: its namespace, its
+/// host-side veth, iptables rules naming it, its address slot.
+fn network_traces(id: &str) -> Vec<String> {
+    let mut out = vec![];
+    let ns = format!("atelier-{id}");
+    if std::path::Path::new("/var/run/netns").join(&ns).exists() {
+        out.push(format!("namespace {ns}"));
+    }
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&links.stdout).contains(&format!("atl{id}")) {
+        out.push(format!("veth atl{id}"));
+    }
+    for table in ["filter", "nat"] {
+        let rules = std::process::Command::new("iptables-save")
+            .args(["-t", table])
+            .output()
+            .unwrap();
+        for line in String::from_utf8_lossy(&rules.stdout).lines() {
+            if line.contains(id) {
+                out.push(format!("rule {line}"));
+            }
+        }
+    }
+    for slot in std::fs::read_dir(atelier_vmm::net::SHARED_SLOTS_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if std::fs::read_to_string(slot.path()).is_ok_and(|t| t.starts_with(id)) {
+            out.push(format!("slot {}", slot.path().display()));
+        }
+    }
+    out
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = std::process::Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A plain HTTP/1.0 server on the host's loopback answering `body` to every request.
+fn host_service(body: &'static str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let _ = write!(conn, "HTTP/1.0 200 OK\r\n\r\n{body}");
+        }
+    });
+    port
+}
+
+/// `GET url` from inside sandbox `id` (busybox `nc`), the body when it answered 200.
+async fn fetch_inside(api: &common::Api, id: &str, host: &str, port: u16) -> Option<String> {
+    let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 8 nc -w 4 {host} {port}");
+    let r = api
+        .post(
+            &format!("/sandboxes/{id}/exec"),
+            json!({"command": script, "shell": true}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let out = r.body["stdout"].as_str()?.to_owned();
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200").then(|| body.to_owned())
+}
+
+/// kill -9 of managers whose sandboxes use every network mode (the namespace network with
+/// open egress, with no egress but a host service, restricted user-mode networking), one
+/// sandbox caught mid-boot, and a planted leftover network of a sandbox nobody knows:
+/// after the restart the running ones are adopted (the host service answers again), the
+/// rest is swept, and after destroy nothing of any of them is left on the host.
+#[tokio::test]
+async fn managers_killed_with_sandboxes_in_every_network_mode_leak_nothing() {
+    atelier_testkit::require!(atelier_testkit::qemu_missing().or_else(|| {
+        (!atelier_testkit::is_root()).then(|| "the namespace network needs root".to_string())
+    }));
+    ensure_guest_agent();
+    let dir = tempfile::tempdir().unwrap();
+    let (data_ns, data_user) = (
+        qemu_data_dir(&dir.path().join("ns"), ""),
+        qemu_data_dir(&dir.path().join("user"), ""),
+    );
+    let user_env = [("ATELIER_QEMU_NETWORK", "user")];
+    let service_port = host_service("host-service");
+    let small = |name: &str| json!({"name": name, "image": "minimal", "memory_mib": 512});
+
+    let mut m_ns = Manager::start_with(&data_ns, &["--driver", "qemu"]);
+    let mut m_user = Manager::start_with_env(&data_user, &["--driver", "qemu"], &user_env);
+    let (ns, user) = (m_ns.client(), m_user.client());
+    let w = ns
+        .post(
+            "/workspaces",
+            json!({"name": "svc", "repos": [],
+                   "network": {"egress": "none",
+                               "host_services": [{"port": service_port, "name": "svc"}]}}),
+        )
+        .await;
+    assert_eq!(w.status, 201, "{}", w.body);
+    let mut with_svc = small("svc");
+    with_svc["workspace"] = json!("svc");
+    let mut ids = vec![];
+    for (api, body) in [
+        (&ns, small("open")),
+        (&ns, with_svc),
+        (&user, small("user")),
+    ] {
+        let r = api.post("/sandboxes?wait=true", body).await;
+        assert_eq!(r.body["state"], "running", "{}", r.body);
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let (open, svc, user_id) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+    assert!(
+        !network_traces(&open).is_empty(),
+        "the open sandbox has a namespace"
+    );
+    assert!(
+        network_traces(&user_id).is_empty(),
+        "the user-mode one has none"
+    );
+    assert_eq!(
+        fetch_inside(&ns, &svc, "172.16.0.1", service_port)
+            .await
+            .as_deref(),
+        Some("host-service")
+    );
+
+    // One more, killed with the manager while it boots: its namespace exists already.
+    let r = ns.post("/sandboxes", small("half")).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let half = r.body["id"].as_str().unwrap().to_owned();
+    eventually(
+        Duration::from_secs(60),
+        "the booting sandbox's namespace",
+        || {
+            let half = half.clone();
+            async move {
+                std::path::Path::new(&format!("/var/run/netns/atelier-{half}"))
+                    .exists()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    m_ns.kill9();
+    m_user.kill9();
+
+    // A leftover of a sandbox the manager has no record of, made the way the manager
+    // makes them: an address slot in this manager's name, a namespace, a veth, a rule.
+    let stray = atelier_core::SandboxId::generate().as_str().to_owned();
+    let slots = std::path::Path::new(atelier_vmm::net::SHARED_SLOTS_DIR);
+    let owner = std::fs::read_dir(slots)
+        .unwrap()
+        .flatten()
+        .find_map(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            let (id, owner) = text.split_once('\n')?;
+            (id == open).then(|| owner.trim().to_owned())
+        })
+        .expect("the open sandbox's slot names its manager");
+    let free = (4000..5000)
+        .find(|n| !slots.join(n.to_string()).exists())
+        .unwrap();
+    std::fs::write(slots.join(free.to_string()), format!("{stray}\n{owner}\n")).unwrap();
+    let (stray_ns, stray_veth) = (format!("atelier-{stray}"), format!("atl{stray}"));
+    run("ip", &["netns", "add", &stray_ns]);
+    run(
+        "ip",
+        &[
+            "link",
+            "add",
+            &stray_veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &stray_ns,
+        ],
+    );
+    run(
+        "iptables",
+        &[
+            "-I",
+            "FORWARD",
+            "-i",
+            &stray_veth,
+            "-m",
+            "comment",
+            "--comment",
+            &stray_ns,
+            "-j",
+            "ACCEPT",
+        ],
+    );
+    assert_eq!(
+        network_traces(&stray).len(),
+        4,
+        "{:?}",
+        network_traces(&stray)
+    );
+
+    let m_ns = Manager::start_with(&data_ns, &["--driver", "qemu"]);
+    let m_user = Manager::start_with_env(&data_user, &["--driver", "qemu"], &user_env);
+    let (ns, user) = (m_ns.client(), m_user.client());
+    assert_eq!(
+        network_traces(&stray),
+        Vec::<String>::new(),
+        "the planted leftover is swept"
+    );
+    let half_state = ns.get(&format!("/sandboxes/{half}")).await.body["state"].clone();
+    assert!(
+        half_state == "error" || half_state == "destroyed",
+        "the sandbox caught booting: {half_state}"
+    );
+    assert_eq!(
+        network_traces(&half),
+        Vec::<String>::new(),
+        "{half}: nothing left"
+    );
+    assert!(processes_under(&data_ns.join("sandboxes").join(&half)).is_empty());
+    for (api, id) in [(&ns, &open), (&ns, &svc), (&user, &user_id)] {
+        assert_eq!(
+            api.get(&format!("/sandboxes/{id}")).await.body["state"],
+            "running"
+        );
+        let r = api.exec(id, "echo", &["adopted"]).await;
+        assert_eq!(r.body["stdout"], "adopted\n", "{}", r.body);
+    }
+    assert_eq!(
+        fetch_inside(&ns, &svc, "172.16.0.1", service_port)
+            .await
+            .as_deref(),
+        Some("host-service"),
+        "the adopted sandbox's host service is forwarded again"
+    );
+
+    for (api, data, id) in [
+        (&ns, &data_ns, &open),
+        (&ns, &data_ns, &svc),
+        (&ns, &data_ns, &half),
+        (&user, &data_user, &user_id),
+    ] {
+        api.delete(&format!("/sandboxes/{id}")).await;
+        assert_eq!(
+            network_traces(id),
+            Vec::<String>::new(),
+            "{id}: nothing left"
+        );
+        assert!(
+            processes_under(&data.join("sandboxes").join(id)).is_empty(),
+            "{id}: no VM left"
+        );
+    }
+}
