@@ -42,7 +42,7 @@ pub enum Egress {
     Open,
     /// Nothing but the host services the workspace names.
     None,
-    /// Only the addresses in `allow` (and name servers).
+    /// Only what `allow` names (host names through the manager's resolver).
     Allow,
 }
 
@@ -73,8 +73,9 @@ pub struct HostService {
 pub struct NetworkSpec {
     #[serde(default)]
     pub egress: Egress,
-    /// With `egress: allow`: IPv4 addresses or CIDRs, each optionally with `:port`
-    /// (TCP), e.g. `203.0.113.7:443`, `198.51.100.0/24`.
+    /// With `egress: allow`: IPv4 addresses or CIDRs, or host names (`*.example.com`
+    /// for the names under one), each optionally with `:port` (TCP), e.g.
+    /// `203.0.113.7:443`, `198.51.100.0/24`, `api.openai.com:443`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(example = json!(["203.0.113.7:443"]))]
     pub allow: Vec<String>,
@@ -133,10 +134,75 @@ impl FromStr for Ipv4Net {
     }
 }
 
+/// A host name an `allow` entry names: `api.example.com`, or `*.example.com` for every
+/// name under it (not the name itself). Kept lowercase, without a trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    name: String,
+    subdomains: bool,
+}
+
+impl HostPattern {
+    /// Whether a queried name (any case, trailing dot or not) is one this pattern names.
+    pub fn matches(&self, queried: &str) -> bool {
+        let queried = queried.trim_end_matches('.').to_ascii_lowercase();
+        if self.subdomains {
+            queried
+                .strip_suffix(self.name.as_str())
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+        } else {
+            queried == self.name
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.subdomains {
+            write!(f, "*.")?;
+        }
+        f.write_str(&self.name)
+    }
+}
+
+impl FromStr for HostPattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (subdomains, name) = match s.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if name.len() > 253 || !name.contains('.') || !name.split('.').all(label_ok) {
+            return Err(format!(
+                "{s:?} is not a host name (labels of letters, digits and '-', at least two, \
+                 optionally after \"*.\")"
+            ));
+        }
+        Ok(Self { name, subdomains })
+    }
+}
+
+/// What an `allow` entry opens: addresses, or the addresses a host name resolves to
+/// (learnt from the answers of the manager's resolver, so they hold only for names it
+/// answered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowTarget {
+    Net(Ipv4Net),
+    Host(HostPattern),
+}
+
 /// One parsed `allow` entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowRule {
-    pub net: Ipv4Net,
+    pub target: AllowTarget,
     /// A TCP port; `None` allows every port and protocol.
     pub port: Option<u16>,
 }
@@ -144,26 +210,23 @@ pub struct AllowRule {
 impl FromStr for AllowRule {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (net, port) = match s.rsplit_once(':') {
-            Some((net, port)) => {
+        let (target, port) = match s.rsplit_once(':') {
+            Some((target, port)) => {
                 let port: u16 = port
                     .parse()
                     .ok()
                     .filter(|p| *p > 0)
                     .ok_or_else(|| format!("{s:?}: the port must be 1 to 65535"))?;
-                (net, Some(port))
+                (target, Some(port))
             }
             None => (s, None),
         };
-        if net.parse::<Ipv4Net>().is_err() && net.chars().any(|c| c.is_ascii_alphabetic()) {
-            return Err(format!(
-                "{s:?}: host names are not supported yet; give its address or CIDR"
-            ));
-        }
-        Ok(Self {
-            net: net.parse()?,
-            port,
-        })
+        let target = if target.chars().any(|c| c.is_ascii_alphabetic() || c == '*') {
+            AllowTarget::Host(target.parse()?)
+        } else {
+            AllowTarget::Net(target.parse()?)
+        };
+        Ok(Self { target, port })
     }
 }
 
@@ -173,12 +236,46 @@ impl NetworkSpec {
         self.allow.iter().filter_map(|a| a.parse().ok()).collect()
     }
 
-    /// Whether a guest may open a TCP connection to `ip:port` out of its sandbox.
+    /// The `allow` entries that name addresses: each network and its port.
+    pub fn allowed_nets(&self) -> Vec<(Ipv4Net, Option<u16>)> {
+        self.allow_rules()
+            .into_iter()
+            .filter_map(|r| match r.target {
+                AllowTarget::Net(net) => Some((net, r.port)),
+                AllowTarget::Host(_) => None,
+            })
+            .collect()
+    }
+
+    /// Whether any `allow` entry names a host (which then needs the manager's resolver).
+    pub fn names_hosts(&self) -> bool {
+        self.allow_rules()
+            .iter()
+            .any(|r| matches!(r.target, AllowTarget::Host(_)))
+    }
+
+    /// The ports `allow` entries open for the addresses of the host `queried`
+    /// (`None` in the list: every port); empty when no entry names it.
+    pub fn ports_for_host(&self, queried: &str) -> Vec<Option<u16>> {
+        if self.egress != Egress::Allow {
+            return vec![];
+        }
+        self.allow_rules()
+            .into_iter()
+            .filter_map(|r| match &r.target {
+                AllowTarget::Host(h) if h.matches(queried) => Some(r.port),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether a guest may open a TCP connection to `ip:port` out of its sandbox, by
+    /// address (a host name's addresses are opened as the resolver answers).
     pub fn allows(&self, ip: Ipv4Addr, port: u16) -> bool {
         let named = self
-            .allow_rules()
+            .allowed_nets()
             .iter()
-            .any(|r| r.net.contains(ip) && r.port.is_none_or(|p| p == port));
+            .any(|(net, p)| net.contains(ip) && p.is_none_or(|p| p == port));
         match self.egress {
             Egress::None => false,
             Egress::Allow => named,
@@ -248,7 +345,10 @@ pub fn blocked_nets() -> Vec<Ipv4Net> {
 /// Whether an `allow` rule opens part of a blocked network (said in `atelier system`
 /// and the sandbox's events: it is allowed, but worth a second look).
 pub fn opens_blocked(rule: &AllowRule) -> bool {
-    blocked_nets().iter().any(|b| b.overlaps(&rule.net))
+    match &rule.target {
+        AllowTarget::Net(net) => blocked_nets().iter().any(|b| b.overlaps(net)),
+        AllowTarget::Host(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -290,11 +390,45 @@ mod tests {
     }
 
     #[test]
+    fn host_names_open_only_the_names_they_say() {
+        let s = spec(
+            Egress::Allow,
+            &["api.example.com:443", "*.pkg.example.org", "203.0.113.7"],
+        );
+        assert!(s.names_hosts());
+        assert_eq!(s.ports_for_host("API.example.com."), vec![Some(443)]);
+        assert_eq!(s.ports_for_host("deb.pkg.example.org"), vec![None]);
+        assert_eq!(s.ports_for_host("a.b.pkg.example.org"), vec![None]);
+        for other in [
+            "pkg.example.org",
+            "evilpkg.example.org",
+            "example.com",
+            "api.example.com.evil.test",
+        ] {
+            assert!(s.ports_for_host(other).is_empty(), "{other}");
+        }
+        assert_eq!(s.allowed_nets().len(), 1);
+        // Under another policy a name opens nothing.
+        let mut open = s.clone();
+        open.egress = Egress::Open;
+        assert!(open.ports_for_host("api.example.com").is_empty());
+        for bad in [
+            "*.com.",
+            "-a.example.com",
+            "a..example.com",
+            "localhost",
+            "*",
+        ] {
+            assert!(bad.parse::<AllowRule>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn bad_entries_are_named_by_field() {
         let mut s = spec(
             Egress::Allow,
             &[
-                "example.com",
+                "exa_mple.com",
                 "10.0.0.1/33",
                 "10.0.0.1/8",
                 "1.2.3.4:0",
@@ -320,7 +454,7 @@ mod tests {
         let text = format!("{errors:?}");
         for needle in [
             "network.allow[0]",
-            "host names are not supported",
+            "is not a host name",
             "network.allow[1]",
             "network.allow[2]",
             "did you mean 10.0.0.0/8",

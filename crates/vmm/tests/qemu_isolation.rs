@@ -3,6 +3,8 @@
 //! addresses), nor metadata, nor another sandbox; it reaches a host service its
 //! workspace names, and the outside as its egress policy says. "The outside" is a
 //! namespace this test makes, at 203.0.113.10 (TEST-NET-3) behind a veth of the host.
+//! Host names resolve through the manager's resolver, which asks a name server this
+//! test runs on the host's loopback.
 //! The unprivileged fallback (restricted user-mode networking) gets the same questions.
 
 mod qemu_support;
@@ -19,6 +21,67 @@ use qemu_support::{spec, QemuHarness};
 
 const BOOT: Duration = Duration::from_secs(240);
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// Where `api.allowed.test` points: another address of the outside.
+const NAMED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+
+/// A name server on the host's loopback for the resolver to ask: `api.allowed.test` is
+/// [`NAMED`], `denied.test` is [`OUTSIDE`], `rebind.allowed.test` points at the host.
+fn name_server() -> SocketAddr {
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::{rdata, Name, RData, Record};
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let at = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut reply = Message::new();
+            reply
+                .set_id(query.id())
+                .set_message_type(MessageType::Response)
+                .add_queries(query.queries().to_vec());
+            if let Some(q) = query.queries().first() {
+                let name = q.name().to_ascii().to_ascii_lowercase();
+                let ips: &[Ipv4Addr] = match name.trim_end_matches('.') {
+                    "api.allowed.test" => &[NAMED],
+                    "denied.test" => &[OUTSIDE],
+                    "rebind.allowed.test" => &[Ipv4Addr::LOCALHOST, Ipv4Addr::new(10, 200, 0, 1)],
+                    _ => &[],
+                };
+                if q.query_type() == hickory_proto::rr::RecordType::A {
+                    for ip in ips {
+                        reply.add_answer(Record::from_rdata(
+                            Name::from_ascii(&name).unwrap(),
+                            60,
+                            RData::A(rdata::A(*ip)),
+                        ));
+                    }
+                }
+            }
+            let _ = socket.send_to(&reply.to_vec().unwrap(), from);
+        }
+    });
+    at
+}
+
+/// What the guest's `nslookup` of `name` printed (busybox's asks resolv.conf's server).
+/// Only for A records: asking both, busybox's nslookup at times printed the (empty)
+/// AAAA answer alone when the A answer came second, as it does while the resolver
+/// opens a name's addresses.
+async fn lookup(agent: &AgentClient, name: &str) -> String {
+    let r = agent
+        .exec(&ExecRequest::shell(format!(
+            "timeout 10 nslookup -type=a {name} 2>&1"
+        )))
+        .await
+        .unwrap();
+    r.stdout
+}
 
 /// Serves `body` as a one-line HTTP answer to every connection on `listener`.
 fn serve(listener: std::net::TcpListener, body: &'static str) {
@@ -75,15 +138,28 @@ impl Outside {
             "dev",
             "eth0",
         ]);
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            "203.0.113.11/24",
+            "dev",
+            "eth0",
+        ]);
         ip(&["-n", &netns, "link", "set", "eth0", "up"]);
         ip(&["-n", &netns, "link", "set", "lo", "up"]);
         Self { netns, veth }
     }
 
     fn listen(&self, port: u16, body: &'static str) {
+        self.listen_at(OUTSIDE, port, body);
+    }
+
+    fn listen_at(&self, at: Ipv4Addr, port: u16, body: &'static str) {
         let path = std::path::Path::new("/var/run/netns").join(&self.netns);
-        let l = atelier_vmm::net::forward::bind_in_netns(&path, SocketAddr::from((OUTSIDE, port)))
-            .unwrap();
+        let l =
+            atelier_vmm::net::forward::bind_in_netns(&path, SocketAddr::from((at, port))).unwrap();
         serve(l, body);
     }
 }
@@ -146,6 +222,8 @@ async fn a_guest_reaches_only_what_its_workspace_names() {
         atelier_testkit::skip(why);
         return;
     }
+    // Before the driver is made: it reads which name servers its resolvers ask.
+    std::env::set_var("ATELIER_NAME_SERVERS", name_server().to_string());
     let Some(h) = harness_in_mode("network: a namespace per sandbox") else {
         return;
     };
@@ -160,6 +238,8 @@ async fn a_guest_reaches_only_what_its_workspace_names() {
     let outside = Outside::new();
     outside.listen(8080, "outside-8080");
     outside.listen(8081, "outside-8081");
+    outside.listen_at(NAMED, 8082, "named-8082");
+    outside.listen_at(NAMED, 8083, "named-8083");
 
     let mut open = spec("open");
     open.network.host_services = vec![HostService {
@@ -171,7 +251,11 @@ async fn a_guest_reaches_only_what_its_workspace_names() {
     let mut allow = spec("allow");
     allow.network = NetworkSpec {
         egress: Egress::Allow,
-        allow: vec![format!("{OUTSIDE}:8080")],
+        allow: vec![
+            format!("{OUTSIDE}:8080"),
+            "api.allowed.test:8082".into(),
+            "rebind.allowed.test".into(),
+        ],
         host_services: vec![],
     };
     let ((open_rt, a), (none_rt, n), (allow_rt, w)) =
@@ -243,6 +327,36 @@ async fn a_guest_reaches_only_what_its_workspace_names() {
         Some("outside-8080")
     );
     assert_eq!(fetch(&w, &format!("http://{OUTSIDE}:8081/")).await, None);
+
+    // A host name opens its addresses once the resolver has answered for it, on the
+    // port its entry names only.
+    let named_8082 = format!("http://{NAMED}:8082/");
+    assert_eq!(
+        fetch(&w, &named_8082).await,
+        None,
+        "reached before resolving"
+    );
+    let answer = lookup(&w, "api.allowed.test").await;
+    assert!(answer.contains(&NAMED.to_string()), "{answer}");
+    assert_eq!(fetch(&w, &named_8082).await.as_deref(), Some("named-8082"));
+    assert_eq!(fetch(&w, &format!("http://{NAMED}:8083/")).await, None);
+    // A name not allowed does not resolve; one pointing at the host resolves to nothing.
+    let answer = lookup(&w, "denied.test").await;
+    assert!(!answer.contains(&OUTSIDE.to_string()), "{answer}");
+    let answer = lookup(&w, "rebind.allowed.test").await;
+    assert!(
+        !answer.contains("127.0.0.1") && !answer.contains("10.200.0.1"),
+        "{answer}"
+    );
+    assert_eq!(
+        fetch(&w, &format!("http://10.200.0.1:{everywhere_port}/")).await,
+        None
+    );
+    // egress: open resolves every name; egress: none resolves none.
+    let answer = lookup(&a, "denied.test").await;
+    assert!(answer.contains(&OUTSIDE.to_string()), "{answer}");
+    let answer = lookup(&n, "api.allowed.test").await;
+    assert!(!answer.contains(&NAMED.to_string()), "{answer}");
 
     for (s, rt) in [(&open, &open_rt), (&none, &none_rt), (&allow, &allow_rt)] {
         h.driver.destroy(&s.id, Some(rt)).await.unwrap();

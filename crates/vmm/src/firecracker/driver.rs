@@ -668,6 +668,14 @@ impl FirecrackerDriver {
         policy: &atelier_core::NetworkSpec,
         with_network: bool,
     ) -> Result<Option<SandboxNet>, VmmError> {
+        if policy.names_hosts() {
+            return Err(VmmError::NotAvailable {
+                driver: DriverKind::Firecracker,
+                reason: "the workspace allows host names, and this driver runs no resolver \
+                         of its own to learn their addresses; allow addresses or CIDRs"
+                    .into(),
+            });
+        }
         match (&self.net, with_network) {
             (Some(m), true) => m.setup(id, policy).map(Some),
             (None, true) => Err(VmmError::NotAvailable {

@@ -26,9 +26,19 @@ impl Drop for HostForwards {
     }
 }
 
-/// A TCP listener bound to `addr` inside the network namespace `netns`. The socket
-/// stays in that namespace; the thread that made it (and entered the namespace) ends.
-pub fn bind_in_netns(netns: &Path, addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+impl HostForwards {
+    /// Adds a task that lives (and dies) with the forwards.
+    pub fn push(&mut self, task: JoinHandle<()>) {
+        self.tasks.push(task);
+    }
+}
+
+/// Runs `make` (which opens a socket, say) on a thread inside the network namespace
+/// `netns`. Sockets stay in that namespace; the thread that entered it ends.
+pub fn in_netns<T: Send + 'static>(
+    netns: &Path,
+    make: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     let netns = netns.to_path_buf();
     std::thread::Builder::new()
         .name("netns-bind".into())
@@ -36,12 +46,19 @@ pub fn bind_in_netns(netns: &Path, addr: SocketAddr) -> io::Result<std::net::Tcp
             let ns = std::fs::File::open(&netns)?;
             nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(io::Error::from)?;
-            let listener = std::net::TcpListener::bind(addr)?;
-            listener.set_nonblocking(true)?;
-            Ok(listener)
+            make()
         })?
         .join()
         .map_err(|_| io::Error::other("the namespace thread panicked"))?
+}
+
+/// A TCP listener bound to `addr` inside the network namespace `netns`.
+pub fn bind_in_netns(netns: &Path, addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    in_netns(netns, move || {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    })
 }
 
 /// Opens the forwards of `services` in `netns`, listening on `listen`:<port>. Must run

@@ -27,6 +27,7 @@
 //! rules carry the comment `<netns name>`, so that a teardown finds them by listing; a
 //! sweep after a crash removes the networks of slots whose sandbox no longer exists.
 
+pub mod dns;
 pub mod forward;
 
 use std::collections::{BTreeSet, HashSet};
@@ -37,7 +38,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use atelier_core::network::{Egress, NetworkSpec, BLOCKED_NETS};
+use atelier_core::network::{Egress, Ipv4Net, NetworkSpec, BLOCKED_NETS};
 use atelier_core::SandboxId;
 use atelier_proto::GuestNetwork;
 
@@ -82,9 +83,13 @@ pub struct NetnsConfig {
     pub tap_owner: Option<(u32, u32)>,
     /// NAT the guest's traffic out (needs `iptables`).
     pub nat: bool,
-    /// Name servers handed to the guest (and the only private addresses it may reach
-    /// on port 53).
+    /// Name servers: those the manager's resolver asks (`ip` or `ip:port`) when
+    /// `resolver` is on; else those handed to the guest (and the only private
+    /// addresses it may reach on port 53).
     pub dns: Vec<String>,
+    /// Answer the guest's name queries at its gateway ([`dns`]): the guest reaches no
+    /// name server itself, and `allow` entries may name hosts.
+    pub resolver: bool,
     /// A guest port the host reaches at the namespace's veth address (DNAT to the
     /// guest): how a VMM without vsock reaches its agent. `None`: nothing enters.
     pub agent_port: Option<u16>,
@@ -101,6 +106,7 @@ impl NetnsConfig {
             tap_owner: None,
             nat: true,
             dns: vec![],
+            resolver: false,
             agent_port: None,
         }
     }
@@ -221,6 +227,38 @@ pub fn host_dns() -> Vec<String> {
     }
 }
 
+/// The name servers a sandbox's resolver (which runs in the manager, on the host) asks:
+/// `ATELIER_NAME_SERVERS` (comma-separated `ip` or `ip:port`), else every IPv4 one of
+/// the host's `resolv.conf`, loopback ones included, else a public one.
+pub fn resolver_upstreams() -> Vec<String> {
+    if let Ok(given) = std::env::var("ATELIER_NAME_SERVERS") {
+        let given: Vec<String> = given
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if !given.is_empty() {
+            return given;
+        }
+    }
+    let found: Vec<String> = std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("nameserver")).then(|| words.next())?
+        })
+        .filter(|a| a.parse::<Ipv4Addr>().is_ok())
+        .map(str::to_owned)
+        .collect();
+    if found.is_empty() {
+        vec!["1.1.1.1".into()]
+    } else {
+        found
+    }
+}
+
 /// NAT out of the host needs IPv4 forwarding, a host-wide setting: turned on once (and
 /// said, under `label`, in `notes`).
 pub fn enable_host_forwarding(runner: &dyn CommandRunner, label: &str, notes: &mut Vec<String>) {
@@ -314,8 +352,26 @@ impl NetnsManager {
         GuestNetwork {
             address: GUEST_ADDRESS.into(),
             gateway: GATEWAY.into(),
-            dns: self.config.dns.clone(),
+            dns: if self.config.resolver {
+                vec![GATEWAY.into()]
+            } else {
+                self.config.dns.clone()
+            },
         }
+    }
+
+    /// The resolver the guest of `id` asks under `policy`; `None` when this manager
+    /// runs none (the guest then asks the host's name servers itself) or the policy
+    /// reaches nothing.
+    pub fn resolver(&self, id: &SandboxId, policy: &NetworkSpec) -> Option<dns::Resolver> {
+        (self.config.resolver && policy.egress != Egress::None).then(|| {
+            dns::Resolver::new(
+                policy.clone(),
+                dns::parse_upstreams(&self.config.dns),
+                self.netns_name(id),
+                self.runner.clone(),
+            )
+        })
     }
 
     /// The veth addresses of `slot`: host side, namespace side.
@@ -430,9 +486,11 @@ impl NetnsManager {
 
     /// The rules inside the namespace of `net` under `policy`, as `iptables-restore`
     /// reads them. Everything from the guest is refused but, in this order: answers,
-    /// the host services it names (at the tap's address), name servers (unless
-    /// `egress: none`), its `allow` entries, then (`egress: open`) everything outside
-    /// the [`BLOCKED_NETS`](atelier_core::network::BLOCKED_NETS).
+    /// the host services it names (at the tap's address), name servers (the manager's
+    /// resolver at the gateway, else the host's; not under `egress: none`), its `allow`
+    /// entries (those naming hosts in the [`NAMES_CHAIN`] the resolver fills), then
+    /// (`egress: open`) everything outside the
+    /// [`BLOCKED_NETS`](atelier_core::network::BLOCKED_NETS).
     pub fn namespace_rules(&self, net: &SandboxNet, policy: &NetworkSpec) -> String {
         let mut filter = vec![
             "*filter".to_owned(),
@@ -442,6 +500,15 @@ impl NetnsManager {
             "-A INPUT -i lo -j ACCEPT".to_owned(),
             "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".to_owned(),
         ];
+        let names = self.config.resolver && policy.egress == Egress::Allow;
+        if names {
+            filter.insert(4, format!(":{NAMES_CHAIN} - [0:0]"));
+        }
+        if self.config.resolver && policy.egress != Egress::None {
+            filter.push(format!(
+                "-A INPUT -i {TAP_NAME} -d {GATEWAY}/32 -p udp --dport 53 -j ACCEPT"
+            ));
+        }
         for s in &policy.host_services {
             filter.push(format!(
                 "-A INPUT -i {TAP_NAME} -d {GATEWAY}/32 -p tcp --dport {} -j ACCEPT",
@@ -458,7 +525,7 @@ impl NetnsManager {
             ));
         }
         let out = format!("-A FORWARD -i {TAP_NAME} -o {NS_VETH}");
-        if policy.egress != Egress::None {
+        if policy.egress != Egress::None && !self.config.resolver {
             for dns in &self.config.dns {
                 for proto in ["udp", "tcp"] {
                     filter.push(format!("{out} -d {dns}/32 -p {proto} --dport 53 -j ACCEPT"));
@@ -466,15 +533,12 @@ impl NetnsManager {
             }
         }
         if policy.egress == Egress::Allow {
-            for rule in policy.allow_rules() {
-                match rule.port {
-                    Some(port) => filter.push(format!(
-                        "{out} -d {} -p tcp --dport {port} -j ACCEPT",
-                        rule.net
-                    )),
-                    None => filter.push(format!("{out} -d {} -j ACCEPT", rule.net)),
-                }
+            for (net, port) in policy.allowed_nets() {
+                filter.push(allow_line(&out, net, port));
             }
+        }
+        if names {
+            filter.push(format!("{out} -j {NAMES_CHAIN}"));
         }
         if policy.egress == Egress::Open {
             for blocked in BLOCKED_NETS {
@@ -847,6 +911,19 @@ impl NetnsManager {
     }
 }
 
+/// The chain in a sandbox's namespace that the resolver adds the addresses of allowed
+/// host names to, as it answers.
+pub const NAMES_CHAIN: &str = "atelier-names";
+
+/// An `iptables` rule (after `-A <chain>` / `-A FORWARD -i .. -o ..` in `head`) letting
+/// the guest reach `net` (on TCP `port`, or everything).
+fn allow_line(head: &str, net: Ipv4Net, port: Option<u16>) -> String {
+    match port {
+        Some(port) => format!("{head} -d {net} -p tcp --dport {port} -j ACCEPT"),
+        None => format!("{head} -d {net} -j ACCEPT"),
+    }
+}
+
 fn iptables_command(op: &str, rule: &[String]) -> NetCommand {
     // `-t <table>` stays in front of the operation, as iptables prints it.
     let mut args: Vec<String> = vec![];
@@ -1030,6 +1107,56 @@ mod tests {
         ));
         assert!(allow.contains("-A FORWARD -i tap0 -o veth0 -d 198.51.100.0/24 -j ACCEPT"));
         assert!(!allow.contains("-o veth0 -j ACCEPT"), "{allow}");
+    }
+
+    #[test]
+    fn with_the_resolver_the_guest_asks_only_its_gateway_and_names_fill_a_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = NetnsConfig::new(dir.path());
+        c.slots_dir = dir.path().join("slots");
+        c.dns = vec!["10.255.255.53".into()];
+        c.resolver = true;
+        let m = NetnsManager::new(c, Arc::new(Recorder::default()));
+        let net = m.describe(&id(A), 0);
+        assert_eq!(m.guest_network().dns, ["172.16.0.1"]);
+        let policy = |egress, allow: &[&str]| NetworkSpec {
+            egress,
+            allow: allow.iter().map(|a| (*a).to_owned()).collect(),
+            host_services: vec![],
+        };
+        let ask_gateway = "-A INPUT -i tap0 -d 172.16.0.1/32 -p udp --dport 53 -j ACCEPT";
+        let allow = m.namespace_rules(
+            &net,
+            &policy(Egress::Allow, &["api.example.com:443", "203.0.113.7"]),
+        );
+        let lines: Vec<&str> = allow.lines().collect();
+        let at = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| *l == needle)
+                .unwrap_or_else(|| panic!("{needle:?} missing from\n{allow}"))
+        };
+        at(":atelier-names - [0:0]");
+        assert!(at(ask_gateway) < at("-A INPUT -i tap0 -j REJECT"));
+        let chain = at("-A FORWARD -i tap0 -o veth0 -j atelier-names");
+        assert!(at("-A FORWARD -i tap0 -o veth0 -d 203.0.113.7/32 -j ACCEPT") < chain);
+        assert!(chain < at("-A FORWARD -i tap0 -j REJECT"));
+        // No name server of the host's, and nothing by name in the static rules.
+        assert!(
+            !allow.contains("--dport 53 -j ACCEPT\n-A FORWARD"),
+            "{allow}"
+        );
+        assert!(!allow.contains("10.255.255.53"), "{allow}");
+        assert!(!allow.contains("example"), "{allow}");
+        let open = m.namespace_rules(&net, &policy(Egress::Open, &[]));
+        assert!(
+            open.contains(ask_gateway) && !open.contains("atelier-names"),
+            "{open}"
+        );
+        let none = m.namespace_rules(&net, &policy(Egress::None, &[]));
+        assert!(!none.contains("--dport 53"), "{none}");
+        assert!(m.resolver(&id(A), &policy(Egress::None, &[])).is_none());
+        assert!(m.resolver(&id(A), &policy(Egress::Open, &[])).is_some());
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub struct QemuDriver {
     notes: Vec<String>,
     /// Per-sandbox namespaces, when this host can make them (root, ip, iptables).
     net: Option<NetnsManager>,
-    /// The host-service forwards of running sandboxes.
+    /// The host-service forwards and resolvers of running sandboxes.
     forwards: std::sync::Mutex<std::collections::HashMap<SandboxId, HostForwards>>,
 }
 
@@ -89,11 +89,13 @@ fn qemu_networks(data_dir: &Path, notes: &mut Vec<String>) -> Option<NetnsManage
         return None;
     }
     let mut config = NetnsConfig::new(data_dir.join("net"));
-    config.dns = net::host_dns();
+    config.dns = net::resolver_upstreams();
+    config.resolver = true;
     config.agent_port = Some(GUEST_AGENT_PORT as u16);
     notes.push(format!(
-        "qemu: network: a namespace per sandbox (guest {} behind NAT, name servers {}; \
-         the host, the manager, metadata and other sandboxes are refused)",
+        "qemu: network: a namespace per sandbox (guest {} behind NAT; names answered at \
+         its gateway by the manager, asking {}; the host, the manager, metadata and other \
+         sandboxes are refused)",
         net::GUEST_ADDRESS,
         config.dns.join(", ")
     ));
@@ -319,11 +321,15 @@ impl QemuDriver {
         let Some(m) = &self.net else {
             return Ok(());
         };
-        let forwards = net::forward::open(
-            &m.netns_path(&spec.id),
+        let netns = m.netns_path(&spec.id);
+        let mut forwards = net::forward::open(
+            &netns,
             atelier_core::network::HOST_SERVICES_ADDRESS,
             &spec.network.host_services,
         )?;
+        if let Some(resolver) = m.resolver(&spec.id, &spec.network) {
+            forwards.push(resolver.serve(&netns, atelier_core::network::HOST_SERVICES_ADDRESS)?);
+        }
         self.forwards
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -1,0 +1,465 @@
+//! The name server a sandbox's guest asks: a resolver the manager runs for each sandbox,
+//! listening at the guest's gateway inside the sandbox's namespace and asking the host's
+//! name servers from the host's. The guest reaches no name server of its own, so:
+//!
+//! - under `egress: allow`, only the host names the workspace allows resolve (others get
+//!   NXDOMAIN), and their answers open the way: each address is added to the namespace's
+//!   [`NAMES_CHAIN`] before the guest sees it. A name that resolves to a blocked network
+//!   (the host, a neighbour, metadata: DNS rebinding) has those addresses taken out of the
+//!   answer and opens nothing;
+//! - under `egress: open`, every query is relayed (the address rules still refuse the
+//!   blocked networks, whatever a name resolves to);
+//! - under `egress: none` no resolver runs, and nothing answers at the gateway.
+//!
+//! Only UDP: an answer too large for it is passed on truncated, as any server would.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atelier_core::network::{is_blocked, Egress, NetworkSpec};
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+
+use super::{allow_line, forward, NetCommand, NAMES_CHAIN, TAP_NAME};
+use crate::driver::VmmError;
+use crate::storage::CommandRunner;
+
+/// How long one upstream name server gets to answer.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
+/// Addresses learnt per sandbox at most: a guest asking for endless names under a
+/// wildcard must not grow the namespace's rules without bound.
+const MAX_LEARNT: usize = 4096;
+
+/// One sandbox's resolver.
+pub struct Resolver {
+    policy: NetworkSpec,
+    upstreams: Vec<SocketAddr>,
+    /// The sandbox's namespace, by name (`ip netns exec`).
+    netns: String,
+    runner: Arc<dyn CommandRunner>,
+    /// Addresses (and ports) already in the names chain.
+    learnt: Mutex<HashSet<(Ipv4Addr, Option<u16>)>>,
+}
+
+/// `ip` or `ip:port` (port 53 by default); unparsable entries are left out.
+pub fn parse_upstreams(servers: &[String]) -> Vec<SocketAddr> {
+    servers
+        .iter()
+        .filter_map(|s| {
+            s.parse::<SocketAddr>()
+                .ok()
+                .or_else(|| s.parse::<Ipv4Addr>().ok().map(|ip| (ip, 53).into()))
+        })
+        .collect()
+}
+
+impl Resolver {
+    pub fn new(
+        policy: NetworkSpec,
+        upstreams: Vec<SocketAddr>,
+        netns: String,
+        runner: Arc<dyn CommandRunner>,
+    ) -> Self {
+        Self {
+            policy,
+            upstreams,
+            netns,
+            runner,
+            learnt: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Listens at `listen` (port 53) inside the namespace file `netns_path` and answers
+    /// until the returned task is aborted. Must run inside a Tokio runtime.
+    pub fn serve(self, netns_path: &Path, listen: Ipv4Addr) -> Result<JoinHandle<()>, VmmError> {
+        let at = SocketAddr::from((listen, 53));
+        let socket = forward::in_netns(netns_path, move || {
+            let s = std::net::UdpSocket::bind(at)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })
+        .and_then(UdpSocket::from_std)
+        .map_err(VmmError::io(format!(
+            "opening the sandbox's name server {at} in {}",
+            netns_path.display()
+        )))?;
+        let socket = Arc::new(socket);
+        let resolver = Arc::new(self);
+        Ok(tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let query = buf[..n].to_vec();
+                let (socket, resolver) = (socket.clone(), resolver.clone());
+                tokio::spawn(async move {
+                    if let Some(reply) = resolver.answer(&query).await {
+                        let _ = socket.send_to(&reply, from).await;
+                    }
+                });
+            }
+        }))
+    }
+
+    /// The reply to one query from the guest (`None`: not a query; dropped).
+    pub async fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
+        let msg = Message::from_vec(query).ok()?;
+        if msg.message_type() != MessageType::Query {
+            return None;
+        }
+        let refuse = |code| {
+            let mut reply = Message::error_msg(msg.id(), msg.op_code(), code);
+            reply.add_queries(msg.queries().to_vec());
+            reply.set_recursion_desired(msg.recursion_desired());
+            reply.set_recursion_available(true);
+            reply.to_vec().ok()
+        };
+        let [question] = msg.queries() else {
+            return refuse(ResponseCode::FormErr);
+        };
+        let name = question.name().to_ascii();
+        let ports = match self.policy.egress {
+            Egress::None => return refuse(ResponseCode::Refused),
+            Egress::Open => None,
+            Egress::Allow => {
+                let ports = self.policy.ports_for_host(&name);
+                if ports.is_empty() {
+                    tracing::debug!(%name, "a sandbox asked for a name it may not reach");
+                    return refuse(ResponseCode::NXDomain);
+                }
+                Some(ports)
+            }
+        };
+        let Some(raw) = self.ask_upstream(query, msg.id()).await else {
+            return refuse(ResponseCode::ServFail);
+        };
+        let Some(ports) = ports else {
+            return Some(raw);
+        };
+        let mut reply = Message::from_vec(&raw).ok()?;
+        let answers = reply.take_answers();
+        let before = answers.len();
+        let mut kept = Vec::with_capacity(before);
+        for record in answers {
+            match record.data() {
+                RData::A(a) if is_blocked(a.0) => {
+                    tracing::warn!(%name, address = %a.0, "an allowed name resolved to a blocked network; left out");
+                }
+                RData::A(a) => {
+                    if self.learn(a.0, &ports).await {
+                        kept.push(record);
+                    }
+                }
+                // Addresses of other kinds open nothing (the guest network is IPv4).
+                _ if record.record_type() == RecordType::AAAA => {}
+                _ => kept.push(record),
+            }
+        }
+        if kept.len() == before {
+            return Some(raw);
+        }
+        reply.insert_answers(kept);
+        reply.to_vec().ok()
+    }
+
+    /// Relays `query` to the upstream name servers in turn; the first answer to it.
+    async fn ask_upstream(&self, query: &[u8], id: u16) -> Option<Vec<u8>> {
+        for upstream in &self.upstreams {
+            let bind: SocketAddr = (Ipv4Addr::UNSPECIFIED, 0).into();
+            let Ok(socket) = UdpSocket::bind(bind).await else {
+                continue;
+            };
+            if socket.connect(upstream).await.is_err() || socket.send(query).await.is_err() {
+                continue;
+            }
+            let mut buf = vec![0u8; 4096];
+            let got = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
+                loop {
+                    let n = socket.recv(&mut buf).await.ok()?;
+                    // An answer to another query (or garbage) is not this one's.
+                    if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+                        return Some(buf[..n].to_vec());
+                    }
+                }
+            })
+            .await;
+            match got {
+                Ok(Some(raw)) => return Some(raw),
+                _ => tracing::debug!(%upstream, "a name server did not answer"),
+            }
+        }
+        None
+    }
+
+    /// Opens `ip` on `ports` in the sandbox's names chain (once); whether it is open.
+    async fn learn(&self, ip: Ipv4Addr, ports: &[Option<u16>]) -> bool {
+        let mut open = true;
+        for &port in ports {
+            {
+                let learnt = self.learnt.lock().unwrap_or_else(|p| p.into_inner());
+                if learnt.contains(&(ip, port)) {
+                    continue;
+                }
+                if learnt.len() >= MAX_LEARNT {
+                    tracing::warn!(netns = %self.netns, "a sandbox's resolver has learnt as many addresses as it may");
+                    return false;
+                }
+            }
+            let runner = self.runner.clone();
+            let netns = self.netns.clone();
+            let added = tokio::task::spawn_blocking(move || add_rule(&*runner, &netns, ip, port))
+                .await
+                .unwrap_or(false);
+            if added {
+                self.learnt
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((ip, port));
+            } else {
+                open = false;
+            }
+        }
+        open
+    }
+}
+
+/// The command that lets the guest of `netns` reach `ip` (on `port`), as the names
+/// chain holds it.
+pub fn learn_command(netns: &str, op: &str, ip: Ipv4Addr, port: Option<u16>) -> NetCommand {
+    let line = allow_line(
+        &format!("{op} {NAMES_CHAIN} -i {TAP_NAME}"),
+        atelier_core::network::Ipv4Net {
+            addr: ip,
+            prefix: 32,
+        },
+        port,
+    );
+    let mut args = vec!["netns", "exec", netns, "iptables", "-w"];
+    args.extend(line.split(' '));
+    NetCommand::new("ip", &args)
+}
+
+/// Adds the rule for `ip` (`port`) unless the chain has it (a manager restarted with the
+/// sandbox running learns its addresses again).
+fn add_rule(runner: &dyn CommandRunner, netns: &str, ip: Ipv4Addr, port: Option<u16>) -> bool {
+    let ok = |cmd: NetCommand| cmd.run(runner).is_ok_and(|o| o.status == Some(0));
+    if ok(learn_command(netns, "-C", ip, port)) {
+        return true;
+    }
+    let added = ok(learn_command(netns, "-A", ip, port));
+    if !added {
+        tracing::warn!(%netns, %ip, "could not open an allowed name's address");
+    }
+    added
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::CommandOutput;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::{rdata, Name, Record};
+    use std::ffi::OsString;
+    use std::str::FromStr;
+
+    #[derive(Default)]
+    struct Rules(Mutex<Vec<String>>);
+
+    impl CommandRunner for Rules {
+        fn run(&self, program: &str, args: &[OsString]) -> std::io::Result<CommandOutput> {
+            let line = format!(
+                "{program} {}",
+                args.iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            let mut rules = self.0.lock().unwrap();
+            // `-C` finds what an earlier `-A` added.
+            let status = if line.contains(" -C ") {
+                let wanted = line.replace(" -C ", " -A ");
+                i32::from(!rules.contains(&wanted))
+            } else {
+                rules.push(line);
+                0
+            };
+            Ok(CommandOutput {
+                status: Some(status),
+                stdout: vec![],
+                stderr: vec![],
+            })
+        }
+    }
+
+    /// A name server on loopback answering every A query with `answers` (name → addresses).
+    async fn upstream(answers: &'static [(&'static str, &'static [[u8; 4]])]) -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let at = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            loop {
+                let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+                let query = Message::from_vec(&buf[..n]).unwrap();
+                let mut reply = Message::new();
+                reply
+                    .set_id(query.id())
+                    .set_message_type(MessageType::Response)
+                    .add_queries(query.queries().to_vec());
+                let name = query.queries()[0].name().clone();
+                for (n, ips) in answers {
+                    if name == Name::from_str(n).unwrap() {
+                        for ip in *ips {
+                            reply.add_answer(Record::from_rdata(
+                                name.clone(),
+                                60,
+                                RData::A(rdata::A(Ipv4Addr::from(*ip))),
+                            ));
+                        }
+                    }
+                }
+                socket
+                    .send_to(&reply.to_vec().unwrap(), from)
+                    .await
+                    .unwrap();
+            }
+        });
+        at
+    }
+
+    fn query(name: &str) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(7)
+            .set_recursion_desired(true)
+            .add_query(Query::query(Name::from_str(name).unwrap(), RecordType::A));
+        m.to_vec().unwrap()
+    }
+
+    fn addresses(reply: &[u8]) -> (ResponseCode, Vec<Ipv4Addr>) {
+        let m = Message::from_vec(reply).unwrap();
+        let ips = m
+            .answers()
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect();
+        (m.response_code(), ips)
+    }
+
+    fn resolver(egress: Egress, allow: &[&str], up: SocketAddr, rules: Arc<Rules>) -> Resolver {
+        let policy = NetworkSpec {
+            egress,
+            allow: allow.iter().map(|s| (*s).to_owned()).collect(),
+            host_services: vec![],
+        };
+        Resolver::new(policy, vec![up], "atelier-s1".into(), rules)
+    }
+
+    const ZONE: &[(&str, &[[u8; 4]])] = &[
+        ("api.example.com.", &[[203, 0, 113, 7], [203, 0, 113, 8]]),
+        (
+            "rebind.example.com.",
+            &[[127, 0, 0, 1], [10, 200, 0, 6], [203, 0, 113, 9]],
+        ),
+        ("other.example.org.", &[[198, 51, 100, 1]]),
+    ];
+
+    #[tokio::test]
+    async fn allowed_names_resolve_and_open_their_addresses_before_the_guest_sees_them() {
+        let rules = Arc::new(Rules::default());
+        let r = resolver(
+            Egress::Allow,
+            &["api.example.com:443", "*.example.com:80"],
+            upstream(ZONE).await,
+            rules.clone(),
+        );
+        let (code, ips) = addresses(&r.answer(&query("api.example.com.")).await.unwrap());
+        assert_eq!(code, ResponseCode::NoError);
+        assert_eq!(
+            ips,
+            [Ipv4Addr::new(203, 0, 113, 7), Ipv4Addr::new(203, 0, 113, 8)]
+        );
+        // Both entries name it: each opens its port.
+        let added = rules.0.lock().unwrap().clone();
+        let head = "ip netns exec atelier-s1 iptables -w -A atelier-names -i tap0";
+        assert_eq!(
+            added,
+            [
+                format!("{head} -d 203.0.113.7/32 -p tcp --dport 443 -j ACCEPT"),
+                format!("{head} -d 203.0.113.7/32 -p tcp --dport 80 -j ACCEPT"),
+                format!("{head} -d 203.0.113.8/32 -p tcp --dport 443 -j ACCEPT"),
+                format!("{head} -d 203.0.113.8/32 -p tcp --dport 80 -j ACCEPT"),
+            ]
+        );
+        // Asked again: nothing added twice.
+        r.answer(&query("API.example.com.")).await.unwrap();
+        assert_eq!(rules.0.lock().unwrap().len(), 4);
+        // A name not allowed resolves to nothing and opens nothing.
+        let (code, ips) = addresses(&r.answer(&query("other.example.org.")).await.unwrap());
+        assert_eq!((code, ips.len()), (ResponseCode::NXDomain, 0));
+        assert_eq!(rules.0.lock().unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn an_allowed_name_pointing_at_a_blocked_network_opens_none_of_it() {
+        let rules = Arc::new(Rules::default());
+        let r = resolver(
+            Egress::Allow,
+            &["rebind.example.com"],
+            upstream(ZONE).await,
+            rules.clone(),
+        );
+        let (_, ips) = addresses(&r.answer(&query("rebind.example.com.")).await.unwrap());
+        assert_eq!(ips, [Ipv4Addr::new(203, 0, 113, 9)]);
+        let added = rules.0.lock().unwrap().clone();
+        assert_eq!(added.len(), 1, "{added:?}");
+        assert!(
+            added[0].contains("-d 203.0.113.9/32 -j ACCEPT"),
+            "{added:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn open_relays_every_name_and_learns_nothing() {
+        let rules = Arc::new(Rules::default());
+        let r = resolver(Egress::Open, &[], upstream(ZONE).await, rules.clone());
+        let (_, ips) = addresses(&r.answer(&query("other.example.org.")).await.unwrap());
+        assert_eq!(ips, [Ipv4Addr::new(198, 51, 100, 1)]);
+        assert!(rules.0.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_silent_upstream_is_a_server_failure_and_garbage_is_dropped() {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rules = Arc::new(Rules::default());
+        let r = resolver(
+            Egress::Allow,
+            &["api.example.com"],
+            silent.local_addr().unwrap(),
+            rules,
+        );
+        let (code, _) = addresses(&r.answer(&query("api.example.com.")).await.unwrap());
+        assert_eq!(code, ResponseCode::ServFail);
+        assert!(r.answer(b"\x00\x01garbage").await.is_none());
+    }
+
+    #[test]
+    fn upstreams_take_a_port_or_default_to_53() {
+        let got = parse_upstreams(&["127.0.0.53".into(), "127.0.0.1:5353".into(), "nope".into()]);
+        assert_eq!(
+            got,
+            [
+                SocketAddr::from(([127, 0, 0, 53], 53)),
+                SocketAddr::from(([127, 0, 0, 1], 5353))
+            ]
+        );
+    }
+}
