@@ -378,9 +378,9 @@ async fn a_guest_reaches_only_what_its_workspace_names() {
 }
 
 /// The unprivileged fallback: restricted user-mode networking. The guest still reaches
-/// nothing of the host (QEMU's 10.0.2.2 gateway is its loopback), no neighbour's forwarded
-/// agent port, no metadata and no outside; a host service cannot be promised, so a
-/// sandbox that names one is refused at launch.
+/// nothing of the host (QEMU's gateway is its loopback), no neighbour's forwarded agent
+/// port, no metadata and no outside, but the host service its workspace names, at the
+/// address it has in a namespace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_mode_guest_reaches_nothing_of_the_host() {
     // Each test is its own process under nextest, so this reaches this driver alone.
@@ -393,18 +393,15 @@ async fn a_user_mode_guest_reaches_nothing_of_the_host() {
     let (everywhere, everywhere_port) = free_port(Ipv4Addr::UNSPECIFIED);
     serve(everywhere, "host-on-every-address");
 
-    let mut wants_host = spec("wants-host");
-    wants_host.network.host_services = vec![HostService {
+    let (unnamed, unnamed_port) = free_port(Ipv4Addr::LOCALHOST);
+    serve(unnamed, "unnamed-host-service");
+
+    let mut a_spec = spec("user-a");
+    a_spec.network.host_services = vec![HostService {
         port: host_port,
         name: None,
     }];
-    let refused = h.driver.launch(&wants_host).await;
-    assert!(
-        refused.is_err(),
-        "user-mode launched a sandbox with a host service it cannot give"
-    );
-
-    let (a_spec, b_spec) = (spec("user-a"), spec("user-b"));
+    let b_spec = spec("user-b");
     let ((a_rt, a), (b_rt, _b)) = tokio::join!(boot(&h, &a_spec), boot(&h, &b_spec));
     // The neighbour's agent is forwarded on the host's loopback.
     let neighbour_port = b_rt
@@ -420,7 +417,22 @@ async fn a_user_mode_guest_reaches_nothing_of_the_host() {
         a.exec(&ExecRequest::shell("true")).await.is_ok(),
         "the agent of a user-mode sandbox does not answer"
     );
+    // Its host service, at the same address as in a namespace, through a guestfwd:
+    // every connection gets its own.
+    for _ in 0..2 {
+        assert_eq!(
+            fetch(&a, &format!("http://172.16.0.1:{host_port}/"))
+                .await
+                .as_deref(),
+            Some("host-loopback-service")
+        );
+    }
     let forbidden = [
+        format!("http://172.16.0.1:{unnamed_port}/"),
+        format!("http://172.16.0.1:{everywhere_port}/"),
+        format!("http://172.16.0.1:{neighbour_port}/health"),
+        format!("http://172.16.0.254:{host_port}/"),
+        format!("http://172.16.0.254:{neighbour_port}/health"),
         format!("http://10.0.2.2:{host_port}/"),
         format!("http://10.0.2.2:{everywhere_port}/"),
         format!("http://10.0.2.2:{neighbour_port}/health"),

@@ -65,6 +65,8 @@ pub struct QemuDriver {
     notes: Vec<String>,
     /// Per-sandbox namespaces, when this host can make them (root, ip, iptables).
     net: Option<NetnsManager>,
+    /// Runs `nc` for user-mode host services (each guest connection spawns one).
+    busybox: Option<PathBuf>,
     /// The host-service forwards and resolvers of running sandboxes.
     forwards: std::sync::Mutex<std::collections::HashMap<SandboxId, HostForwards>>,
 }
@@ -75,7 +77,7 @@ fn qemu_networks(data_dir: &Path, notes: &mut Vec<String>) -> Option<NetnsManage
     if std::env::var("ATELIER_QEMU_NETWORK").is_ok_and(|v| v == "user") {
         notes.push(
             "qemu: network: user-mode, restricted (forced by ATELIER_QEMU_NETWORK=user): \
-             sandboxes reach nothing outside, host services are unavailable"
+             sandboxes reach nothing outside but their host services"
                 .into(),
         );
         return None;
@@ -84,7 +86,7 @@ fn qemu_networks(data_dir: &Path, notes: &mut Vec<String>) -> Option<NetnsManage
     if let Err(why) = found.netns.clone().and(found.nat.clone()) {
         notes.push(format!(
             "qemu: network: user-mode, restricted, because per-sandbox namespaces cannot \
-             be made ({why}): sandboxes reach nothing outside, host services are unavailable"
+             be made ({why}): sandboxes reach nothing outside but their host services"
         ));
         return None;
     }
@@ -102,6 +104,23 @@ fn qemu_networks(data_dir: &Path, notes: &mut Vec<String>) -> Option<NetnsManage
     net::enable_host_forwarding(&SystemRunner, "qemu", notes);
     Some(NetnsManager::new(config, Arc::new(SystemRunner)))
 }
+
+/// Busybox (for its `nc`), on PATH or in `/bin`.
+fn find_busybox() -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .chain([PathBuf::from("/bin")])
+        .map(|d| d.join("busybox"))
+        .find(|p| p.is_file())
+}
+
+/// User-mode networking's addresses for new machines: the guest at 172.16.0.2 and its
+/// host services (`guestfwd`s) at 172.16.0.1, as in a namespace, so a workspace names
+/// `172.16.0.1:<port>` whichever mode runs. QEMU's virtual host (the gateway) cannot
+/// carry a `guestfwd`, so it sits at [`USER_GATEWAY`].
+const USER_NET: &str = "172.16.0.0/24";
+const USER_GATEWAY: &str = "172.16.0.254";
+const USER_GUEST: &str = "172.16.0.2";
 
 /// The QEMU binary on PATH, or why there is none.
 pub fn find_qemu() -> Result<PathBuf, String> {
@@ -270,6 +289,7 @@ impl QemuDriver {
             accel,
             notes,
             net,
+            busybox: find_busybox(),
             forwards: Default::default(),
         })
     }
@@ -298,6 +318,12 @@ impl QemuDriver {
             append: kernel_args(""),
             vsock,
             netns: self.net.is_some(),
+            user_net: self.net.is_none().then(|| USER_NET.to_owned()),
+            host_services: if self.net.is_none() {
+                spec.network.host_services.iter().map(|h| h.port).collect()
+            } else {
+                vec![]
+            },
         }
     }
 
@@ -305,13 +331,15 @@ impl QemuDriver {
     fn set_up_network(&self, spec: &SandboxSpec) -> Result<Option<SandboxNet>, VmmError> {
         match &self.net {
             Some(m) => m.setup(&spec.id, &spec.network).map(Some),
-            None if !spec.network.host_services.is_empty() => Err(VmmError::NotAvailable {
-                driver: DriverKind::Qemu,
-                reason: "the workspace names host services, and they need a network \
-                         namespace per sandbox (run the manager as root, with iproute2 and \
-                         iptables)"
-                    .into(),
-            }),
+            None if !spec.network.host_services.is_empty() && self.busybox.is_none() => {
+                Err(VmmError::NotAvailable {
+                    driver: DriverKind::Qemu,
+                    reason: "the workspace names host services; without a network namespace \
+                             per sandbox (root, iproute2, iptables) they need busybox's nc \
+                             on the host (apt-get install busybox-static)"
+                        .into(),
+                })
+            }
             None => Ok(None),
         }
     }
@@ -350,9 +378,15 @@ impl QemuDriver {
     }
 
     /// The guest's network as told on its config disk.
-    fn guest_network(&self, netns: bool) -> GuestNetwork {
-        match (&self.net, netns) {
-            (Some(m), true) => m.guest_network(),
+    fn guest_network(&self, machine: &Machine) -> GuestNetwork {
+        match (&self.net, machine.netns, &machine.user_net) {
+            (Some(m), true, _) => m.guest_network(),
+            // Restricted: no name server answers, so none is named.
+            (_, _, Some(_)) => GuestNetwork {
+                address: format!("{USER_GUEST}/24"),
+                gateway: USER_GATEWAY.into(),
+                dns: vec![],
+            },
             _ => GuestNetwork {
                 address: "10.0.2.15/24".into(),
                 gateway: "10.0.2.2".into(),
@@ -372,6 +406,38 @@ impl QemuDriver {
             )),
             (_, false) => Ok(None),
         }
+    }
+
+    /// User-mode networking for `machine`. `restrict=on`: the guest reaches nothing of
+    /// the host's loopback at its gateway, and nothing outside; only the agent's forward
+    /// enters, and only its host services leave (`guestfwd`: each connection runs busybox's
+    /// `nc` to that port of the host's loopback).
+    fn user_netdev(&self, machine: &Machine, transport: Transport) -> String {
+        let mut netdev = "user,id=n0,restrict=on".to_owned();
+        if let Some(user_net) = &machine.user_net {
+            let host = atelier_core::network::HOST_SERVICES_ADDRESS;
+            netdev.push_str(&format!(",net={user_net},host={USER_GATEWAY}"));
+            if let Some(busybox) = &self.busybox {
+                for port in &machine.host_services {
+                    netdev.push_str(&format!(
+                        ",guestfwd=tcp:{host}:{port}-cmd:{} nc 127.0.0.1 {port}",
+                        busybox.display()
+                    ));
+                }
+            }
+        }
+        if let Transport::Tcp { port } = transport {
+            // Without an address the forward goes to QEMU's DHCP start (.15).
+            let guest = if machine.user_net.is_some() {
+                USER_GUEST
+            } else {
+                ""
+            };
+            netdev.push_str(&format!(
+                ",hostfwd=tcp:127.0.0.1:{port}-{guest}:{GUEST_AGENT_PORT}"
+            ));
+        }
+        netdev
     }
 
     /// The QEMU command line of `machine` for the sandbox in `dir`. Devices come in a
@@ -415,14 +481,10 @@ impl QemuDriver {
             ))
             .args(["-device", "virtio-blk-device,drive=cfg"])
             .arg("-netdev")
-            // `restrict=on`: the guest reaches nothing through user-mode networking (no
-            // host loopback at 10.0.2.2, no outside); only the agent's forward enters.
-            .arg(match (machine.netns, transport) {
-                (true, _) => format!("tap,id=n0,ifname={},script=no,downscript=no", net::TAP_NAME),
-                (false, Transport::Tcp { port }) => format!(
-                    "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_AGENT_PORT}"
-                ),
-                (false, _) => "user,id=n0,restrict=on".to_owned(),
+            .arg(if machine.netns {
+                format!("tap,id=n0,ifname={},script=no,downscript=no", net::TAP_NAME)
+            } else {
+                self.user_netdev(machine, transport)
             })
             .args([
                 "-device",
@@ -458,6 +520,14 @@ pub struct Machine {
     /// networking, restricted). Older machines had user mode.
     #[serde(default)]
     pub netns: bool,
+    /// User mode's `net=` (the guest at .2, the host at .1); `None`: QEMU's default
+    /// 10.0.2.0/24, as older machines had.
+    #[serde(default)]
+    pub user_net: Option<String>,
+    /// User mode's host service ports (`guestfwd`s), part of the machine a restore
+    /// rebuilds.
+    #[serde(default)]
+    pub host_services: Vec<u16>,
 }
 
 /// How the host reaches the guest's agent.
@@ -760,12 +830,12 @@ impl Driver for QemuDriver {
         let net = self.set_up_network(spec)?;
         let launched = (|| {
             let transport = pick_transport(&spec.id, net.as_ref())?;
-            write_config_disk(&dir, spec, transport, self.guest_network(net.is_some()))?;
             let machine = self.machine(
                 spec,
                 &artifacts,
                 matches!(transport, Transport::Vsock { .. }),
             );
+            write_config_disk(&dir, spec, transport, self.guest_network(&machine))?;
             write_machine(&dir, &machine)?;
             let cmd = self.command(&machine, &dir, transport);
             let runtime = self.spawn(

@@ -347,6 +347,14 @@ impl QemuDriver {
                 spec.resources.memory_mib
             )));
         }
+        let wanted: Vec<u16> = spec.network.host_services.iter().map(|h| h.port).collect();
+        if !snap.machine.netns && snap.machine.host_services != wanted {
+            return Err(snap_err(format!(
+                "the snapshot's user-mode network forwards host ports {:?}, and this sandbox \
+                 names {wanted:?}",
+                snap.machine.host_services
+            )));
+        }
         let memory = snapshot
             .memory
             .as_ref()
@@ -398,7 +406,7 @@ impl QemuDriver {
         };
         // The restored agent read its config at boot and never again; the disk is there
         // because the machine has it (and for a later cold start of this sandbox).
-        write_config_disk(&dir, spec, transport, self.guest_network(net.is_some()))?;
+        write_config_disk(&dir, spec, transport, self.guest_network(&snap.machine))?;
         write_machine(&dir, &snap.machine)?;
         let memory = snapshot
             .memory
