@@ -358,6 +358,41 @@ async fn a_guest_reaches_only_what_its_workspace_names() {
     let answer = lookup(&n, "api.allowed.test").await;
     assert!(!answer.contains(&NAMED.to_string()), "{answer}");
 
+    // A clone restored from a snapshot of the allow sandbox (its rules are put in place
+    // while QEMU loads the memory, the VM paused): the same policy, from its first run.
+    let snap = h
+        .driver
+        .snapshot(&allow, &allow_rt, &h.dir.path().join("allow-snapshot"))
+        .await
+        .expect("snapshot");
+    let mut clone = spec("allow-clone");
+    clone.network = allow.network.clone();
+    clone.restore_token = Some(allow.agent_token.clone());
+    let clone_rt = h
+        .driver
+        .launch_from_snapshot(&clone, &snap)
+        .await
+        .expect("restore");
+    h.driver
+        .wait_ready(&clone, &clone_rt, BOOT)
+        .await
+        .expect("clone ready");
+    let c = h.driver.agent(&clone_rt, &clone.agent_token).unwrap();
+    assert_eq!(
+        fetch(&c, &format!("http://{OUTSIDE}:8080/"))
+            .await
+            .as_deref(),
+        Some("outside-8080")
+    );
+    assert_eq!(fetch(&c, &format!("http://{OUTSIDE}:8081/")).await, None);
+    assert_eq!(
+        fetch(&c, &format!("http://{host_end}:{everywhere_port}/")).await,
+        None
+    );
+    let answer = lookup(&c, "api.allowed.test").await;
+    assert!(answer.contains(&NAMED.to_string()), "{answer}");
+    h.driver.destroy(&clone.id, Some(&clone_rt)).await.unwrap();
+
     for (s, rt) in [(&open, &open_rt), (&none, &none_rt), (&allow, &allow_rt)] {
         h.driver.destroy(&s.id, Some(rt)).await.unwrap();
         let ns = format!("/var/run/netns/atelier-{}", s.id.as_str());
@@ -368,7 +403,7 @@ async fn a_guest_reaches_only_what_its_workspace_names() {
     }
     let rules = Command::new("iptables-save").output().unwrap();
     let rules = String::from_utf8_lossy(&rules.stdout);
-    for s in [&open, &none, &allow] {
+    for s in [&open, &none, &allow, &clone] {
         assert!(
             !rules.contains(s.id.as_str()),
             "a rule of {} outlived it",

@@ -280,6 +280,7 @@ pub fn enable_host_forwarding(runner: &dyn CommandRunner, label: &str, notes: &m
 }
 
 /// Makes and removes sandbox networks.
+#[derive(Clone)]
 pub struct NetnsManager {
     config: NetnsConfig,
     runner: Arc<dyn CommandRunner>,
@@ -567,54 +568,87 @@ impl NetnsManager {
         filter.join("\n") + "\n"
     }
 
-    fn rules_path(&self, id: &SandboxId) -> PathBuf {
-        self.config
-            .state_dir
-            .join("rules")
-            .join(format!("{}.rules", self.netns_name(id)))
+    /// The files setup writes for `id` (in the rules directory): the namespace's rule
+    /// set, the host's tagged rules, and the `ip -batch` scripts for the host's links and
+    /// the namespace's.
+    fn setup_files(&self, id: &SandboxId) -> SetupFiles {
+        let dir = self.config.state_dir.join("rules");
+        let ns = self.netns_name(id);
+        SetupFiles {
+            rules: dir.join(format!("{ns}.rules")),
+            host_rules: dir.join(format!("{ns}.host-rules")),
+            host_links: dir.join(format!("{ns}.host-links")),
+            links: dir.join(format!("{ns}.links")),
+        }
     }
 
-    /// Every command that makes `net`, in order.
-    pub fn setup_commands(&self, net: &SandboxNet, rules_file: &Path) -> Vec<NetCommand> {
-        let ns = net.netns.as_str();
-        let veth = net.host_veth.as_str();
-        let host_cidr = format!("{}/30", net.host_ip);
-        let ns_cidr = format!("{}/30", net.ns_ip);
-        let host_ip = net.host_ip.to_string();
-        let mut tuntap = vec!["-n", ns, "tuntap", "add", "dev", TAP_NAME, "mode", "tap"];
+    /// The `ip -batch` scripts that make `net`'s links: on the host (the namespace, the
+    /// veth pair, the host's end) and inside the namespace (its end, the route, the tap).
+    /// Two processes instead of a dozen: each `ip` costs milliseconds to start.
+    pub fn link_batches(&self, net: &SandboxNet) -> (String, String) {
+        let (ns, veth) = (net.netns.as_str(), net.host_veth.as_str());
+        let host = format!(
+            "netns add {ns}\n\
+             link add {veth} type veth peer name {NS_VETH} netns {ns}\n\
+             addr add {}/30 dev {veth}\n\
+             link set {veth} up\n",
+            net.host_ip
+        );
         let owner = self
             .config
             .tap_owner
-            .map(|(u, g)| (u.to_string(), g.to_string()));
-        if let Some((uid, gid)) = &owner {
-            tuntap.extend(["user", uid.as_str(), "group", gid.as_str()]);
+            .map(|(u, g)| format!(" user {u} group {g}"))
+            .unwrap_or_default();
+        let inside = format!(
+            "link set lo up\n\
+             addr add {}/30 dev {NS_VETH}\n\
+             link set {NS_VETH} up\n\
+             route add default via {}\n\
+             tuntap add dev {TAP_NAME} mode tap{owner}\n\
+             addr add {TAP_ADDRESS} dev {TAP_NAME}\n\
+             link set {TAP_NAME} up\n",
+            net.ns_ip, net.host_ip
+        );
+        (host, inside)
+    }
+
+    /// The host's tagged rules of `net` as `iptables-restore --noflush` reads them.
+    /// Each FORWARD/INPUT rule is inserted (`-I`) so it comes before a host firewall's
+    /// final DROP; one by one, so the last is first, as separate `iptables -I` would.
+    pub fn host_rules_restore(&self, net: &SandboxNet) -> String {
+        let (mut nat, mut filter) = (vec!["*nat".to_owned()], vec!["*filter".to_owned()]);
+        for rule in self.host_rules(net) {
+            if rule[0] == "-t" {
+                nat.push(format!("-A {}", rule[2..].join(" ")));
+            } else {
+                filter.push(format!("-I {}", rule.join(" ")));
+            }
         }
-        let mut out = vec![
-            NetCommand::new("ip", &["netns", "add", ns]),
+        nat.push("COMMIT".into());
+        filter.push("COMMIT".into());
+        nat.extend(filter);
+        nat.join("\n") + "\n"
+    }
+
+    /// The commands that make `net`'s links (what a VM needs to start), in order.
+    pub fn link_commands(&self, net: &SandboxNet, files: &SetupFiles) -> Vec<NetCommand> {
+        let host = files.host_links.to_string_lossy();
+        let inside = files.links.to_string_lossy();
+        vec![
+            NetCommand::new("ip", &["-batch", &host]),
+            NetCommand::new("ip", &["-n", &net.netns, "-batch", &inside]),
+        ]
+    }
+
+    /// The commands that put `net`'s rules in place (with NAT): forwarding inside the
+    /// namespace, its rule set, the host's tagged rules.
+    pub fn firewall_commands(&self, net: &SandboxNet, files: &SetupFiles) -> Vec<NetCommand> {
+        if !self.config.nat {
+            return vec![];
+        }
+        let ns = net.netns.as_str();
+        vec![
             NetCommand::new(
-                "ip",
-                &[
-                    "link", "add", veth, "type", "veth", "peer", "name", NS_VETH, "netns", ns,
-                ],
-            ),
-            NetCommand::new("ip", &["addr", "add", &host_cidr, "dev", veth]),
-            NetCommand::new("ip", &["link", "set", veth, "up"]),
-            NetCommand::new("ip", &["-n", ns, "link", "set", "lo", "up"]),
-            NetCommand::new("ip", &["-n", ns, "addr", "add", &ns_cidr, "dev", NS_VETH]),
-            NetCommand::new("ip", &["-n", ns, "link", "set", NS_VETH, "up"]),
-            NetCommand::new(
-                "ip",
-                &["-n", ns, "route", "add", "default", "via", &host_ip],
-            ),
-            NetCommand::new("ip", &tuntap),
-            NetCommand::new(
-                "ip",
-                &["-n", ns, "addr", "add", TAP_ADDRESS, "dev", TAP_NAME],
-            ),
-            NetCommand::new("ip", &["-n", ns, "link", "set", TAP_NAME, "up"]),
-        ];
-        if self.config.nat {
-            out.push(NetCommand::new(
                 "ip",
                 &[
                     "netns",
@@ -625,24 +659,31 @@ impl NetnsManager {
                     "-w",
                     "net.ipv4.ip_forward=1",
                 ],
-            ));
-            let rules_file = rules_file.to_string_lossy();
-            out.push(NetCommand::new(
+            ),
+            NetCommand::new(
                 "ip",
-                &["netns", "exec", ns, "iptables-restore", &rules_file],
-            ));
-            for rule in self.host_rules(net) {
-                // FORWARD rules go first: a host firewall may end the chain with a DROP.
-                let op = if rule[0] == "-t" { "-A" } else { "-I" };
-                out.push(iptables_command(op, &rule));
-            }
-        }
+                &[
+                    "netns",
+                    "exec",
+                    ns,
+                    "iptables-restore",
+                    &files.rules.to_string_lossy(),
+                ],
+            ),
+            NetCommand::new(
+                "iptables-restore",
+                &["-w", "--noflush", &files.host_rules.to_string_lossy()],
+            ),
+        ]
+    }
+
+    /// Every command that makes `net`, in order.
+    pub fn setup_commands(&self, net: &SandboxNet, files: &SetupFiles) -> Vec<NetCommand> {
+        let mut out = self.link_commands(net, files);
+        out.extend(self.firewall_commands(net, files));
         out
     }
 
-    /// The commands that remove `net` when its host rules are `rules` (as listed by
-    /// `iptables -S`), in order: host rules, host veth (its peer goes with it), namespace
-    /// (the tap and the inside rule go with it).
     pub fn teardown_commands(&self, id: &SandboxId, rules: &[Vec<String>]) -> Vec<NetCommand> {
         let mut out: Vec<NetCommand> = rules.iter().map(|r| iptables_command("-D", r)).collect();
         out.push(NetCommand::new(
@@ -676,26 +717,46 @@ impl NetnsManager {
     /// Makes the network of `id` (allocating its addresses). On failure, whatever was
     /// made is removed again.
     pub fn setup(&self, id: &SandboxId, policy: &NetworkSpec) -> Result<SandboxNet, VmmError> {
+        let net = self.setup_links(id, policy)?;
+        self.setup_firewall(id, &net)?;
+        Ok(net)
+    }
+
+    /// The first half of [`Self::setup`]: addresses, namespace, veth pair and tap —
+    /// what a VM needs to start — with the rule files written. Until
+    /// [`Self::setup_firewall`] has run the namespace has no rules, so nothing may run
+    /// in it: a VM is started paused. On failure, whatever was made is removed again.
+    pub fn setup_links(
+        &self,
+        id: &SandboxId,
+        policy: &NetworkSpec,
+    ) -> Result<SandboxNet, VmmError> {
         let slot = self.allocate_slot(id)?;
         let net = self.describe(id, slot);
-        let rules_file = self.rules_path(id);
+        let files = self.setup_files(id);
+        let (host_links, links) = self.link_batches(&net);
+        let mut contents = vec![(&files.host_links, host_links), (&files.links, links)];
         if self.config.nat {
+            contents.push((&files.rules, self.namespace_rules(&net, policy)));
+            contents.push((&files.host_rules, self.host_rules_restore(&net)));
+        }
+        for (path, text) in contents {
             let write = || -> io::Result<()> {
-                if let Some(dir) = rules_file.parent() {
+                if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                std::fs::write(&rules_file, self.namespace_rules(&net, policy))
+                std::fs::write(path, &text)
             };
             if let Err(e) = write() {
                 self.release_slot(id);
                 return Err(VmmError::Io {
-                    context: format!("writing {}", rules_file.display()),
+                    context: format!("writing {}", path.display()),
                     source: e,
                 });
             }
         }
         let mut retried = false;
-        let cmds = self.setup_commands(&net, &rules_file);
+        let cmds = self.link_commands(&net, &files);
         let mut i = 0;
         while i < cmds.len() {
             match self.run_checked("setting up the sandbox's network", &cmds[i]) {
@@ -706,14 +767,30 @@ impl NetnsManager {
                     let _ = self.remove_network(id);
                 }
                 Err(e) => {
-                    if let Err(undo) = self.teardown(id) {
-                        tracing::warn!(sandbox = %id, error = %undo, "could not undo a failed network setup");
-                    }
+                    self.undo(id);
                     return Err(e);
                 }
             }
         }
         Ok(net)
+    }
+
+    /// The second half of [`Self::setup`]: the namespace's rules and the host's. On
+    /// failure the whole network is removed.
+    pub fn setup_firewall(&self, id: &SandboxId, net: &SandboxNet) -> Result<(), VmmError> {
+        for cmd in self.firewall_commands(net, &self.setup_files(id)) {
+            if let Err(e) = self.run_checked("setting up the sandbox's firewall", &cmd) {
+                self.undo(id);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn undo(&self, id: &SandboxId) {
+        if let Err(undo) = self.teardown(id) {
+            tracing::warn!(sandbox = %id, error = %undo, "could not undo a failed network setup");
+        }
     }
 
     /// The host rules tagged for `id`, as `iptables -S` lists them (table prefixed).
@@ -795,7 +872,10 @@ impl NetnsManager {
         let removed = self.remove_network(id);
         // The addresses are freed only once nothing uses them any more.
         if removed.is_ok() {
-            let _ = std::fs::remove_file(self.rules_path(id));
+            let files = self.setup_files(id);
+            for f in [files.rules, files.host_rules, files.host_links, files.links] {
+                let _ = std::fs::remove_file(f);
+            }
             self.release_slot(id);
         }
         removed
@@ -911,6 +991,15 @@ impl NetnsManager {
     }
 }
 
+/// Where [`NetnsManager::setup`] writes what it hands to `ip` and `iptables-restore`.
+#[derive(Debug, Clone)]
+pub struct SetupFiles {
+    pub rules: PathBuf,
+    pub host_rules: PathBuf,
+    pub host_links: PathBuf,
+    pub links: PathBuf,
+}
+
 /// The chain in a sandbox's namespace that the resolver adds the addresses of allowed
 /// host names to, as it answers.
 pub const NAMES_CHAIN: &str = "atelier-names";
@@ -1012,29 +1101,57 @@ mod tests {
             net.netns_path,
             Path::new("/var/run/netns/atelier-sabcdefghjkm")
         );
+        let file = |name: &str| dir.path().join("rules").join(name).display().to_string();
         assert_eq!(
             r.calls(),
             [
-                "ip netns add atelier-sabcdefghjkm",
-                "ip link add atlsabcdefghjkm type veth peer name veth0 netns atelier-sabcdefghjkm",
-                "ip addr add 10.200.0.1/30 dev atlsabcdefghjkm",
-                "ip link set atlsabcdefghjkm up",
-                "ip -n atelier-sabcdefghjkm link set lo up",
-                "ip -n atelier-sabcdefghjkm addr add 10.200.0.2/30 dev veth0",
-                "ip -n atelier-sabcdefghjkm link set veth0 up",
-                "ip -n atelier-sabcdefghjkm route add default via 10.200.0.1",
-                "ip -n atelier-sabcdefghjkm tuntap add dev tap0 mode tap user 123 group 456",
-                "ip -n atelier-sabcdefghjkm addr add 172.16.0.1/30 dev tap0",
-                "ip -n atelier-sabcdefghjkm link set tap0 up",
-                "ip netns exec atelier-sabcdefghjkm sysctl -q -w net.ipv4.ip_forward=1",
-                &format!("ip netns exec atelier-sabcdefghjkm iptables-restore {}", dir.path().join("rules/atelier-sabcdefghjkm.rules").display()),
-                "iptables -t nat -A POSTROUTING -s 10.200.0.2/32 -m comment --comment atelier-sabcdefghjkm -j MASQUERADE",
-                "iptables -I FORWARD -i atlsabcdefghjkm -m comment --comment atelier-sabcdefghjkm -j ACCEPT",
-                "iptables -I FORWARD -o atlsabcdefghjkm -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment atelier-sabcdefghjkm -j ACCEPT",
-                "iptables -I FORWARD -i atlsabcdefghjkm -o atl+ -m comment --comment atelier-sabcdefghjkm -j REJECT",
-                "iptables -I INPUT -i atlsabcdefghjkm -m comment --comment atelier-sabcdefghjkm -j REJECT",
-                "iptables -I INPUT -i atlsabcdefghjkm -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment atelier-sabcdefghjkm -j ACCEPT",
+                format!("ip -batch {}", file("atelier-sabcdefghjkm.host-links")),
+                format!(
+                    "ip -n atelier-sabcdefghjkm -batch {}",
+                    file("atelier-sabcdefghjkm.links")
+                ),
+                "ip netns exec atelier-sabcdefghjkm sysctl -q -w net.ipv4.ip_forward=1".into(),
+                format!(
+                    "ip netns exec atelier-sabcdefghjkm iptables-restore {}",
+                    file("atelier-sabcdefghjkm.rules")
+                ),
+                format!(
+                    "iptables-restore -w --noflush {}",
+                    file("atelier-sabcdefghjkm.host-rules")
+                ),
             ]
+        );
+        let read = |name: &str| std::fs::read_to_string(file(name)).unwrap();
+        assert_eq!(
+            read("atelier-sabcdefghjkm.host-links"),
+            "netns add atelier-sabcdefghjkm\n\
+             link add atlsabcdefghjkm type veth peer name veth0 netns atelier-sabcdefghjkm\n\
+             addr add 10.200.0.1/30 dev atlsabcdefghjkm\n\
+             link set atlsabcdefghjkm up\n"
+        );
+        assert_eq!(
+            read("atelier-sabcdefghjkm.links"),
+            "link set lo up\n\
+             addr add 10.200.0.2/30 dev veth0\n\
+             link set veth0 up\n\
+             route add default via 10.200.0.1\n\
+             tuntap add dev tap0 mode tap user 123 group 456\n\
+             addr add 172.16.0.1/30 dev tap0\n\
+             link set tap0 up\n"
+        );
+        // Inserted in this order, so the refusal of neighbours ends up first in FORWARD.
+        assert_eq!(
+            read("atelier-sabcdefghjkm.host-rules"),
+            "*nat\n\
+             -A POSTROUTING -s 10.200.0.2/32 -m comment --comment atelier-sabcdefghjkm -j MASQUERADE\n\
+             COMMIT\n\
+             *filter\n\
+             -I FORWARD -i atlsabcdefghjkm -m comment --comment atelier-sabcdefghjkm -j ACCEPT\n\
+             -I FORWARD -o atlsabcdefghjkm -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment atelier-sabcdefghjkm -j ACCEPT\n\
+             -I FORWARD -i atlsabcdefghjkm -o atl+ -m comment --comment atelier-sabcdefghjkm -j REJECT\n\
+             -I INPUT -i atlsabcdefghjkm -m comment --comment atelier-sabcdefghjkm -j REJECT\n\
+             -I INPUT -i atlsabcdefghjkm -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment atelier-sabcdefghjkm -j ACCEPT\n\
+             COMMIT\n"
         );
         // The namespace's own rules: the default (open) policy.
         let rules =
@@ -1169,11 +1286,11 @@ mod tests {
         let m = NetnsManager::new(c, r.clone());
         m.setup(&id(A), &NetworkSpec::default()).unwrap();
         let calls = r.calls();
-        assert_eq!(calls.len(), 11, "{calls:#?}");
+        assert_eq!(calls.len(), 2, "{calls:#?}");
         assert!(calls.iter().all(|c| !c.contains("iptables")));
-        assert!(
-            calls.contains(&"ip -n atelier-sabcdefghjkm tuntap add dev tap0 mode tap".to_owned())
-        );
+        let links = std::fs::read_to_string(dir.path().join("rules/atelier-sabcdefghjkm.links"));
+        assert!(links.unwrap().contains("tuntap add dev tap0 mode tap\n"));
+        assert!(!dir.path().join("rules/atelier-sabcdefghjkm.rules").exists());
         assert!(!m
             .planned_resources(&id(A))
             .iter()
@@ -1258,7 +1375,7 @@ mod tests {
     fn a_failed_setup_is_undone() {
         let dir = tempfile::tempdir().unwrap();
         let r = Arc::new(Recorder::default().answer(
-            "ip -n atelier-sabcdefghjkm tuntap",
+            "ip -n atelier-sabcdefghjkm -batch",
             CommandOutput::failed(1, "ioctl(TUNSETIFF): Device or resource busy"),
         ));
         let mut c = NetnsConfig::new(dir.path());
@@ -1266,9 +1383,12 @@ mod tests {
         c.nat = false;
         let m = NetnsManager::new(c, r.clone());
         let e = m.setup(&id(A), &NetworkSpec::default()).unwrap_err();
-        assert!(e.to_string().contains("tuntap add dev tap0"), "{e}");
+        assert!(e.to_string().contains("TUNSETIFF"), "{e}");
         let calls = r.calls();
-        let failed = calls.iter().position(|c| c.contains("tuntap")).unwrap();
+        let failed = calls
+            .iter()
+            .position(|c| c.contains("-n atelier-sabcdefghjkm -batch"))
+            .unwrap();
         assert_eq!(
             &calls[failed + 1..],
             [
@@ -1283,7 +1403,7 @@ mod tests {
     fn a_namespace_left_by_a_crash_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let r = Arc::new(Recorder::default().answer(
-            "ip netns add",
+            "ip -batch",
             CommandOutput::failed(1, "Cannot create namespace file: File exists"),
         ));
         let mut c = NetnsConfig::new(dir.path());
@@ -1292,16 +1412,17 @@ mod tests {
         let m = NetnsManager::new(c, r.clone());
         m.setup(&id(A), &NetworkSpec::default()).unwrap();
         let calls = r.calls();
+        let host_links = dir.path().join("rules/atelier-sabcdefghjkm.host-links");
         assert_eq!(
             &calls[..4],
             [
-                "ip netns add atelier-sabcdefghjkm",
-                "ip link del atlsabcdefghjkm",
-                "ip netns del atelier-sabcdefghjkm",
-                "ip netns add atelier-sabcdefghjkm",
+                format!("ip -batch {}", host_links.display()),
+                "ip link del atlsabcdefghjkm".into(),
+                "ip netns del atelier-sabcdefghjkm".into(),
+                format!("ip -batch {}", host_links.display()),
             ]
         );
-        assert_eq!(calls.len(), 14);
+        assert_eq!(calls.len(), 5, "{calls:?}");
     }
 
     #[test]

@@ -393,42 +393,74 @@ impl QemuDriver {
         std::fs::copy(&snap.overlay, dir.join("disk.qcow2"))
             .map_err(VmmError::io("creating the clone's disk"))?;
         let netns = self.netns_of(&spec.id, &snap.machine)?;
-        let net = match netns {
-            Some(_) => self.set_up_network(spec)?,
-            None => None,
+        // The namespace's links now (QEMU opens the tap); its rules while QEMU loads the
+        // memory, the VM held paused (`-S`) until they are in place.
+        let net = match (netns.as_ref(), &self.net) {
+            (Some(_), Some(m)) => Some(m.setup_links(&spec.id, &spec.network)?),
+            _ => None,
         };
-        let transport = match transport_of_kind(&spec.id, snap.machine.vsock, net.as_ref()) {
-            Ok(t) => t,
+        let prepared = (|| {
+            let transport = transport_of_kind(&spec.id, snap.machine.vsock, net.as_ref())?;
+            // The restored agent read its config at boot and never again; the disk is
+            // there because the machine has it (and for a later cold start).
+            write_config_disk(&dir, spec, transport, self.guest_network(&snap.machine))?;
+            write_machine(&dir, &snap.machine)?;
+            let memory = snapshot
+                .memory
+                .as_deref()
+                .and_then(|m| m.to_str())
+                .ok_or_else(|| snap_err("the snapshot path is not UTF-8"))?;
+            let mut cmd = self.command(&snap.machine, &dir, transport);
+            cmd.arg("-incoming")
+                .arg(format!("exec:cat {}", sh_quote(memory)));
+            if net.is_some() {
+                cmd.arg("-S");
+            }
+            Ok::<_, VmmError>((cmd, transport))
+        })();
+        let (cmd, transport) = match prepared {
+            Ok(p) => p,
             Err(e) => {
                 let _ = self.tear_down_network(&spec.id);
                 return Err(e);
             }
         };
-        // The restored agent read its config at boot and never again; the disk is there
-        // because the machine has it (and for a later cold start of this sandbox).
-        write_config_disk(&dir, spec, transport, self.guest_network(&snap.machine))?;
-        write_machine(&dir, &snap.machine)?;
-        let memory = snapshot
-            .memory
-            .as_deref()
-            .and_then(|m| m.to_str())
-            .ok_or_else(|| snap_err("the snapshot path is not UTF-8"))?;
-        let mut cmd = self.command(&snap.machine, &dir, transport);
-        cmd.arg("-incoming")
-            .arg(format!("exec:cat {}", sh_quote(memory)));
+        let firewall = match (&net, &self.net) {
+            (Some(n), Some(m)) => {
+                let (m, id, n) = (m.clone(), spec.id.clone(), n.clone());
+                Some(tokio::task::spawn_blocking(move || {
+                    m.setup_firewall(&id, &n)
+                }))
+            }
+            _ => None,
+        };
         let prepared = started.elapsed();
         let runtime = match self.spawn(cmd, &dir, transport, netns.as_deref()) {
             Ok(r) => r,
             Err(e) => {
+                // The rules are torn down only once they stop being added.
+                if let Some(firewall) = firewall {
+                    let _ = firewall.await;
+                }
                 let _ = self.tear_down_network(&spec.id);
                 return Err(e);
             }
         };
-        if let Err(e) = self.run_restored(&runtime).await {
+        if let Some(firewall) = firewall {
+            let ready = firewall
+                .await
+                .unwrap_or_else(|_| Err(snap_err("setting up the firewall panicked")));
+            if let Err(e) = ready {
+                let _ = self.stop(&spec.id, Some(&runtime)).await;
+                return Err(e);
+            }
+        }
+        // Before the guest runs, so that its first name query finds its resolver.
+        if let Err(e) = self.open_forwards(spec) {
             let _ = self.stop(&spec.id, Some(&runtime)).await;
             return Err(e);
         }
-        if let Err(e) = self.open_forwards(spec) {
+        if let Err(e) = self.run_restored(&runtime).await {
             let _ = self.stop(&spec.id, Some(&runtime)).await;
             return Err(e);
         }
