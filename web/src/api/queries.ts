@@ -88,6 +88,9 @@ export const fetchLogs = (sandbox: string, service: string, offset: number) =>
 const prebuildsQuery = (workspace: string) => ({
   queryKey: ["prebuilds", workspace],
   queryFn: () => api<PrebuildStatus>(route("get", "/workspaces/{workspace}/prebuilds", { path: { workspace } })),
+  // Events refresh it; while a build runs it is also re-read, so a build's end shows
+  // even when the event stream is reconnecting.
+  refetchInterval: (q: { state: { data?: PrebuildStatus } }) => (q.state.data?.building ? 2000 : false),
 });
 
 /** A workspace's current prebuild, the build in progress and the history. */
