@@ -132,6 +132,12 @@ pub struct ProviderConfig {
     /// The env var holding the API key: one of those `secrets` gives the agent.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Keep the key on the host: the agent gets a placeholder key (in `api_key_env`)
+    /// valid for its task only, and the manager's model proxy as `base_url`, which
+    /// forwards to this provider's `base_url` alone with the real key swapped in and
+    /// counts the tokens per task.
+    #[serde(default)]
+    pub proxy: bool,
     /// Models this provider serves, by id.
     #[serde(default)]
     pub models: BTreeMap<String, ProviderModel>,
@@ -341,6 +347,11 @@ impl AgentConfig {
                 if let Err(msg) = check_http_url(url) {
                     errors.push(FieldError::new(at("base_url"), msg));
                 }
+            } else if p.proxy {
+                errors.push(FieldError::new(
+                    at("base_url"),
+                    "a proxied provider needs the base URL the proxy forwards to",
+                ));
             }
             if let Some(var) = &p.api_key_env {
                 if !exposed.contains(var.as_str()) {
@@ -563,6 +574,18 @@ mod tests {
         let mut errors = ValidationErrors::default();
         validate_in(&v, &secrets(), &repos(), &mut errors);
         errors.iter().map(|e| e.field.clone()).collect()
+    }
+
+    #[test]
+    fn a_proxied_provider_needs_the_url_it_forwards_to() {
+        assert_eq!(
+            fields(json!({"providers": {"p": {"proxy": true}}})),
+            ["agent_config.providers.p.base_url"]
+        );
+        assert!(fields(
+            json!({"providers": {"p": {"proxy": true, "base_url": "http://127.0.0.1:9/v1"}}})
+        )
+        .is_empty());
     }
 
     #[test]

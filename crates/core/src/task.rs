@@ -227,6 +227,18 @@ pub struct Usage {
     pub cost_usd: f64,
 }
 
+/// What a task's agent spent through the model proxy, counted by the manager from the
+/// provider's replies (the agent's own count is [`Usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProxyUsage {
+    /// Calls forwarded to a provider.
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// From the prices of the workspace's provider models (0 where none are set).
+    pub cost_usd: f64,
+}
+
 /// Lines added and removed per file on the task's branch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FileChange {
@@ -255,6 +267,8 @@ pub struct Task {
     pub progress: Option<u8>,
     pub files_touched: Vec<String>,
     pub usage: Usage,
+    /// Calls made through the model proxy (providers with `proxy: true`).
+    pub proxy_usage: ProxyUsage,
     pub changes: Vec<FileChange>,
     pub summary: Option<String>,
     pub error: Option<String>,

@@ -12,6 +12,7 @@ mod events;
 mod extract;
 pub mod forward;
 mod lifecycle;
+mod model_proxy;
 mod prebuild;
 mod routes;
 mod tasks;
@@ -120,6 +121,8 @@ pub enum ServeError {
     Reconcile(String),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("cannot start the model proxy: {0}")]
+    ModelProxy(std::io::Error),
 }
 
 #[derive(Clone)]
@@ -213,6 +216,10 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
         );
     }
 
+    let shutdown = CancellationToken::new();
+    let model_proxy = model_proxy::ModelProxy::start(store.clone(), &data_dir, shutdown.clone())
+        .await
+        .map_err(ServeError::ModelProxy)?;
     let bus = EventBus::new(store.clone());
     let lifecycle = Lifecycle::new(
         store.clone(),
@@ -220,6 +227,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
         selected.all.clone(),
         bus.clone(),
         opts.boot_timeout,
+        model_proxy.port(),
     );
     let report = lifecycle
         .reconcile()
@@ -237,7 +245,6 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
         tracing::info!("removed leftover {item}");
     }
 
-    let shutdown = CancellationToken::new();
     let prebuilds = prebuild::Prebuilds::new(
         store.clone(),
         bus.clone(),
@@ -258,6 +265,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
         store.clone(),
         bus.clone(),
         lifecycle.clone(),
+        model_proxy,
         &data_dir,
         opts.max_running_tasks,
         shutdown.clone(),

@@ -30,6 +30,8 @@ struct Inner {
     drivers: Vec<Arc<dyn Driver>>,
     bus: EventBus,
     boot_timeout: Duration,
+    /// The model proxy's port on the host's loopback.
+    model_proxy_port: u16,
     locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -40,6 +42,7 @@ impl Lifecycle {
         drivers: Vec<Arc<dyn Driver>>,
         bus: EventBus,
         boot_timeout: Duration,
+        model_proxy_port: u16,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -48,6 +51,7 @@ impl Lifecycle {
                 drivers,
                 bus,
                 boot_timeout,
+                model_proxy_port,
                 locks: Mutex::default(),
             }),
         }
@@ -106,7 +110,7 @@ impl Lifecycle {
         let s = &rec.sandbox;
         let network = match &s.workspace_id {
             Some(w) => match self.inner.store.workspace_spec(w).await {
-                Ok(spec) => spec.network,
+                Ok(spec) => self.with_model_proxy(spec.network, &spec.agent_config),
                 Err(e) => {
                     tracing::warn!(sandbox = %s.id, error = %e, "no workspace network policy; egress none");
                     atelier_core::NetworkSpec {
@@ -127,6 +131,27 @@ impl Lifecycle {
             env: BTreeMap::new(),
             restore_token: None,
         }
+    }
+
+    /// A workspace whose agent has proxied providers reaches the model proxy as one more
+    /// host service (which a clone's snapshot then has too, on every driver).
+    fn with_model_proxy(
+        &self,
+        mut network: atelier_core::NetworkSpec,
+        agent_config: &serde_json::Value,
+    ) -> atelier_core::NetworkSpec {
+        let proxied = atelier_core::agent_config::AgentConfig::from_value(agent_config)
+            .is_ok_and(|c| c.providers.values().any(|p| p.proxy));
+        let port = self.inner.model_proxy_port;
+        if proxied && !network.host_services.iter().any(|h| h.port == port) {
+            network
+                .host_services
+                .push(atelier_core::network::HostService {
+                    port,
+                    name: Some("model proxy".into()),
+                });
+        }
+        network
     }
 
     /// Records a new sandbox and brings it up in the background. A retried request with

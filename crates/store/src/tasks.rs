@@ -1,6 +1,6 @@
 //! Tasks, their agent event log and the questions waiting for a human.
 
-use atelier_core::task::{FileChange, PushOutcome, TodoItem, Usage};
+use atelier_core::task::{FileChange, ProxyUsage, PushOutcome, TodoItem, Usage};
 use atelier_core::{Effort, Event, EventKind, SandboxId, Task, TaskStatus, WorkspaceId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -76,7 +76,8 @@ pub struct TaskEvent {
 }
 
 const COLUMNS: &str = "id, title, prompt, workspace_id, template, effort, base_branch, repo, branch, status, sandbox_id, \
-                       progress, summary, error, cursor, session_id, parent_id, created_at, updated_at";
+                       progress, summary, error, cursor, session_id, parent_id, created_at, updated_at, \
+                       proxy_requests, proxy_input_tokens, proxy_output_tokens, proxy_cost_usd";
 
 impl Store {
     pub async fn create_task(
@@ -292,6 +293,34 @@ impl Store {
             .collect()
     }
 
+    /// Adds one model call made through the proxy to the task's count.
+    pub async fn add_proxy_usage(
+        &self,
+        id: &str,
+        input_tokens: u64,
+        output_tokens: u64,
+        cost_usd: f64,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE tasks SET proxy_requests = proxy_requests + 1, \
+             proxy_input_tokens = proxy_input_tokens + ?, \
+             proxy_output_tokens = proxy_output_tokens + ?, \
+             proxy_cost_usd = proxy_cost_usd + ? WHERE id = ?",
+        )
+        .bind(i64::try_from(input_tokens).unwrap_or(i64::MAX))
+        .bind(i64::try_from(output_tokens).unwrap_or(i64::MAX))
+        .bind(if cost_usd.is_finite() { cost_usd } else { 0.0 })
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: format!("task {id:?}"),
+            });
+        }
+        Ok(())
+    }
+
     pub async fn set_task_progress(&self, id: &str, progress: &TaskProgress) -> Result<()> {
         sqlx::query("UPDATE tasks SET progress = ?, updated_at = ? WHERE id = ?")
             .bind(serde_json::to_string(progress).map_err(|e| StoreError::Corrupt(e.to_string()))?)
@@ -427,6 +456,7 @@ fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
     let status: TaskStatus = row.get::<&str, _>("status").parse().map_err(corrupt)?;
     let effort: Effort = serde_json::from_value(serde_json::Value::String(row.get("effort")))
         .map_err(|e| corrupt(e.to_string()))?;
+    let count = |column: &str| u64::try_from(row.get::<i64, _>(column)).unwrap_or(0);
     let task = Task {
         id: id.clone(),
         title: row.get("title"),
@@ -445,6 +475,12 @@ fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
         todos: progress.todos,
         files_touched: progress.files_touched,
         usage: progress.usage,
+        proxy_usage: ProxyUsage {
+            requests: count("proxy_requests"),
+            input_tokens: count("proxy_input_tokens"),
+            output_tokens: count("proxy_output_tokens"),
+            cost_usd: row.get("proxy_cost_usd"),
+        },
         changes: progress.changes,
         summary: row.get("summary"),
         error: row.get("error"),
@@ -551,6 +587,33 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn proxy_usage_adds_up_beside_the_agents_progress() {
+        let (s, _d) = store().await;
+        let ws = workspace(&s).await;
+        let (t, _) = s.create_task(&new(&ws), None).await.unwrap();
+        let id = t.task.id;
+        s.add_proxy_usage(&id, 100, 20, 0.5).await.unwrap();
+        // The event stream rewrites `progress` whole; the proxy's count is not in it.
+        s.set_task_progress(&id, &TaskProgress::default())
+            .await
+            .unwrap();
+        s.add_proxy_usage(&id, 7, 3, f64::NAN).await.unwrap();
+        assert_eq!(
+            s.get_task(&id).await.unwrap().task.proxy_usage,
+            ProxyUsage {
+                requests: 2,
+                input_tokens: 107,
+                output_tokens: 23,
+                cost_usd: 0.5
+            }
+        );
+        assert!(matches!(
+            s.add_proxy_usage("t_missing", 1, 1, 0.0).await,
+            Err(StoreError::NotFound { .. })
+        ));
     }
 
     #[tokio::test]

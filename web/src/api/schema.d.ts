@@ -3279,8 +3279,9 @@ export interface components {
         /** @description A workspace's network policy. */
         NetworkSpec: {
             /**
-             * @description With `egress: allow`: IPv4 addresses or CIDRs, each optionally with `:port`
-             *     (TCP), e.g. `203.0.113.7:443`, `198.51.100.0/24`.
+             * @description With `egress: allow`: IPv4 addresses or CIDRs, or host names (`*.example.com`
+             *     for the names under one), each optionally with `:port` (TCP), e.g.
+             *     `203.0.113.7:443`, `198.51.100.0/24`, `api.openai.com:443`.
              * @example [
              *       "203.0.113.7:443"
              *     ]
@@ -3358,6 +3359,26 @@ export interface components {
             expires_at: string;
             /** @description Path on this manager (`/p/<ticket>/`) that shows the sandbox's port. */
             url: string;
+        };
+        /**
+         * @description What a task's agent spent through the model proxy, counted by the manager from the
+         *     provider's replies (the agent's own count is [`Usage`]).
+         */
+        ProxyUsage: {
+            /**
+             * Format: double
+             * @description From the prices of the workspace's provider models (0 where none are set).
+             */
+            cost_usd: number;
+            /** Format: int64 */
+            input_tokens: number;
+            /** Format: int64 */
+            output_tokens: number;
+            /**
+             * Format: int64
+             * @description Calls forwarded to a provider.
+             */
+            requests: number;
         };
         /** @description How pushing a task's branch to origin went. */
         PushOutcome: {
@@ -3587,6 +3608,8 @@ export interface components {
              */
             progress?: number | null;
             prompt: string;
+            /** @description Calls made through the model proxy (providers with `proxy: true`). */
+            proxy_usage: components["schemas"]["ProxyUsage"];
             push?: null | components["schemas"]["PushOutcome"];
             /** @description Clone path of the repo the task works in. */
             repo: string;

@@ -31,6 +31,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::events::EventBus;
 use crate::forward::PortForward;
 use crate::lifecycle::Lifecycle;
+use crate::model_proxy::ModelProxy;
 
 #[derive(Clone)]
 pub struct Tasks {
@@ -41,6 +42,7 @@ struct Inner {
     store: Store,
     bus: EventBus,
     lifecycle: Lifecycle,
+    model_proxy: ModelProxy,
     mirrors: PathBuf,
     slots: Arc<Semaphore>,
     wake: Notify,
@@ -79,6 +81,7 @@ impl Tasks {
         store: Store,
         bus: EventBus,
         lifecycle: Lifecycle,
+        model_proxy: ModelProxy,
         data_dir: &std::path::Path,
         max_running: usize,
         shutdown: CancellationToken,
@@ -88,6 +91,7 @@ impl Tasks {
                 store,
                 bus,
                 lifecycle,
+                model_proxy,
                 mirrors: data_dir.join("mirrors"),
                 slots: Arc::new(Semaphore::new(max_running.max(1))),
                 wake: Notify::new(),
@@ -247,6 +251,7 @@ impl Tasks {
     }
 
     async fn release_sandbox(&self, task: &Task) {
+        self.inner.model_proxy.revoke_task(&task.id);
         if let Some(sandbox) = &task.sandbox_id {
             if let Err(e) = self.inner.lifecycle.destroy(sandbox).await {
                 tracing::debug!(task = %task.id, error = %e.message, "sandbox already gone");
@@ -370,11 +375,19 @@ impl Tasks {
             let _ = agent.delete(&source, false).await;
         }
         let local = !self.inner.lifecycle.driver().info().isolated;
-        let config = AgentConfig::from_value(&spec.agent_config)
+        let mut config = AgentConfig::from_value(&spec.agent_config)
             .map_err(|e| ApiError::invalid(e.field, e.message))?;
-        let secrets = agent_secrets(&config, &spec.secrets)?;
+        let mut secrets = agent_secrets(&config, &spec.secrets)?;
+        // The real keys mask what the agent says; then the proxied ones leave its env.
         let turn = TurnContext::new(&config, &spec, &repo, &secrets)?;
         let redactor = turn.redactor.clone();
+        self.inner.model_proxy.route_config(
+            id,
+            &sandbox_token,
+            &mut config,
+            &mut secrets.0,
+            local,
+        )?;
         let template = self
             .inner
             .store
@@ -547,18 +560,22 @@ impl Tasks {
             .find(|r| r.clone_path() == rec.task.repo)
             .cloned()
             .ok_or_else(|| ApiError::internal("the task's repo left its workspace"))?;
-        let turn = TurnContext::new(
-            &config,
-            &spec,
-            &repo,
-            &agent_secrets(&config, &spec.secrets)?,
-        )?;
+        let mut secrets = agent_secrets(&config, &spec.secrets)?;
+        let turn = TurnContext::new(&config, &spec, &repo, &secrets)?;
         let (base_url, forward) = match handle.sandbox_port {
             Some(port) => reach(&agent, port, false).await?,
             None => (handle.base_url.clone(), None),
         };
-        let server_token =
-            agent::server_token(&self.inner.store.get_sandbox(&sandbox).await?.agent_token);
+        let sandbox_token = self.inner.store.get_sandbox(&sandbox).await?.agent_token;
+        // The agent keeps the placeholders it was started with: the proxy learns them again.
+        self.inner.model_proxy.route_config(
+            &id,
+            &sandbox_token,
+            &mut config.clone(),
+            &mut secrets.0,
+            handle.sandbox_port.is_none(),
+        )?;
+        let server_token = agent::server_token(&sandbox_token);
         let runtime = connect(
             handle.protocol,
             kind,
