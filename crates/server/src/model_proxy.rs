@@ -324,34 +324,27 @@ fn upstream_url(grant: &Grant, path: &str, query: Option<&str>) -> ApiResult<req
     Ok(url)
 }
 
-/// Request headers the upstream must not get from the agent: hop-by-hop ones, the host,
-/// the placeholder, and `accept-encoding` (a compressed reply could not be read for its
+/// Headers of one connection, never passed on (the body's length is set anew too).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Request headers the upstream must not get from the agent besides those: the host, the
+/// placeholder, and `accept-encoding` (a compressed reply could not be read for its
 /// usage; the proxy sits next to the agent, so plain bytes cost nothing).
 const DROPPED_REQUEST: &[&str] = &[
     "host",
     "authorization",
     "x-api-key",
     "proxy-authorization",
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
     "accept-encoding",
-];
-
-const DROPPED_RESPONSE: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
 ];
 
 async fn forward(proxy: &ModelProxy, req: Request) -> ApiResult<Response> {
@@ -403,7 +396,7 @@ async fn forward(proxy: &ModelProxy, req: Request) -> ApiResult<Response> {
     };
     let mut headers = reqwest::header::HeaderMap::new();
     for (name, value) in &parts.headers {
-        if !DROPPED_REQUEST.contains(&name.as_str()) {
+        if !HOP_BY_HOP.contains(&name.as_str()) && !DROPPED_REQUEST.contains(&name.as_str()) {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -441,7 +434,7 @@ async fn forward(proxy: &ModelProxy, req: Request) -> ApiResult<Response> {
     let status = upstream.status();
     let mut out_headers = HeaderMap::new();
     for (name, value) in upstream.headers() {
-        if !DROPPED_RESPONSE.contains(&name.as_str()) {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
             out_headers.append(name.clone(), value.clone());
         }
     }
