@@ -80,6 +80,31 @@ fn opencode_binary() -> Result<PathBuf, String> {
     }
 }
 
+/// A workspace `app` whose OpenCode (`bin`) uses `provider` as `scripted`, with the key
+/// `secret` given to it as `SCRIPTED_API_KEY`.
+fn opencode_workspace(
+    bin: &Path,
+    url: &str,
+    secret: &str,
+    provider: serde_json::Value,
+    state: &Path,
+) -> serde_json::Value {
+    let home = cache_dir().expect("cache dir").join("home");
+    json!({
+        "name": "app",
+        "repos": [{"url": url}],
+        "secrets": {"env": [{"name": "MODEL_KEY", "value": secret}]},
+        "agent_config": {
+            "runtime": "opencode",
+            "binary": bin.to_str().unwrap(),
+            "model": "scripted/m",
+            "providers": {"scripted": provider},
+            "secrets": {"MODEL_KEY": "SCRIPTED_API_KEY"},
+            "env": opencode_env(&home, state)
+        }
+    })
+}
+
 /// OpenCode's environment: its caches (its npm packages) are shared with the runtimes
 /// tests; its sessions live with the test (`state`).
 fn opencode_env(home: &Path, state: &Path) -> serde_json::Value {
@@ -135,8 +160,6 @@ async fn a_real_opencode_task_edits_asks_and_reaches_review() {
             return;
         }
     };
-    let cache = cache_dir().expect("cache dir");
-    let opencode_home = cache.join("home");
     let dir = tempfile::tempdir().unwrap();
     let url = origin(dir.path());
     let model = match ModelServer::start(script).await {
@@ -149,31 +172,17 @@ async fn a_real_opencode_task_edits_asks_and_reaches_review() {
     let m = Manager::start(&dir.path().join("data"));
     let api = m.client();
     let state = dir.path().join("opencode-state");
-    let w = api
-        .post(
-            "/workspaces",
-            json!({
-                "name": "app",
-                "repos": [{"url": url}],
-                "secrets": {"env": [{"name": "MODEL_KEY", "value": SECRET}]},
-                "agent_config": {
-                    "runtime": "opencode",
-                    "binary": bin.to_str().unwrap(),
-                    "model": "scripted/m",
-                    "providers": {"scripted": {
-                        "name": "Scripted",
-                        "base_url": model.url,
-                        "api_key_env": "SCRIPTED_API_KEY",
-                        "models": {"m": {"context": 100000, "output": 4000,
-                                         "input_cost": 1.0, "output_cost": 2.0}}
-                    }},
-                    "instructions": INSTRUCTIONS_MARKER,
-                    "secrets": {"MODEL_KEY": "SCRIPTED_API_KEY"},
-                    "env": opencode_env(&opencode_home, &state)
-                }
-            }),
-        )
-        .await;
+    let mut workspace = opencode_workspace(
+        &bin,
+        &url,
+        SECRET,
+        json!({"name": "Scripted", "base_url": model.url, "api_key_env": "SCRIPTED_API_KEY",
+               "models": {"m": {"context": 100000, "output": 4000,
+                                "input_cost": 1.0, "output_cost": 2.0}}}),
+        &state,
+    );
+    workspace["agent_config"]["instructions"] = json!(INSTRUCTIONS_MARKER);
+    let w = api.post("/workspaces", workspace).await;
     assert_eq!(w.status, 201, "{}", w.body);
 
     let t = api
@@ -370,6 +379,11 @@ fn proxied_script(req: &serde_json::Value, elsewhere: u16) -> Reply {
     }
 }
 
+/// Whether the file's bytes contain `needle`.
+fn holds(path: &Path, needle: &[u8]) -> bool {
+    std::fs::read(path).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+}
+
 /// Every place under `dir` (recursively) whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -382,13 +396,7 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
             let path = e.path();
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(path),
-                Ok(t) if t.is_file() => {
-                    if std::fs::read(&path)
-                        .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
-                    {
-                        found.push(path);
-                    }
-                }
+                Ok(t) if t.is_file() && holds(&path, needle) => found.push(path),
                 _ => {}
             }
         }
@@ -405,9 +413,7 @@ fn processes_holding(needle: &[u8]) -> Vec<String> {
             continue;
         }
         for part in ["environ", "cmdline"] {
-            if std::fs::read(e.path().join(part))
-                .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
-            {
+            if holds(&e.path().join(part), needle) {
                 found.push(format!("pid {name} ({part})"));
             }
         }
@@ -424,8 +430,6 @@ async fn a_proxied_provider_keeps_the_key_on_the_host() {
             return;
         }
     };
-    let cache = cache_dir().expect("cache dir");
-    let opencode_home = cache.join("home");
     let dir = tempfile::tempdir().unwrap();
     let url = origin(dir.path());
     // A server the proxy must never forward to: it counts who reaches it.
@@ -448,27 +452,12 @@ async fn a_proxied_provider_keeps_the_key_on_the_host() {
     let m = Manager::start(&dir.path().join("data"));
     let api = m.client();
     let state = dir.path().join("opencode-state");
+    let provider = json!({"base_url": model.url, "api_key_env": "SCRIPTED_API_KEY", "proxy": true,
+                          "models": {"m": {"input_cost": 1.0, "output_cost": 2.0}}});
     let w = api
         .post(
             "/workspaces",
-            json!({
-                "name": "app",
-                "repos": [{"url": url}],
-                "secrets": {"env": [{"name": "MODEL_KEY", "value": PROXIED_SECRET}]},
-                "agent_config": {
-                    "runtime": "opencode",
-                    "binary": bin.to_str().unwrap(),
-                    "model": "scripted/m",
-                    "providers": {"scripted": {
-                        "base_url": model.url,
-                        "api_key_env": "SCRIPTED_API_KEY",
-                        "proxy": true,
-                        "models": {"m": {"input_cost": 1.0, "output_cost": 2.0}}
-                    }},
-                    "secrets": {"MODEL_KEY": "SCRIPTED_API_KEY"},
-                    "env": opencode_env(&opencode_home, &state)
-                }
-            }),
+            opencode_workspace(&bin, &url, PROXIED_SECRET, provider, &state),
         )
         .await;
     assert_eq!(w.status, 201, "{}", w.body);

@@ -353,6 +353,12 @@ impl AgentConfig {
                     "a proxied provider needs the base URL the proxy forwards to",
                 ));
             }
+            if p.proxy && p.api_key_env.is_none() {
+                errors.push(FieldError::new(
+                    at("api_key_env"),
+                    "a proxied provider needs the env var its placeholder key goes in",
+                ));
+            }
             if let Some(var) = &p.api_key_env {
                 if !exposed.contains(var.as_str()) {
                     errors.push(FieldError::new(
@@ -577,14 +583,19 @@ mod tests {
     }
 
     #[test]
-    fn a_proxied_provider_needs_the_url_it_forwards_to() {
+    fn a_proxied_provider_needs_the_url_it_forwards_to_and_a_key_var() {
         assert_eq!(
             fields(json!({"providers": {"p": {"proxy": true}}})),
-            ["agent_config.providers.p.base_url"]
+            [
+                "agent_config.providers.p.base_url",
+                "agent_config.providers.p.api_key_env"
+            ]
         );
-        assert!(fields(
-            json!({"providers": {"p": {"proxy": true, "base_url": "http://127.0.0.1:9/v1"}}})
-        )
+        assert!(fields(json!({
+            "providers": {"p": {"proxy": true, "base_url": "http://127.0.0.1:9/v1",
+                                "api_key_env": "MODEL_KEY"}},
+            "secrets": {"MODEL_KEY": "MODEL_KEY"}
+        }))
         .is_empty());
     }
 

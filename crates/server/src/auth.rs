@@ -42,6 +42,19 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     }
 }
 
+/// A secret derived one-way from `parts` (a sandbox's token first) for one `purpose`:
+/// hex of SHA-256 over `purpose`, then each part, NUL-separated. Derived rather than
+/// stored, so a restarted manager finds it again; one-way, so whoever holds it learns
+/// nothing of the token it came from.
+pub fn derived_secret(purpose: &str, parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new().chain_update(purpose.as_bytes());
+    for part in parts {
+        hash = hash.chain_update(b"\0").chain_update(part.as_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;

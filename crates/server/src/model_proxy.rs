@@ -81,17 +81,9 @@ struct Inner {
 /// The placeholder key of `task_id`'s calls to `provider`, in the sandbox whose agent
 /// token is `sandbox_token`: one-way, so it reveals nothing of the token.
 pub fn placeholder(sandbox_token: &str, task_id: &str, provider: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::new()
-        .chain_update(b"atelier model proxy\0")
-        .chain_update(sandbox_token.as_bytes())
-        .chain_update(b"\0")
-        .chain_update(task_id.as_bytes())
-        .chain_update(b"\0")
-        .chain_update(provider.as_bytes())
-        .finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("atl-proxy-{hex}")
+    let hex =
+        crate::auth::derived_secret("atelier model proxy", &[sandbox_token, task_id, provider]);
+    format!("atl-proxy-{}", &hex[..32])
 }
 
 impl ModelProxy {

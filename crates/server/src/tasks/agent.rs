@@ -58,12 +58,7 @@ const SANDBOX_AGENT_PORT: u16 = 4096;
 /// one-way, so the agent, which sees its own server's password, learns nothing of the
 /// token that drives its sandbox.
 pub fn server_token(sandbox_token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::new()
-        .chain_update(b"atelier coding-agent server\0")
-        .chain_update(sandbox_token.as_bytes())
-        .finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::auth::derived_secret("atelier coding-agent server", &[sandbox_token])
 }
 
 /// Secret values for the agent's environment, by env var name. Redacted in `Debug`.
@@ -506,7 +501,11 @@ mod tests {
             "a restart derives it again"
         );
         assert_ne!(a, server_token("sandbox-token-b-0123456789"));
-        assert_eq!(a.len(), 64);
+        // Agents of running sandboxes have it: the derivation must never change.
+        assert_eq!(
+            a,
+            "86eee5a3b6292c30cedb28032f3e3f83648975662b125989cd9400fdd826b469"
+        );
         assert!(!a.contains("sandbox-token"));
     }
 

@@ -551,7 +551,7 @@ impl Tasks {
             .store
             .workspace_spec(&rec.task.workspace_id)
             .await?;
-        let config = AgentConfig::from_value(&spec.agent_config)
+        let mut config = AgentConfig::from_value(&spec.agent_config)
             .map_err(|e| ApiError::invalid(e.field, e.message))?;
         let kind = config.runtime;
         let repo = spec
@@ -571,7 +571,7 @@ impl Tasks {
         self.inner.model_proxy.route_config(
             &id,
             &sandbox_token,
-            &mut config.clone(),
+            &mut config,
             &mut secrets.0,
             handle.sandbox_port.is_none(),
         )?;
