@@ -176,6 +176,13 @@ pub enum VmmError {
     },
     #[error("the sandbox's process exited during start-up{}", format_tail(.log_tail))]
     ExitedEarly { log_tail: String },
+    /// The guest's configuration does not fit its config disk.
+    #[error(
+        "the guest configuration takes {bytes} bytes, more than the {} of the config disk \
+         (is the sandbox's environment too large?)",
+        atelier_proto::GUEST_CONFIG_DISK_BYTES
+    )]
+    GuestConfigTooLarge { bytes: usize },
     #[error("corrupt runtime record: {0}")]
     Corrupt(String),
     /// A snapshot could not be taken, or does not fit this driver or host.

@@ -7,6 +7,7 @@
 
 mod driver;
 pub mod firecracker;
+pub mod guest;
 pub mod image;
 pub mod images;
 pub mod local;
@@ -20,3 +21,11 @@ pub mod storage;
 pub use driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};
 pub use image::{BootArtifacts, ImageResolver};
 pub use select::{find_agent_binary, select_driver, DriverChoice, DriverConfig, Selected};
+
+/// Milliseconds since the Unix epoch on the host's clock (0 if it is before 1970).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -93,9 +93,7 @@ impl LocalDriver {
 }
 
 fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
+    crate::guest::console_tail(path, 20)
 }
 
 #[async_trait]
@@ -266,7 +264,7 @@ impl Driver for LocalDriver {
                 image: spec.image.clone(),
                 memory_mib: spec.resources.memory_mib,
                 vcpus: spec.resources.vcpus,
-                created_at_ms: now_ms(),
+                created_at_ms: crate::now_ms(),
                 machine: serde_json::Value::Null,
             };
             crate::snapshot_dir::write_info(&info)?;
@@ -318,13 +316,6 @@ async fn copy_tree(from: &Path, to: &Path) -> Result<(), VmmError> {
             source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
         })
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn signal_runtime(runtime: &Runtime, signal: Signal) -> Result<(), VmmError> {

@@ -1,70 +1,14 @@
-//! Files a Firecracker sandbox boots from: its copy of the image's root filesystem and the
-//! raw config disk.
+//! The root filesystem a Firecracker sandbox boots from: its copy of the image's disk
+//! (the raw config disk is [`crate::guest`]'s).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-
-use atelier_proto::{GuestConfig, GUEST_CONFIG_DISK_BYTES};
+use std::path::Path;
 
 use crate::driver::VmmError;
-
-/// The config disk's bytes: the JSON of `config`, then NUL bytes up to exactly
-/// [`GUEST_CONFIG_DISK_BYTES`]. Refuses a config whose JSON does not fit.
-pub fn encode_config_disk(config: &GuestConfig) -> Result<Vec<u8>, VmmError> {
-    let mut bytes = serde_json::to_vec(config).map_err(|e| VmmError::Io {
-        context: "encoding the guest configuration".into(),
-        source: io::Error::new(io::ErrorKind::InvalidData, e),
-    })?;
-    if bytes.len() > GUEST_CONFIG_DISK_BYTES {
-        return Err(VmmError::Io {
-            context: "encoding the guest configuration".into(),
-            source: io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "it takes {} bytes, more than the {GUEST_CONFIG_DISK_BYTES} of the config \
-                     disk (is the sandbox's environment too large?)",
-                    bytes.len()
-                ),
-            ),
-        });
-    }
-    bytes.resize(GUEST_CONFIG_DISK_BYTES, 0);
-    Ok(bytes)
-}
-
-/// Writes the config disk at `path` (mode 0600: it holds the agent's token), atomically.
-pub fn write_config_disk(path: &Path, config: &GuestConfig) -> Result<(), VmmError> {
-    let bytes = encode_config_disk(config)?;
-    let tmp = tmp_path(path);
-    let _ = std::fs::remove_file(&tmp);
-    let write = || -> io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        VmmError::Io {
-            context: format!("writing {}", path.display()),
-            source,
-        }
-    })
-}
-
-/// `<path>.tmp`, next to `path`.
-pub(crate) fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
+use crate::guest::tmp_path;
 
 /// Copies `src` to `dst` (which must not exist, and is created 0600), as a reflink
 /// (`FICLONE`: a copy-on-write clone on btrfs and XFS) when the filesystem can, else as a
@@ -180,64 +124,7 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use std::os::unix::fs::PermissionsExt;
-
-    fn config(env: BTreeMap<String, String>) -> GuestConfig {
-        GuestConfig {
-            hostname: "box".into(),
-            token: "secret".into(),
-            listen: "vsock:4294967295:1024".into(),
-            clock_epoch_ms: 1_700_000_000_000,
-            network: None,
-            env,
-        }
-    }
-
-    #[test]
-    fn config_disk_is_json_then_nul_padding_of_the_exact_size() {
-        let c = config(BTreeMap::new());
-        let bytes = encode_config_disk(&c).unwrap();
-        assert_eq!(bytes.len(), GUEST_CONFIG_DISK_BYTES);
-        let end = bytes.iter().position(|b| *b == 0).unwrap();
-        assert!(
-            bytes[end..].iter().all(|b| *b == 0),
-            "only NULs after the JSON"
-        );
-        let back: GuestConfig = serde_json::from_slice(&bytes[..end]).unwrap();
-        assert_eq!(back, c);
-    }
-
-    #[test]
-    fn config_disk_refuses_what_does_not_fit() {
-        let mut env = BTreeMap::new();
-        env.insert("BIG".into(), "x".repeat(GUEST_CONFIG_DISK_BYTES));
-        let e = encode_config_disk(&config(env)).unwrap_err();
-        assert!(e.to_string().contains("more than the 65536"), "{e}");
-
-        // Exactly full still fits (no terminator needed: the disk ends there).
-        let base = serde_json::to_vec(&config(BTreeMap::new())).unwrap().len();
-        let overhead = r#"{"K":""}"#.len() - 2; // `{}` is already counted in `base`
-        let mut env = BTreeMap::new();
-        env.insert(
-            "K".into(),
-            "y".repeat(GUEST_CONFIG_DISK_BYTES - base - overhead),
-        );
-        let c = config(env);
-        let bytes = encode_config_disk(&c).unwrap();
-        assert_eq!(bytes.len(), GUEST_CONFIG_DISK_BYTES);
-        assert_eq!(serde_json::from_slice::<GuestConfig>(&bytes).unwrap(), c);
-    }
-
-    #[test]
-    fn config_disk_file_is_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("config.img");
-        write_config_disk(&p, &config(BTreeMap::new())).unwrap();
-        let md = std::fs::metadata(&p).unwrap();
-        assert_eq!(md.len(), GUEST_CONFIG_DISK_BYTES as u64);
-        assert_eq!(md.permissions().mode() & 0o777, 0o600);
-    }
 
     #[test]
     fn copies_keep_content_and_holes() {

@@ -20,13 +20,13 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::fs::OpenOptions;
+use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use atelier_agent_client::AgentClient;
@@ -43,6 +43,7 @@ use super::client::FirecrackerClient;
 use super::disk;
 use super::jailer::JailerConfig;
 use crate::driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};
+use crate::guest;
 use crate::image::{BootArtifacts, ImageResolver};
 use crate::net::{self, NetnsConfig, NetnsManager, SandboxNet};
 use crate::process;
@@ -330,24 +331,14 @@ pub fn guest_config(spec: &SandboxSpec) -> GuestConfig {
     guest_config_with(spec, None)
 }
 
-/// What the guest reads from its config disk, with the address of its network device.
+/// What the guest reads from its config disk, with the address of its network device:
+/// its agent listens on vsock, on every guest CID.
 pub fn guest_config_with(spec: &SandboxSpec, network: Option<GuestNetwork>) -> GuestConfig {
-    let clock_epoch_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    GuestConfig {
-        hostname: spec.name.clone(),
-        token: spec.agent_token.clone(),
-        listen: AgentAddr::Vsock {
-            cid: VSOCK_CID_ANY,
-            port: GUEST_AGENT_PORT,
-        }
-        .to_string(),
-        clock_epoch_ms,
-        network,
-        env: spec.env.clone(),
-    }
+    let listen = AgentAddr::Vsock {
+        cid: VSOCK_CID_ANY,
+        port: GUEST_AGENT_PORT,
+    };
+    guest::guest_config(spec, listen.to_string(), network)
 }
 
 pub struct FirecrackerDriver {
@@ -603,8 +594,8 @@ impl FirecrackerDriver {
     }
 
     pub(super) fn log_tail(&self, paths: &SandboxPaths) -> String {
-        let mut out = tail_lines(&paths.console_log, CONSOLE_TAIL_LINES);
-        let fc = tail_lines(&paths.firecracker_log, FIRECRACKER_LOG_TAIL_LINES);
+        let mut out = guest::console_tail(&paths.console_log, CONSOLE_TAIL_LINES);
+        let fc = guest::console_tail(&paths.firecracker_log, FIRECRACKER_LOG_TAIL_LINES);
         if !fc.is_empty() {
             if !out.is_empty() {
                 out.push('\n');
@@ -1150,7 +1141,7 @@ pub(super) fn prepare(
     create_dir(&paths.dir, 0o700)?;
     let min_disk = u64::from(spec.resources.disk_mib) * 1024 * 1024;
     disk::ensure_disk_copy(&artifacts.rootfs, &paths.rootfs, min_disk)?;
-    disk::write_config_disk(&paths.config_disk, &guest_config_with(spec, network))?;
+    guest::write_config_disk(&paths.config_disk, &guest_config_with(spec, network))?;
     for s in [&paths.api_socket, &paths.vsock_socket] {
         remove_file_if_present(s)?;
     }
@@ -1208,7 +1199,7 @@ fn clean_up_stopped(
             && paths.dir.is_dir()
             && !disk::same_file(&jailed_rootfs, &paths.rootfs)
         {
-            let tmp = disk::tmp_path(&paths.rootfs);
+            let tmp = guest::tmp_path(&paths.rootfs);
             let _ = std::fs::remove_file(&tmp);
             disk::clone_or_copy(&jailed_rootfs, &tmp)
                 .and_then(|()| std::fs::rename(&tmp, &paths.rootfs))
@@ -1283,25 +1274,6 @@ fn processes_in_jail(jail: &Path, id: &SandboxId) -> Vec<u32> {
             }
         })
         .collect()
-}
-
-/// The last `n` lines of a log (reading at most its last 64 KiB).
-fn tail_lines(path: &Path, n: usize) -> String {
-    const WINDOW: u64 = 64 * 1024;
-    let Ok(mut f) = File::open(path) else {
-        return String::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    if f.seek(SeekFrom::Start(len.saturating_sub(WINDOW))).is_err() {
-        return String::new();
-    }
-    let mut buf = Vec::new();
-    if f.take(WINDOW).read_to_end(&mut buf).is_err() {
-        return String::new();
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 pub(super) fn create_dir(path: &Path, mode: u32) -> Result<(), VmmError> {

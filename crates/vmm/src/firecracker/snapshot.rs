@@ -56,8 +56,9 @@ use super::driver::{
     FirecrackerDriver, LaunchRecord, SandboxPaths,
 };
 use crate::driver::{Driver, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};
+use crate::guest;
 use crate::image::BootArtifacts;
-use crate::qemu::snapshot::fresh_identity;
+use crate::now_ms;
 use crate::storage::{CopyBackend, ReflinkBackend, StorageBackend, StorageError, StorageKind};
 
 /// Files of a snapshot directory.
@@ -90,13 +91,6 @@ pub struct FirecrackerSnapshot {
 
 fn snap_err(what: impl Into<String>) -> VmmError {
     VmmError::Snapshot(what.into())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// `(major, minor)` of a Firecracker version: `1.16.1`, `v1.16.1`, `Firecracker v1.16.1`,
@@ -618,22 +612,7 @@ impl FirecrackerDriver {
                 )),
             };
         }
-        let identity = fresh_identity(&spec.name, &spec.agent_token)?;
-        let applied = old_client.set_identity(&identity).await;
-        let new_client = old_client.with_token(&spec.agent_token);
-        if let Err(e) = applied {
-            // The answer may be what got lost: the token swap comes last.
-            if new_client.health().await.is_err() {
-                return Err(snap_err(format!(
-                    "the restored agent refused its identity: {e}"
-                )));
-            }
-        }
-        let r = new_client
-            .health()
-            .await
-            .map(|_| ())
-            .map_err(|e| snap_err(format!("the clone does not answer to its new token: {e}")));
+        let r = guest::apply_identity(&old_client, spec).await;
         tracing::debug!(answered = ?started.elapsed(), "restore: identity applied");
         r
     }

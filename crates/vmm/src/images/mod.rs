@@ -236,7 +236,7 @@ impl ImageStore {
             rootfs_bytes: std::fs::metadata(partial.join("rootfs.ext4"))
                 .map(|m| m.len())
                 .unwrap_or(0),
-            built_at_ms: now_ms(),
+            built_at_ms: crate::now_ms(),
             dir: dir.clone(),
         };
         let json =
@@ -287,11 +287,4 @@ impl ImageResolver for ImageStore {
     fn resolve(&self, image: &str) -> Result<BootArtifacts, VmmError> {
         Ok(self.build(image, &|msg| tracing::info!("{msg}"))?)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

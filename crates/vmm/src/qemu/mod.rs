@@ -20,8 +20,6 @@ pub mod snapshot;
 
 use std::collections::HashSet;
 use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -30,12 +28,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use atelier_agent_client::AgentClient;
 use atelier_core::SandboxId;
-use atelier_proto::{
-    AgentAddr, GuestConfig, GuestNetwork, GUEST_AGENT_PORT, GUEST_CONFIG_DISK_BYTES,
-};
+use atelier_proto::{AgentAddr, GuestNetwork, GUEST_AGENT_PORT};
 use serde::{Deserialize, Serialize};
 
 use crate::driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};
+use crate::guest;
 use crate::image::{BootArtifacts, ImageResolver};
 use crate::images::initramfs::PROBE_MARKER;
 use crate::net::forward::HostForwards;
@@ -598,29 +595,9 @@ fn free_port() -> Result<u16, VmmError> {
         .port())
 }
 
-/// The raw config disk: JSON, NUL-padded to its fixed size.
-pub fn config_disk(cfg: &GuestConfig) -> Result<Vec<u8>, VmmError> {
-    let mut bytes = serde_json::to_vec(cfg).map_err(|e| VmmError::Corrupt(e.to_string()))?;
-    if bytes.len() >= GUEST_CONFIG_DISK_BYTES {
-        return Err(VmmError::Corrupt(format!(
-            "the guest config is over {GUEST_CONFIG_DISK_BYTES} bytes"
-        )));
-    }
-    bytes.resize(GUEST_CONFIG_DISK_BYTES, 0);
-    Ok(bytes)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
+/// The last lines of a QEMU sandbox's log, for boot errors.
 fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(25)..].join("\n")
+    guest::console_tail(path, 25)
 }
 
 /// Writes the guest config disk of `spec` (host name, token, listen address, clock,
@@ -631,28 +608,14 @@ fn write_config_disk(
     transport: Transport,
     network: GuestNetwork,
 ) -> Result<(), VmmError> {
-    let cfg = GuestConfig {
-        hostname: spec.name.clone(),
-        token: spec.agent_token.clone(),
-        listen: match transport {
-            Transport::Tcp { .. } | Transport::Routed { .. } => {
-                format!("tcp:0.0.0.0:{GUEST_AGENT_PORT}")
-            }
-            Transport::Vsock { .. } => format!("vsock:{}:{GUEST_AGENT_PORT}", u32::MAX),
-        },
-        clock_epoch_ms: now_ms(),
-        network: Some(network),
-        env: spec.env.clone(),
+    let listen = match transport {
+        Transport::Tcp { .. } | Transport::Routed { .. } => {
+            format!("tcp:0.0.0.0:{GUEST_AGENT_PORT}")
+        }
+        Transport::Vsock { .. } => format!("vsock:{}:{GUEST_AGENT_PORT}", u32::MAX),
     };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(dir.join("config.img"))
-        .map_err(VmmError::io("writing the config disk"))?;
-    f.write_all(&config_disk(&cfg)?)
-        .map_err(VmmError::io("writing the config disk"))
+    let cfg = guest::guest_config(spec, listen, Some(network));
+    guest::write_config_disk(&dir.join("config.img"), &cfg)
 }
 
 /// Records the machine as launched (`machine.json`), for a later snapshot.
@@ -941,28 +904,6 @@ impl Driver for QemuDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_config_disk_is_json_then_nul_padding() {
-        let cfg = GuestConfig {
-            hostname: "h".into(),
-            token: "t".into(),
-            listen: "tcp:0.0.0.0:1024".into(),
-            clock_epoch_ms: 5,
-            network: None,
-            env: Default::default(),
-        };
-        let disk = config_disk(&cfg).unwrap();
-        assert_eq!(disk.len(), GUEST_CONFIG_DISK_BYTES);
-        let end = disk.iter().position(|b| *b == 0).unwrap();
-        assert_eq!(
-            serde_json::from_slice::<GuestConfig>(&disk[..end]).unwrap(),
-            cfg
-        );
-        let mut huge = cfg.clone();
-        huge.hostname = "x".repeat(GUEST_CONFIG_DISK_BYTES);
-        assert!(config_disk(&huge).is_err());
-    }
 
     #[test]
     fn kernel_args_carry_the_tsc_frequency_under_emulation() {

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use atelier_proto::{to_hex, ExecRequest, Identity};
+use atelier_proto::ExecRequest;
 use serde::{Deserialize, Serialize};
 
 use super::qmp::Qmp;
@@ -42,6 +42,8 @@ use super::{
     read_machine, tail, transport_of_kind, write_config_disk, write_machine, Machine, QemuDriver,
 };
 use crate::driver::{Driver, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};
+use crate::guest;
+use crate::now_ms;
 use crate::process;
 
 /// Files of a snapshot directory.
@@ -76,36 +78,6 @@ fn sh_quote(s: &str) -> String {
 
 fn snap_err(what: impl Into<String>) -> VmmError {
     VmmError::Snapshot(what.into())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// `n` bytes from the host's CSPRNG.
-pub fn host_random(n: usize) -> Result<Vec<u8>, VmmError> {
-    use std::io::Read;
-    let mut buf = vec![0u8; n];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(VmmError::io("reading /dev/urandom"))?;
-    Ok(buf)
-}
-
-/// A fresh identity for a clone named `hostname` that will answer to `token`.
-pub fn fresh_identity(hostname: &str, token: &str) -> Result<Identity, VmmError> {
-    let mut id = host_random(16)?;
-    id[0] |= 1; // never all zero
-    Ok(Identity {
-        hostname: hostname.to_owned(),
-        token: token.to_owned(),
-        epoch_ms: now_ms(),
-        entropy: to_hex(&host_random(64)?),
-        machine_id: to_hex(&id),
-    })
 }
 
 /// Runs a tool to completion; its stderr becomes the error.
@@ -544,26 +516,9 @@ impl QemuDriver {
             };
         }
         let healthy = started.elapsed();
-        let identity = fresh_identity(&spec.name, &spec.agent_token)?;
-        let applied = old_client.set_identity(&identity).await;
-        let new_client = old_client.with_token(&spec.agent_token);
-        if let Err(e) = applied {
-            // The answer may be what got lost: the token swap comes last.
-            if new_client.health().await.is_err() {
-                return Err(snap_err(format!(
-                    "the restored agent refused its identity: {e}"
-                )));
-            }
-        }
-        let identified = started.elapsed();
-        let r = new_client
-            .health()
-            .await
-            .map(|_| ())
-            .map_err(|e| snap_err(format!("the clone does not answer to its new token: {e}")));
+        let r = guest::apply_identity(&old_client, spec).await;
         tracing::debug!(
             ?healthy,
-            ?identified,
             answered = ?started.elapsed(),
             "restore: agent healthy (old token), identity applied, new token answered"
         );
@@ -579,15 +534,5 @@ mod tests {
     fn shell_quoting_survives_quotes_and_spaces() {
         assert_eq!(sh_quote("/a b/c"), "'/a b/c'");
         assert_eq!(sh_quote("it's"), r"'it'\''s'");
-    }
-
-    #[test]
-    fn fresh_identities_differ_and_validate() {
-        let a = fresh_identity("clone-a", "t".repeat(64).as_str()).unwrap();
-        let b = fresh_identity("clone-b", "t".repeat(64).as_str()).unwrap();
-        a.validate().unwrap();
-        b.validate().unwrap();
-        assert_ne!(a.entropy, b.entropy);
-        assert_ne!(a.machine_id, b.machine_id);
     }
 }

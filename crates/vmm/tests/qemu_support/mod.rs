@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use atelier_core::{Resources, SandboxId};
 use atelier_proto::to_hex;
+use atelier_vmm::guest::host_random;
 use atelier_vmm::image::ImageResolver;
 use atelier_vmm::images::{ImageConfig, ImageStore};
-use atelier_vmm::qemu::snapshot::host_random;
 use atelier_vmm::qemu::{choose_accel, find_qemu, QemuDriver};
 use atelier_vmm::{BootArtifacts, SandboxSpec};
 
