@@ -33,6 +33,16 @@ else
 fi
 cargo build --workspace --bins
 
+# The workspace's lint policy ([workspace.lints] in Cargo.toml): any warning fails.
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --workspace --all-targets --quiet -- -D warnings || failed+=("clippy")
+elif [ "${ATELIER_REQUIRE_REAL:-}" = "1" ]; then
+  echo "FAIL: cargo clippy is missing (rustup component add clippy)" >&2
+  exit 1
+else
+  echo "skipped: clippy (cargo clippy not found)"
+fi
+
 # The agent must be a static binary: it runs on bare guests with whatever libc (or none).
 scripts/build-agent.sh >/dev/null
 agent="$(scripts/build-agent.sh --print-path)"

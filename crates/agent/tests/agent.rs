@@ -379,6 +379,7 @@ async fn exec_as_another_user(t: Transport) {
     req.user = Some("nobody".into());
     req.cwd = Some("/".into());
     let res = a.client.exec(&req).await;
+    // SAFETY: geteuid(2) has no arguments and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         assert_agent_err(res.unwrap_err(), 403, "forbidden");
         return;
@@ -1012,6 +1013,7 @@ async fn services_watchdog_restarts_killed_service(t: Transport) {
     let pid1 = st.pid.unwrap();
     // Once it printed, the shell has exec'd into sleep: kill that.
     wait_for_log(&a.client, "w", "run\n").await;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
     unsafe {
         libc::kill(pid1 as i32, libc::SIGKILL);
     }
@@ -1374,6 +1376,7 @@ async fn token_file_is_trimmed_and_used() {
         .await
         .unwrap();
     assert!(dir.path().join("r1/rel.txt").exists());
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
     unsafe {
         libc::kill(child.id().unwrap() as i32, libc::SIGTERM);
     }
@@ -1521,6 +1524,7 @@ async fn hybrid_vsock_through_a_fake_firecracker_socket() {
 
 #[tokio::test]
 async fn vsock_listener_when_available() {
+    // SAFETY: socket(2) takes plain integers; the descriptor is closed below.
     let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0) };
     if fd < 0 {
         atelier_testkit::skip_documented(format!(
@@ -1529,6 +1533,7 @@ async fn vsock_listener_when_available() {
         ));
         return;
     }
+    // SAFETY: `fd` is the socket opened above, owned by nothing else.
     unsafe {
         libc::close(fd);
     }

@@ -751,6 +751,7 @@ async fn services_are_supervised_through_the_api() {
     })
     .await;
     let pid = r.body["pid"].as_i64().unwrap();
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let api2 = api.clone();
     let id2 = id.clone();

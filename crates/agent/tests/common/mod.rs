@@ -124,6 +124,7 @@ impl Agent {
 
     /// SIGTERM, then wait up to `within` for the exit status.
     pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         unsafe {
             libc::kill(self.pid() as i32, libc::SIGTERM);
         }
@@ -143,6 +144,7 @@ impl Drop for Agent {
             return;
         }
         if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours.
             unsafe {
                 libc::kill(pid as i32, libc::SIGTERM);
             }

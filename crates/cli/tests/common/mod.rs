@@ -175,6 +175,7 @@ impl Manager {
 
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -221,6 +222,7 @@ pub fn processes_under(dir: &Path) -> Vec<u32> {
 
 pub fn kill_processes_under(dir: &Path) {
     for pid in processes_under(dir) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
 }
