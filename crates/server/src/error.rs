@@ -6,6 +6,8 @@ use atelier_proto::{ErrorBody, ErrorDetail};
 use atelier_store::StoreError;
 use atelier_vmm::VmmError;
 use axum::http::StatusCode;
+
+use crate::lifecycle::LifecycleError;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -139,6 +141,29 @@ impl From<VmmError> for ApiError {
                 e.to_string(),
             ),
             other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::Store(e) => e.into(),
+            LifecycleError::Transition(e) => e.into(),
+            LifecycleError::Vmm(e) => e.into(),
+            LifecycleError::Agent(e) => e.into(),
+            LifecycleError::NotRunning { state, .. } => {
+                Self::new(StatusCode::CONFLICT, "invalid_state", e.to_string())
+                    .with_details(serde_json::json!({ "state": state }))
+            }
+            LifecycleError::DidNotStart { state, .. } => {
+                Self::new(StatusCode::CONFLICT, "sandbox_failed", e.to_string())
+                    .with_details(serde_json::json!({ "state": state }))
+            }
+            LifecycleError::Timeout { .. } => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string())
+            }
+            LifecycleError::NoRuntime { .. } => Self::internal(e.to_string()),
         }
     }
 }

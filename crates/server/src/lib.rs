@@ -25,14 +25,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atelier_core::{Sandbox, SandboxId, SandboxState};
+use atelier_core::{Sandbox, SandboxId};
 use atelier_store::Store;
 use atelier_vmm::{select_driver, DriverChoice, DriverConfig};
 use tokio_util::sync::CancellationToken;
 
 pub use api::openapi;
 pub use config::{default_data_dir, FileConfig};
-use error::{ApiError, ApiResult};
+use error::ApiResult;
 use events::EventBus;
 use lifecycle::Lifecycle;
 
@@ -134,7 +134,6 @@ pub struct AppState {
     data_dir: Arc<PathBuf>,
     started: Instant,
     shutdown: CancellationToken,
-    boot_timeout: Duration,
     images: Arc<atelier_vmm::images::ImageStore>,
     tasks: tasks::Tasks,
     prebuilds: prebuild::Prebuilds,
@@ -149,32 +148,13 @@ pub struct AppState {
 impl AppState {
     /// The agent of the running sandbox named in a request path (404 / 409 otherwise).
     async fn agent(&self, raw_id: &str) -> ApiResult<atelier_agent_client::AgentClient> {
-        self.lifecycle.agent(&routes::sandbox_id(raw_id)?).await
+        Ok(self.lifecycle.agent(&routes::sandbox_id(raw_id)?).await?)
     }
 
     /// Waits until a sandbox leaves `creating`/`starting` (bounded by the boot timeout).
     async fn wait_settled(&self, id: &SandboxId) -> ApiResult<Sandbox> {
-        let deadline = Instant::now() + self.boot_timeout + Duration::from_secs(10);
-        let mut events = self.bus.subscribe();
-        loop {
-            let sandbox = self.store.get_sandbox(id).await?.sandbox;
-            if !matches!(
-                sandbox.state,
-                SandboxState::Creating | SandboxState::Starting
-            ) {
-                return Ok(sandbox);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::GATEWAY_TIMEOUT,
-                    "timeout",
-                    format!("sandbox {id} is still {}", sandbox.state),
-                ));
-            }
-            // Any event (or a lag) is a reason to look again.
-            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), events.recv()).await;
-        }
+        let deadline = self.lifecycle.settle_deadline();
+        Ok(self.lifecycle.wait_settled(id, deadline).await?)
     }
 }
 
@@ -232,7 +212,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
     let report = lifecycle
         .reconcile()
         .await
-        .map_err(|e| ServeError::Reconcile(e.message))?;
+        .map_err(|e| ServeError::Reconcile(e.to_string()))?;
     tracing::info!(
         adopted = report.adopted.len(),
         failed = report.failed.len(),
@@ -280,7 +260,6 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
         data_dir: Arc::new(data_dir.clone()),
         started: Instant::now(),
         shutdown: shutdown.clone(),
-        boot_timeout: opts.boot_timeout,
         images: selected.images.clone(),
         tasks: tasks.clone(),
         prebuilds,

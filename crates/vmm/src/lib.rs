@@ -6,6 +6,8 @@
 //! ([`Runtime`]) before waiting on it, so a restart can adopt or clean up.
 
 mod driver;
+#[cfg(feature = "fake")]
+pub mod fake;
 pub mod firecracker;
 pub mod guest;
 pub mod image;

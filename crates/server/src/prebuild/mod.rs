@@ -235,7 +235,7 @@ impl Prebuilds {
             .lifecycle
             .create(new, None)
             .await
-            .map_err(|e| e.message)?;
+            .map_err(|e| e.to_string())?;
         self.inner
             .store
             .set_prebuild_sandbox(id, &sandbox.id)
@@ -250,7 +250,7 @@ impl Prebuilds {
         // The builder's work lives on in the snapshot (or failed): it goes either way,
         // before the prebuild is ready, so that nothing of it outlives the build.
         if let Err(e) = self.inner.lifecycle.destroy(&sandbox.id).await {
-            tracing::warn!(prebuild = id, sandbox = %sandbox.id, error = %e.message, "could not destroy the builder sandbox");
+            tracing::warn!(prebuild = id, sandbox = %sandbox.id, error = %e, "could not destroy the builder sandbox");
         }
         let (snapshot, token) = captured?;
         self.finish(id, &snapshot, &token).await
@@ -262,13 +262,18 @@ impl Prebuilds {
         spec: &WorkspaceSpec,
         sandbox: &SandboxId,
     ) -> Result<(serde_json::Value, String), String> {
-        let running = self.wait_running(sandbox).await?;
+        let lifecycle = &self.inner.lifecycle;
+        let running = lifecycle
+            .wait_running(sandbox, lifecycle.settle_deadline())
+            .await
+            .map_err(|e| format!("the builder sandbox did not come up: {e}"))?
+            .id;
         let agent = self
             .inner
             .lifecycle
             .agent(&running)
             .await
-            .map_err(|e| e.message)?;
+            .map_err(|e| e.to_string())?;
         let workdir = sandbox_workdir(&agent).await?;
 
         // 1. The repos, cloned on the host and unpacked in the sandbox.
@@ -432,7 +437,7 @@ impl Prebuilds {
             .lifecycle
             .agent(sandbox)
             .await
-            .map_err(|e| e.message)?;
+            .map_err(|e| e.to_string())?;
         let workdir = sandbox_workdir(&agent).await?;
         let mut commits = Vec::new();
         for repo in &spec.repos {
@@ -467,7 +472,7 @@ impl Prebuilds {
             .lifecycle
             .withdraw_secrets(sandbox)
             .await
-            .map_err(|e| format!("taking the secrets back before the capture: {}", e.message))?;
+            .map_err(|e| format!("taking the secrets back before the capture: {e}"))?;
         self.log(id, "==> workspace secrets removed before the capture\n")
             .await;
         let (snapshot, token) = self.capture(id, sandbox).await?;
@@ -487,7 +492,7 @@ impl Prebuilds {
             .lifecycle
             .capture(sandbox, &dest)
             .await
-            .map_err(|e| format!("capturing the sandbox: {}", e.message))?;
+            .map_err(|e| format!("capturing the sandbox: {e}"))?;
         let kind = if snapshot.restores_memory() {
             "disk and memory: clones resume it"
         } else {
@@ -516,30 +521,6 @@ impl Prebuilds {
         }
         self.log(id, "==> ready\n").await;
         Ok(())
-    }
-
-    async fn wait_running(&self, id: &SandboxId) -> Result<SandboxId, String> {
-        let mut events = self.inner.bus.subscribe();
-        loop {
-            let sandbox = self
-                .inner
-                .store
-                .get_sandbox(id)
-                .await
-                .map_err(|e| e.to_string())?
-                .sandbox;
-            match sandbox.state {
-                SandboxState::Running => return Ok(sandbox.id),
-                SandboxState::Creating | SandboxState::Starting => {}
-                other => {
-                    return Err(format!(
-                        "the builder sandbox is {other}: {}",
-                        sandbox.error.unwrap_or_default()
-                    ))
-                }
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
-        }
     }
 
     async fn fail(&self, id: &str, error: &str) {

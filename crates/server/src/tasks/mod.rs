@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use atelier_core::agent_config::{AgentConfig, AgentProtocol, RuntimeKind};
 use atelier_core::task::{PushOutcome, TodoItem};
-use atelier_core::{SandboxId, Task, TaskStatus};
+use atelier_core::{Task, TaskStatus};
 use atelier_runtimes::{
     AgentEvent, AgentRuntime, Answer, InteractionKind, OpenCodeConfig, OpenCodeRuntime,
     RuntimeOptions, Session, SessionSpec,
@@ -254,7 +254,7 @@ impl Tasks {
         self.inner.model_proxy.revoke_task(&task.id);
         if let Some(sandbox) = &task.sandbox_id {
             if let Err(e) = self.inner.lifecycle.destroy(sandbox).await {
-                tracing::debug!(task = %task.id, error = %e.message, "sandbox already gone");
+                tracing::debug!(task = %task.id, error = %e, "sandbox already gone");
             }
         }
     }
@@ -353,7 +353,10 @@ impl Tasks {
             .store
             .set_task_sandbox(id, Some(&sandbox.id))
             .await?;
-        let sandbox = self.wait_running(&sandbox.id).await?;
+        let lifecycle = &self.inner.lifecycle;
+        let sandbox = lifecycle
+            .wait_running(&sandbox.id, lifecycle.settle_deadline())
+            .await?;
         let agent = self.inner.lifecycle.agent(&sandbox.id).await?;
         let sandbox_token = self.inner.store.get_sandbox(&sandbox.id).await?.agent_token;
 
@@ -617,26 +620,6 @@ impl Tasks {
         tracing::info!(task = %id, "resumed the task's agent stream");
         self.pump(&id, &agent, &handle.directory, events, &turn)
             .await
-    }
-
-    async fn wait_running(&self, id: &SandboxId) -> ApiResult<atelier_core::Sandbox> {
-        for _ in 0..(10 * 300) {
-            let s = self.inner.store.get_sandbox(id).await?.sandbox;
-            match s.state {
-                atelier_core::SandboxState::Running => return Ok(s),
-                atelier_core::SandboxState::Creating | atelier_core::SandboxState::Starting => {}
-                other => {
-                    return Err(ApiError::internal(format!(
-                        "the task's sandbox is {other}: {}",
-                        s.error.unwrap_or_default()
-                    )))
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(ApiError::internal(
-            "the task's sandbox did not start within 5 minutes",
-        ))
     }
 
     /// Persists and folds every agent event until the turn ends.

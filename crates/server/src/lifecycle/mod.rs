@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atelier_agent_client::AgentClient;
 use atelier_core::sandbox::Outcome;
@@ -14,8 +14,47 @@ use atelier_store::{HostResource, Idempotency, NewSandbox, SandboxFilter, Sandbo
 use atelier_vmm::{Driver, Runtime, SandboxSpec, SnapshotInfo, VmmError};
 use tokio::sync::OwnedMutexGuard;
 
-use crate::error::{ApiError, ApiResult};
 use crate::events::EventBus;
+
+/// What a sandbox operation can fail with; mapped to HTTP once, in [`crate::error`].
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Store(#[from] atelier_store::StoreError),
+    /// The operation does not apply to the sandbox's state (stop a stopped sandbox…).
+    #[error(transparent)]
+    Transition(#[from] atelier_core::TransitionError),
+    #[error(transparent)]
+    Vmm(#[from] VmmError),
+    #[error(transparent)]
+    Agent(#[from] atelier_agent_client::Error),
+    /// The operation needs a running sandbox.
+    #[error("sandbox {id} is {state}; {needs}")]
+    NotRunning {
+        id: SandboxId,
+        state: SandboxState,
+        needs: &'static str,
+    },
+    /// A sandbox whose state says it has a machine holds no handle to one.
+    #[error("sandbox {id} is {state} but has no runtime record")]
+    NoRuntime { id: SandboxId, state: SandboxState },
+    /// A sandbox waited for came up in another state than `running`.
+    #[error("sandbox {id} is {state}: {error}")]
+    DidNotStart {
+        id: SandboxId,
+        state: SandboxState,
+        error: String,
+    },
+    /// [`Lifecycle::wait_settled`] ran out of time.
+    #[error("sandbox {id} is still {state} after {waited:?}")]
+    Timeout {
+        id: SandboxId,
+        state: SandboxState,
+        waited: Duration,
+    },
+}
+
+pub type LifecycleResult<T> = Result<T, LifecycleError>;
 
 #[derive(Clone)]
 pub struct Lifecycle {
@@ -98,7 +137,7 @@ impl Lifecycle {
         from: SandboxState,
         to: SandboxState,
         reason: Option<&str>,
-    ) -> ApiResult<()> {
+    ) -> LifecycleResult<()> {
         let event = self.inner.store.transition(id, from, to, reason).await?;
         self.inner.bus.publish(event);
         Ok(())
@@ -161,7 +200,7 @@ impl Lifecycle {
         &self,
         new: NewSandbox,
         idempotency: Option<&Idempotency>,
-    ) -> ApiResult<(Sandbox, bool)> {
+    ) -> LifecycleResult<(Sandbox, bool)> {
         let (rec, event) = self.inner.store.insert_sandbox(&new, idempotency).await?;
         let created = event.is_some();
         if let Some(event) = event {
@@ -183,7 +222,7 @@ impl Lifecycle {
         match self.launch(&rec).await {
             Ok(()) => {
                 if let Err(e) = self.transition(id, from, SandboxState::Running, None).await {
-                    tracing::warn!(sandbox = %id, error = %e.message, "could not record the sandbox as running");
+                    tracing::warn!(sandbox = %id, error = %e, "could not record the sandbox as running");
                 }
             }
             Err(e) => {
@@ -207,7 +246,7 @@ impl Lifecycle {
         }
     }
 
-    async fn launch(&self, rec: &SandboxRecord) -> Result<(), VmmError> {
+    async fn launch(&self, rec: &SandboxRecord) -> LifecycleResult<()> {
         let id = &rec.sandbox.id;
         for (kind, ident) in self.driver_named(&rec.sandbox.driver).planned_resources(id) {
             let r = HostResource {
@@ -215,11 +254,7 @@ impl Lifecycle {
                 kind,
                 ident,
             };
-            self.inner
-                .store
-                .record_resource(&r)
-                .await
-                .map_err(store_io)?;
+            self.inner.store.record_resource(&r).await?;
         }
         let mut spec = self.spec(rec).await;
         let driver = self.driver_named(&rec.sandbox.driver);
@@ -236,8 +271,7 @@ impl Lifecycle {
         self.inner
             .store
             .set_runtime(id, Some(&runtime.to_json()))
-            .await
-            .map_err(store_io)?;
+            .await?;
         driver
             .wait_ready(&spec, &runtime, self.inner.boot_timeout)
             .await?;
@@ -250,19 +284,14 @@ impl Lifecycle {
         }
         if let Some(workspace) = &rec.sandbox.workspace_id {
             let agent = driver.agent(&runtime, &rec.agent_token)?;
-            self.deliver_secrets(&agent, workspace)
-                .await
-                .map_err(|e| VmmError::Io {
-                    context: "giving the sandbox its workspace's secrets".into(),
-                    source: std::io::Error::other(e),
-                })?;
+            self.deliver_secrets(&agent, workspace).await?;
         }
         Ok(())
     }
 
     /// Takes a running sandbox's workspace secrets back (its environment emptied, its
     /// secret files deleted) before it is captured into a prebuild.
-    pub async fn withdraw_secrets(&self, id: &SandboxId) -> ApiResult<()> {
+    pub async fn withdraw_secrets(&self, id: &SandboxId) -> LifecycleResult<()> {
         let rec = self.inner.store.get_sandbox(id).await?;
         let Some(workspace) = &rec.sandbox.workspace_id else {
             return Ok(());
@@ -289,13 +318,8 @@ impl Lifecycle {
         &self,
         agent: &AgentClient,
         workspace: &atelier_core::WorkspaceId,
-    ) -> Result<(), String> {
-        let spec = self
-            .inner
-            .store
-            .workspace_spec(workspace)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> LifecycleResult<()> {
+        let spec = self.inner.store.workspace_spec(workspace).await?;
         let env: BTreeMap<String, String> = spec
             .secrets
             .env
@@ -303,19 +327,16 @@ impl Lifecycle {
             .map(|s| (s.name.clone(), s.value.clone()))
             .collect();
         if !env.is_empty() {
-            agent.set_env(&env).await.map_err(|e| e.to_string())?;
+            agent.set_env(&env).await?;
         }
-        let files = secret_file_paths(agent, &spec.secrets.files)
-            .await
-            .map_err(|e| e.to_string())?;
+        let files = secret_file_paths(agent, &spec.secrets.files).await?;
         for (path, f) in files {
             if let Some((parent, _)) = path.rsplit_once('/').filter(|(p, _)| !p.is_empty()) {
                 let _ = agent.mkdir(parent).await;
             }
             agent
                 .write_file(&path, f.content.clone().into_bytes().into(), Some(f.mode))
-                .await
-                .map_err(|e| format!("writing {}: {e}", f.path))?;
+                .await?;
         }
         Ok(())
     }
@@ -343,18 +364,17 @@ impl Lifecycle {
         &self,
         id: &SandboxId,
         dest: &std::path::Path,
-    ) -> ApiResult<(SnapshotInfo, String)> {
+    ) -> LifecycleResult<(SnapshotInfo, String)> {
         let _guard = self.lock(id).await;
         let rec = self.inner.store.get_sandbox(id).await?;
         if rec.sandbox.state != SandboxState::Running {
-            return Err(ApiError::conflict(format!(
-                "sandbox {id} is {}; only a running sandbox can be captured",
-                rec.sandbox.state
-            )));
+            return Err(LifecycleError::NotRunning {
+                id: id.clone(),
+                state: rec.sandbox.state,
+                needs: "only a running sandbox can be captured",
+            });
         }
-        let runtime = rec
-            .runtime_handle()
-            .ok_or_else(|| ApiError::internal("a running sandbox has no runtime record"))?;
+        let runtime = rec.runtime_or_error()?;
         let next = rec.sandbox.state.begin(Operation::Stop)?;
         self.transition(id, rec.sandbox.state, next, None).await?;
         self.flush_guest(&rec).await;
@@ -391,7 +411,7 @@ impl Lifecycle {
     }
 
     /// Starts a stopped (or failed) sandbox in the background; returns it in `starting`.
-    pub async fn start(&self, id: &SandboxId) -> ApiResult<Sandbox> {
+    pub async fn start(&self, id: &SandboxId) -> LifecycleResult<Sandbox> {
         {
             let _guard = self.lock(id).await;
             let rec = self.inner.store.get_sandbox(id).await?;
@@ -404,7 +424,7 @@ impl Lifecycle {
         Ok(self.inner.store.get_sandbox(id).await?.sandbox)
     }
 
-    pub async fn stop(&self, id: &SandboxId) -> ApiResult<Sandbox> {
+    pub async fn stop(&self, id: &SandboxId) -> LifecycleResult<Sandbox> {
         let _guard = self.lock(id).await;
         let rec = self.inner.store.get_sandbox(id).await?;
         let next = rec.sandbox.state.begin(Operation::Stop)?;
@@ -435,7 +455,7 @@ impl Lifecycle {
         }
     }
 
-    async fn finish_stop(&self, id: &SandboxId, runtime: Option<&Runtime>) -> ApiResult<()> {
+    async fn finish_stop(&self, id: &SandboxId, runtime: Option<&Runtime>) -> LifecycleResult<()> {
         match self.driver_of(id).await.stop(id, runtime).await {
             Ok(()) => {
                 self.transition(id, SandboxState::Stopping, SandboxState::Stopped, None)
@@ -455,7 +475,7 @@ impl Lifecycle {
         }
     }
 
-    pub async fn destroy(&self, id: &SandboxId) -> ApiResult<Sandbox> {
+    pub async fn destroy(&self, id: &SandboxId) -> LifecycleResult<Sandbox> {
         let _guard = self.lock(id).await;
         let rec = self.inner.store.get_sandbox(id).await?;
         let next = rec.sandbox.state.begin(Operation::Destroy)?;
@@ -470,7 +490,11 @@ impl Lifecycle {
         Ok(self.inner.store.get_sandbox(id).await?.sandbox)
     }
 
-    async fn finish_destroy(&self, id: &SandboxId, runtime: Option<&Runtime>) -> ApiResult<()> {
+    async fn finish_destroy(
+        &self,
+        id: &SandboxId,
+        runtime: Option<&Runtime>,
+    ) -> LifecycleResult<()> {
         match self.driver_of(id).await.destroy(id, runtime).await {
             Ok(()) => {
                 self.forget_resources(id).await;
@@ -492,21 +516,19 @@ impl Lifecycle {
         }
     }
 
-    pub async fn pause(&self, id: &SandboxId) -> ApiResult<Sandbox> {
+    pub async fn pause(&self, id: &SandboxId) -> LifecycleResult<Sandbox> {
         self.pause_or_resume(id, Operation::Pause).await
     }
 
-    pub async fn resume(&self, id: &SandboxId) -> ApiResult<Sandbox> {
+    pub async fn resume(&self, id: &SandboxId) -> LifecycleResult<Sandbox> {
         self.pause_or_resume(id, Operation::Resume).await
     }
 
-    async fn pause_or_resume(&self, id: &SandboxId, op: Operation) -> ApiResult<Sandbox> {
+    async fn pause_or_resume(&self, id: &SandboxId, op: Operation) -> LifecycleResult<Sandbox> {
         let _guard = self.lock(id).await;
         let rec = self.inner.store.get_sandbox(id).await?;
         let next = rec.sandbox.state.begin(op)?;
-        let runtime = rec
-            .runtime_handle()
-            .ok_or_else(|| ApiError::conflict("the sandbox has no running machine"))?;
+        let runtime = rec.runtime_or_error()?;
         match op {
             Operation::Pause => self.driver_of(id).await.pause(&runtime).await?,
             _ => self.driver_of(id).await.resume(&runtime).await?,
@@ -516,26 +538,78 @@ impl Lifecycle {
     }
 
     /// A client for the agent of a running sandbox; 409 in any other state.
-    pub async fn agent(&self, id: &SandboxId) -> ApiResult<AgentClient> {
+    pub async fn agent(&self, id: &SandboxId) -> LifecycleResult<AgentClient> {
         let rec = self.inner.store.get_sandbox(id).await?;
         if !rec.sandbox.state.accepts_work() {
-            return Err(ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "invalid_state",
-                format!("sandbox {id} is {}; it must be running", rec.sandbox.state),
-            )
-            .with_details(serde_json::json!({ "state": rec.sandbox.state })));
+            return Err(LifecycleError::NotRunning {
+                id: id.clone(),
+                state: rec.sandbox.state,
+                needs: "it must be running",
+            });
         }
-        let runtime = rec
-            .runtime_handle()
-            .ok_or_else(|| ApiError::internal("a running sandbox has no runtime record"))?;
+        let runtime = rec.runtime_or_error()?;
         Ok(self
             .driver_named(&rec.sandbox.driver)
             .agent(&runtime, &rec.agent_token)?)
     }
 
+    /// Waits until a sandbox leaves `creating`/`starting` (woken by any event, looking
+    /// again at least every second), and returns it as it settled; `Timeout` when it is
+    /// still coming up at `deadline`.
+    pub async fn wait_settled(
+        &self,
+        id: &SandboxId,
+        deadline: Instant,
+    ) -> LifecycleResult<Sandbox> {
+        let started = Instant::now();
+        let mut events = self.inner.bus.subscribe();
+        loop {
+            let sandbox = self.inner.store.get_sandbox(id).await?.sandbox;
+            if !matches!(
+                sandbox.state,
+                SandboxState::Creating | SandboxState::Starting
+            ) {
+                return Ok(sandbox);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(LifecycleError::Timeout {
+                    id: id.clone(),
+                    state: sandbox.state,
+                    waited: started.elapsed(),
+                });
+            }
+            // Any event (or a lag) is a reason to look again.
+            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), events.recv()).await;
+        }
+    }
+
+    /// The deadline a sandbox coming up now must meet: the boot timeout, plus what
+    /// recording it and delivering its secrets may take.
+    pub fn settle_deadline(&self) -> Instant {
+        Instant::now() + self.inner.boot_timeout + Duration::from_secs(10)
+    }
+
+    /// Waits as [`Self::wait_settled`] and insists the sandbox came up `running`: any
+    /// other end is [`LifecycleError::DidNotStart`], naming the sandbox's error.
+    pub async fn wait_running(
+        &self,
+        id: &SandboxId,
+        deadline: Instant,
+    ) -> LifecycleResult<Sandbox> {
+        let sandbox = self.wait_settled(id, deadline).await?;
+        if sandbox.state == SandboxState::Running {
+            return Ok(sandbox);
+        }
+        Err(LifecycleError::DidNotStart {
+            id: id.clone(),
+            state: sandbox.state,
+            error: sandbox.error.unwrap_or_default(),
+        })
+    }
+
     /// Brings the records and the host back into agreement after a (re)start.
-    pub async fn reconcile(&self) -> ApiResult<ReconcileReport> {
+    pub async fn reconcile(&self) -> LifecycleResult<ReconcileReport> {
         let mut report = ReconcileReport::default();
         let records = self
             .inner
@@ -628,6 +702,8 @@ pub struct ReconcileReport {
 
 trait RuntimeHandle {
     fn runtime_handle(&self) -> Option<Runtime>;
+    /// The handle a sandbox in a state with a machine must have.
+    fn runtime_or_error(&self) -> LifecycleResult<Runtime>;
 }
 
 impl RuntimeHandle for SandboxRecord {
@@ -635,6 +711,14 @@ impl RuntimeHandle for SandboxRecord {
         self.runtime
             .as_ref()
             .and_then(|v| Runtime::from_json(v).ok())
+    }
+
+    fn runtime_or_error(&self) -> LifecycleResult<Runtime> {
+        self.runtime_handle()
+            .ok_or_else(|| LifecycleError::NoRuntime {
+                id: self.sandbox.id.clone(),
+                state: self.sandbox.state,
+            })
     }
 }
 
@@ -666,16 +750,12 @@ async fn secret_file_paths<'a>(
         .collect())
 }
 
-fn store_io(e: atelier_store::StoreError) -> VmmError {
-    VmmError::Io {
-        context: "recording the sandbox".into(),
-        source: std::io::Error::other(e.to_string()),
-    }
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests;
