@@ -8,6 +8,7 @@ use atelier_vmm::VmmError;
 use axum::http::StatusCode;
 
 use crate::lifecycle::LifecycleError;
+use crate::prebuild::PrebuildError;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -164,6 +165,23 @@ impl From<LifecycleError> for ApiError {
                 Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string())
             }
             LifecycleError::NoRuntime { .. } => Self::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<PrebuildError> for ApiError {
+    fn from(e: PrebuildError) -> Self {
+        match e {
+            PrebuildError::Store(e) => e.into(),
+            PrebuildError::Sandbox(e) => e.into(),
+            PrebuildError::Invalid { field, message } => Self::invalid(field, message),
+            PrebuildError::NotRunning { .. } => Self::conflict(e.to_string()),
+            PrebuildError::InProgress(m) => {
+                Self::new(StatusCode::CONFLICT, "prebuild_in_progress", m)
+            }
+            PrebuildError::InitFailed { .. } | PrebuildError::Step { .. } => {
+                Self::internal(e.to_string())
+            }
         }
     }
 }

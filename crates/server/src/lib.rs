@@ -6,6 +6,7 @@
 
 mod api;
 mod auth;
+mod coding_agent;
 pub mod config;
 mod error;
 mod events;
@@ -235,7 +236,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
     prebuilds
         .reconcile()
         .await
-        .map_err(|e| ServeError::Reconcile(e.message))?;
+        .map_err(|e| ServeError::Reconcile(e.to_string()))?;
     tokio::spawn(
         prebuilds
             .clone()

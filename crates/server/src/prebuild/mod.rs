@@ -29,9 +29,50 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{ApiError, ApiResult};
 use crate::events::EventBus;
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{Lifecycle, LifecycleError};
+
+/// What making or checking a prebuild can fail with; mapped to HTTP once, in
+/// [`crate::error`]. A failed build records its error's text on the prebuild.
+#[derive(Debug, thiserror::Error)]
+pub enum PrebuildError {
+    #[error(transparent)]
+    Store(#[from] atelier_store::StoreError),
+    #[error(transparent)]
+    Sandbox(#[from] LifecycleError),
+    /// The request names a sandbox a prebuild cannot be made from.
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// Only a running sandbox can be promoted.
+    #[error("sandbox {id} is {state}; only a running sandbox can be promoted")]
+    NotRunning { id: SandboxId, state: SandboxState },
+    /// A workspace builds one prebuild at a time.
+    #[error("{0}")]
+    InProgress(String),
+    /// An init command failed.
+    #[error("init command {n} (`{command}`) exited with code {code}")]
+    InitFailed {
+        n: usize,
+        command: String,
+        code: i32,
+    },
+    /// A step of the build failed: what it was doing, and why.
+    #[error("{step}: {reason}")]
+    Step { step: String, reason: String },
+}
+
+impl PrebuildError {
+    /// The error of a build step: `step` says what was being done.
+    fn step(step: impl Into<String>) -> impl FnOnce(String) -> Self {
+        let step = step.into();
+        move |reason| Self::Step { step, reason }
+    }
+}
+
+pub type PrebuildResult<T> = Result<T, PrebuildError>;
 
 /// How long one init command may run.
 const INIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -94,7 +135,7 @@ impl Prebuilds {
     }
 
     /// Starts a build of the workspace's prebuild in the background; 409 while one builds.
-    pub async fn build(&self, workspace: &WorkspaceId) -> ApiResult<Prebuild> {
+    pub async fn build(&self, workspace: &WorkspaceId) -> PrebuildResult<Prebuild> {
         self.start(workspace, Source::Build).await
     }
 
@@ -103,29 +144,32 @@ impl Prebuilds {
         &self,
         workspace: &WorkspaceId,
         sandbox: SandboxId,
-    ) -> ApiResult<Prebuild> {
-        let rec = self
-            .inner
-            .store
-            .get_sandbox(&sandbox)
-            .await
-            .map_err(|_| ApiError::invalid("from_sandbox", format!("no sandbox {sandbox}")))?;
+    ) -> PrebuildResult<Prebuild> {
+        let rec =
+            self.inner
+                .store
+                .get_sandbox(&sandbox)
+                .await
+                .map_err(|_| PrebuildError::Invalid {
+                    field: "from_sandbox",
+                    message: format!("no sandbox {sandbox}"),
+                })?;
         if rec.sandbox.workspace_id.as_ref() != Some(workspace) {
-            return Err(ApiError::invalid(
-                "from_sandbox",
-                format!("sandbox {sandbox} does not belong to this workspace"),
-            ));
+            return Err(PrebuildError::Invalid {
+                field: "from_sandbox",
+                message: format!("sandbox {sandbox} does not belong to this workspace"),
+            });
         }
         if rec.sandbox.state != SandboxState::Running {
-            return Err(ApiError::conflict(format!(
-                "sandbox {sandbox} is {}; only a running sandbox can be promoted",
-                rec.sandbox.state
-            )));
+            return Err(PrebuildError::NotRunning {
+                id: sandbox,
+                state: rec.sandbox.state,
+            });
         }
         self.start(workspace, Source::Promote(sandbox)).await
     }
 
-    async fn start(&self, workspace: &WorkspaceId, source: Source) -> ApiResult<Prebuild> {
+    async fn start(&self, workspace: &WorkspaceId, source: Source) -> PrebuildResult<Prebuild> {
         let spec = self.inner.store.workspace_spec(workspace).await?;
         let driver = self.inner.lifecycle.driver().kind().to_string();
         let (vcpus, memory_mib) = match &source {
@@ -153,9 +197,7 @@ impl Prebuilds {
             .insert_prebuild(&new)
             .await
             .map_err(|e| match e {
-                atelier_store::StoreError::Conflict(m) => {
-                    ApiError::new(axum::http::StatusCode::CONFLICT, "prebuild_in_progress", m)
-                }
+                atelier_store::StoreError::Conflict(m) => PrebuildError::InProgress(m),
                 e => e.into(),
             })?;
         self.inner.bus.publish(event);
@@ -167,7 +209,7 @@ impl Prebuilds {
                 Source::Promote(sandbox) => this.run_promote(&id, &sandbox).await,
             };
             if let Err(e) = outcome {
-                this.fail(&id, &e).await;
+                this.fail(&id, &e.to_string()).await;
             }
             this.collect_garbage().await;
         });
@@ -207,18 +249,13 @@ impl Prebuilds {
         }
     }
 
-    async fn run_build(&self, id: &str, spec: &WorkspaceSpec) -> Result<(), String> {
+    async fn run_build(&self, id: &str, spec: &WorkspaceSpec) -> PrebuildResult<()> {
         self.log(
             id,
             &format!("==> building prebuild {id} of workspace {}\n", spec.name),
         )
         .await;
-        let rec = self
-            .inner
-            .store
-            .get_prebuild(id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let rec = self.inner.store.get_prebuild(id).await?;
         let new = NewSandbox {
             name: format!("prebuild-{id}"),
             // Not the workspace's: a sandbox of a workspace is given its secrets, and
@@ -230,17 +267,11 @@ impl Prebuilds {
             agent_token: atelier_core::id::random_token(),
             prebuild_id: None,
         };
-        let (sandbox, _) = self
-            .inner
-            .lifecycle
-            .create(new, None)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (sandbox, _) = self.inner.lifecycle.create(new, None).await?;
         self.inner
             .store
             .set_prebuild_sandbox(id, &sandbox.id)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         self.log(
             id,
             &format!("==> starting builder sandbox {}\n", sandbox.id),
@@ -261,19 +292,14 @@ impl Prebuilds {
         id: &str,
         spec: &WorkspaceSpec,
         sandbox: &SandboxId,
-    ) -> Result<(serde_json::Value, String), String> {
+    ) -> PrebuildResult<(serde_json::Value, String)> {
         let lifecycle = &self.inner.lifecycle;
         let running = lifecycle
             .wait_running(sandbox, lifecycle.settle_deadline())
             .await
-            .map_err(|e| format!("the builder sandbox did not come up: {e}"))?
+            .map_err(|e| PrebuildError::step("the builder sandbox did not come up")(e.to_string()))?
             .id;
-        let agent = self
-            .inner
-            .lifecycle
-            .agent(&running)
-            .await
-            .map_err(|e| e.to_string())?;
+        let agent = self.inner.lifecycle.agent(&running).await?;
         let workdir = sandbox_workdir(&agent).await?;
 
         // 1. The repos, cloned on the host and unpacked in the sandbox.
@@ -288,7 +314,7 @@ impl Prebuilds {
             .await;
             let commit = git::clone(&repo.url, &repo.branch, &scratch.join(&path))
                 .await
-                .map_err(|e| format!("cloning {}: {e}", repo.url))?;
+                .map_err(PrebuildError::step(format!("cloning {}", repo.url)))?;
             self.log(id, &format!("    at {commit}\n")).await;
             commits.push(RepoCommit {
                 url: repo.url.clone(),
@@ -299,12 +325,14 @@ impl Prebuilds {
         }
         if !commits.is_empty() {
             let paths: Vec<String> = commits.iter().map(|c| c.path.clone()).collect();
-            let tarball = git::tar(&scratch, &paths).await?;
+            let tarball = git::tar(&scratch, &paths)
+                .await
+                .map_err(PrebuildError::step("packing the repos"))?;
             let remote = format!("{workdir}/.atelier-prebuild-src.tar");
             agent
                 .write_file(&remote, tarball.into(), Some(0o600))
                 .await
-                .map_err(|e| format!("uploading the repos: {e}"))?;
+                .map_err(|e| PrebuildError::step("uploading the repos")(e.to_string()))?;
             let mut unpack = ExecRequest::argv([
                 "sh",
                 "-c",
@@ -314,9 +342,11 @@ impl Prebuilds {
             let r = agent
                 .exec(&unpack)
                 .await
-                .map_err(|e| format!("unpacking the repos: {e}"))?;
+                .map_err(|e| PrebuildError::step("unpacking the repos")(e.to_string()))?;
             if r.status.exit_code != Some(0) {
-                return Err(format!("unpacking the repos failed: {}", r.stderr.trim()));
+                return Err(PrebuildError::step("unpacking the repos failed")(
+                    r.stderr.trim().to_owned(),
+                ));
             }
         }
         let _ = tokio::fs::remove_dir_all(&scratch).await;
@@ -324,8 +354,7 @@ impl Prebuilds {
         self.inner
             .store
             .set_prebuild_inputs(id, &commits, &image_hash)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
 
         // 2. The init commands, in the first repo (where a user would run them).
         let cwd = commits
@@ -344,10 +373,11 @@ impl Prebuilds {
             .await;
             let code = self.run_logged(id, &agent, command, &cwd, spec).await?;
             if code != 0 {
-                return Err(format!(
-                    "init command {} (`{command}`) exited with code {code}",
-                    n + 1
-                ));
+                return Err(PrebuildError::InitFailed {
+                    n: n + 1,
+                    command: command.clone(),
+                    code,
+                });
             }
         }
 
@@ -356,9 +386,9 @@ impl Prebuilds {
             let repo_dir = format!("{workdir}/{}", first.path);
             let local = !self.inner.lifecycle.driver().info().isolated;
             if let Some(done) =
-                crate::tasks::warm_agent(&agent, &spec.agent_config, &repo_dir, local)
+                crate::coding_agent::warm_agent(&agent, &spec.agent_config, &repo_dir, local)
                     .await
-                    .map_err(|e| format!("warming the coding agent: {e}"))?
+                    .map_err(PrebuildError::step("warming the coding agent"))?
             {
                 self.log(id, &format!("==> warmed the coding agent: {done}\n"))
                     .await;
@@ -378,7 +408,7 @@ impl Prebuilds {
         command: &str,
         cwd: &str,
         spec: &WorkspaceSpec,
-    ) -> Result<i32, String> {
+    ) -> PrebuildResult<i32> {
         let mut req = ExecRequest {
             command: CommandLine::Shell(command.to_owned()),
             ..ExecRequest::argv(["true"])
@@ -392,15 +422,19 @@ impl Prebuilds {
         let mut stream = agent
             .exec_stream(&req)
             .await
-            .map_err(|e| format!("running `{command}`: {e}"))?;
+            .map_err(|e| PrebuildError::step(format!("running `{command}`"))(e.to_string()))?;
         while let Some(event) = stream.next().await {
-            match event.map_err(|e| format!("running `{command}`: {e}"))? {
+            let event = event
+                .map_err(|e| PrebuildError::step(format!("running `{command}`"))(e.to_string()))?;
+            match event {
                 ExecEvent::Stdout { data } | ExecEvent::Stderr { data } => {
                     self.log(id, &data).await
                 }
                 ExecEvent::Exit(status) => {
                     if status.timed_out {
-                        return Err(format!("`{command}` timed out after {INIT_TIMEOUT:?}"));
+                        return Err(PrebuildError::step(format!("`{command}`"))(format!(
+                            "timed out after {INIT_TIMEOUT:?}"
+                        )));
                     }
                     return Ok(status
                         .exit_code
@@ -408,36 +442,23 @@ impl Prebuilds {
                 }
             }
         }
-        Err(format!("`{command}`: the sandbox stopped answering"))
+        Err(PrebuildError::step(format!("`{command}`"))(
+            "the sandbox stopped answering".into(),
+        ))
     }
 
-    async fn run_promote(&self, id: &str, sandbox: &SandboxId) -> Result<(), String> {
+    async fn run_promote(&self, id: &str, sandbox: &SandboxId) -> PrebuildResult<()> {
         self.log(id, &format!("==> promoting sandbox {sandbox}\n"))
             .await;
-        self.inner
-            .store
-            .set_prebuild_sandbox(id, sandbox)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.inner.store.set_prebuild_sandbox(id, sandbox).await?;
         // What the sandbox has checked out, so that a moved branch makes it stale too.
-        let rec = self
-            .inner
-            .store
-            .get_prebuild(id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let rec = self.inner.store.get_prebuild(id).await?;
         let spec = self
             .inner
             .store
             .workspace_spec(&rec.prebuild.workspace_id)
-            .await
-            .map_err(|e| e.to_string())?;
-        let agent = self
-            .inner
-            .lifecycle
-            .agent(sandbox)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
+        let agent = self.inner.lifecycle.agent(sandbox).await?;
         let workdir = sandbox_workdir(&agent).await?;
         let mut commits = Vec::new();
         for repo in &spec.repos {
@@ -465,14 +486,15 @@ impl Prebuilds {
         self.inner
             .store
             .set_prebuild_inputs(id, &commits, &image_hash)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         // Secrets are given to each sandbox, never captured.
         self.inner
             .lifecycle
             .withdraw_secrets(sandbox)
             .await
-            .map_err(|e| format!("taking the secrets back before the capture: {e}"))?;
+            .map_err(|e| {
+                PrebuildError::step("taking the secrets back before the capture")(e.to_string())
+            })?;
         self.log(id, "==> workspace secrets removed before the capture\n")
             .await;
         let (snapshot, token) = self.capture(id, sandbox).await?;
@@ -485,21 +507,22 @@ impl Prebuilds {
         &self,
         id: &str,
         sandbox: &SandboxId,
-    ) -> Result<(serde_json::Value, String), String> {
+    ) -> PrebuildResult<(serde_json::Value, String)> {
         let dest = self.dir_of(id).join(SNAPSHOT_DIR);
         let (snapshot, token) = self
             .inner
             .lifecycle
             .capture(sandbox, &dest)
             .await
-            .map_err(|e| format!("capturing the sandbox: {e}"))?;
+            .map_err(|e| PrebuildError::step("capturing the sandbox")(e.to_string()))?;
         let kind = if snapshot.restores_memory() {
             "disk and memory: clones resume it"
         } else {
             "disk only (this driver has no memory snapshots): clones boot it"
         };
         self.log(id, &format!("==> captured {kind}\n")).await;
-        let json = serde_json::to_value(&snapshot).map_err(|e| e.to_string())?;
+        let json = serde_json::to_value(&snapshot)
+            .map_err(|e| PrebuildError::step("recording the snapshot")(e.to_string()))?;
         Ok((json, token))
     }
 
@@ -509,13 +532,12 @@ impl Prebuilds {
         id: &str,
         snapshot: &serde_json::Value,
         token: &str,
-    ) -> Result<(), String> {
+    ) -> PrebuildResult<()> {
         let events = self
             .inner
             .store
             .finish_prebuild(id, snapshot, token)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for e in events {
             self.inner.bus.publish(e);
         }
@@ -538,7 +560,7 @@ impl Prebuilds {
     /// Compares the workspace's current prebuild with its inputs now (branch heads,
     /// settings, image); marks it stale and, with `auto_rebuild`, starts a new build.
     /// Returns the prebuild as checked (`None` when the workspace has none).
-    pub async fn check(&self, workspace: &WorkspaceId) -> ApiResult<Option<Prebuild>> {
+    pub async fn check(&self, workspace: &WorkspaceId) -> PrebuildResult<Option<Prebuild>> {
         let driver = self.inner.lifecycle.driver().kind().to_string();
         let Some(current) = self
             .inner
@@ -563,9 +585,9 @@ impl Prebuilds {
                 Ok(p) => {
                     tracing::info!(prebuild = %p.id, workspace = %workspace, "rebuilding a stale prebuild")
                 }
-                Err(e) if e.status == axum::http::StatusCode::CONFLICT => {} // already building
+                Err(PrebuildError::InProgress(_)) => {} // already building
                 Err(e) => {
-                    tracing::warn!(workspace = %workspace, error = %e.message, "could not start a rebuild")
+                    tracing::warn!(workspace = %workspace, error = %e, "could not start a rebuild")
                 }
             }
         }
@@ -623,7 +645,7 @@ impl Prebuilds {
                     && seen.insert(p.prebuild.workspace_id.clone())
                 {
                     if let Err(e) = self.check(&p.prebuild.workspace_id).await {
-                        tracing::warn!(workspace = %p.prebuild.workspace_id, error = %e.message, "prebuild check failed");
+                        tracing::warn!(workspace = %p.prebuild.workspace_id, error = %e, "prebuild check failed");
                     }
                 }
             }
@@ -637,13 +659,13 @@ impl Prebuilds {
         workspace: &WorkspaceId,
         image: &str,
         resources: &atelier_core::Resources,
-    ) -> ApiResult<Option<PrebuildRecord>> {
+    ) -> PrebuildResult<Option<PrebuildRecord>> {
         let driver = self.inner.lifecycle.driver().kind().to_string();
         pick(&self.inner.store, &driver, workspace, image, resources).await
     }
 
     /// After a restart: builds that were interrupted failed; leftovers are removed.
-    pub async fn reconcile(&self) -> ApiResult<()> {
+    pub async fn reconcile(&self) -> PrebuildResult<()> {
         let all = self.inner.store.list_prebuilds(None).await?;
         for p in &all {
             if p.prebuild.state == PrebuildState::Building {
@@ -726,7 +748,7 @@ pub async fn pick(
     workspace: &WorkspaceId,
     image: &str,
     resources: &atelier_core::Resources,
-) -> ApiResult<Option<PrebuildRecord>> {
+) -> PrebuildResult<Option<PrebuildRecord>> {
     let Some(rec) = store.current_prebuild(workspace, driver).await? else {
         return Ok(None);
     };
@@ -739,11 +761,11 @@ pub async fn pick(
 }
 
 /// The agent's working directory in the sandbox (where repos are cloned).
-async fn sandbox_workdir(agent: &atelier_agent_client::AgentClient) -> Result<String, String> {
+async fn sandbox_workdir(agent: &atelier_agent_client::AgentClient) -> PrebuildResult<String> {
     let r = agent
         .exec(&ExecRequest::argv(["pwd"]))
         .await
-        .map_err(|e| format!("asking the sandbox for its directory: {e}"))?;
+        .map_err(|e| PrebuildError::step("asking the sandbox for its directory")(e.to_string()))?;
     Ok(r.stdout.trim().trim_end_matches('/').to_owned())
 }
 

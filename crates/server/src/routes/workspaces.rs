@@ -75,7 +75,7 @@ pub async fn update(
     let prebuilds = state.prebuilds.clone();
     tokio::spawn(async move {
         if let Err(e) = prebuilds.check(&id).await {
-            tracing::warn!(workspace = %id, error = %e.message, "prebuild check after an update failed");
+            tracing::warn!(workspace = %id, error = %e, "prebuild check after an update failed");
         }
     });
     Ok(Json(workspace))

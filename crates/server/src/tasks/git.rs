@@ -8,17 +8,8 @@ use atelier_agent_client::AgentClient;
 use atelier_core::task::FileChange;
 use atelier_proto::{ExecRequest, ExecResult};
 
+pub use crate::coding_agent::beside;
 use crate::error::{ApiError, ApiResult};
-
-/// A path next to the repository (outside its work tree), for files of ours.
-pub fn beside(repo: &str, name: &str) -> String {
-    let parent = repo
-        .trim_end_matches('/')
-        .rsplit_once('/')
-        .map(|(p, _)| p)
-        .unwrap_or(".");
-    format!("{}/{name}", if parent.is_empty() { "" } else { parent })
-}
 
 /// Runs `argv` in `cwd`; a non-zero exit is an error carrying stderr.
 pub async fn run(

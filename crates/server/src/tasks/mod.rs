@@ -7,7 +7,6 @@
 //! work is committed, diffed, and copied into a host-side mirror so the branch outlives the
 //! sandbox; the task then waits in review.
 
-mod agent;
 mod git;
 
 use std::collections::HashMap;
@@ -15,18 +14,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use atelier_core::agent_config::{AgentConfig, AgentProtocol, RuntimeKind};
+use atelier_core::agent_config::{AgentConfig, AgentProtocol};
 use atelier_core::task::{PushOutcome, TodoItem};
 use atelier_core::{Task, TaskStatus};
-use atelier_runtimes::{
-    AgentEvent, AgentRuntime, Answer, InteractionKind, OpenCodeConfig, OpenCodeRuntime,
-    RuntimeOptions, Session, SessionSpec,
-};
+use atelier_runtimes::{AgentEvent, AgentRuntime, Answer, InteractionKind, Session, SessionSpec};
 use atelier_store::{NewSandbox, Store, TaskProgress, TaskRecord};
 use futures::StreamExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::coding_agent::{self as agent, connect, reach};
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventBus;
 use crate::forward::PortForward;
@@ -893,154 +890,6 @@ fn sandbox_name(task: &Task) -> String {
     let slug = task.branch.trim_start_matches("atelier/");
     let name: String = slug.chars().take(40).collect();
     name.trim_matches('-').to_owned()
-}
-
-/// Starts the workspace's coding agent once in a prebuild's builder (when its config
-/// asks for `warm`), opens a session on `repo_dir` so that its first-start work is done,
-/// then stops it and removes what a task's start must write afresh. No secrets are
-/// given: they must never reach a prebuild. Returns what to log, `None` when the
-/// config does not ask for it.
-pub async fn warm_agent(
-    agent: &atelier_agent_client::AgentClient,
-    agent_config: &serde_json::Value,
-    repo_dir: &str,
-    local: bool,
-) -> Result<Option<String>, String> {
-    let config = AgentConfig::from_value(agent_config).map_err(|e| e.message)?;
-    if !config.warm {
-        return Ok(None);
-    }
-    let session = SessionSpec {
-        directory: repo_dir.into(),
-        ..SessionSpec::default()
-    };
-    // A one-off password: nothing of the builder's server outlives the warm-up.
-    let server_token = atelier_core::id::random_token();
-    let launch = agent::start(
-        agent,
-        &config,
-        &agent::AgentSecrets::default(),
-        &server_token,
-        repo_dir,
-        &session,
-        local,
-    )
-    .await
-    .map_err(|e| format!("starting the agent: {}", e.message))?;
-    let outcome = async {
-        let (url, _forward) = reach(agent, launch.port, local)
-            .await
-            .map_err(|e| e.message)?;
-        let runtime = connect(
-            config.protocol(),
-            config.runtime,
-            &url,
-            &server_token,
-            Duration::from_secs(180),
-        )
-        .await
-        .map_err(|e| format!("the agent did not answer: {e}"))?;
-        let started = std::time::Instant::now();
-        runtime
-            .start_session(&session)
-            .await
-            .map_err(|e| format!("opening a session: {e}"))?;
-        Ok::<_, String>(format!(
-            "the {} agent answered and opened a session in {:?}",
-            runtime.kind(),
-            started.elapsed()
-        ))
-    }
-    .await;
-    // Stopped either way; a task starts its own.
-    let _ = agent.delete_service(agent::SERVICE).await;
-    for leftover in [
-        ".atelier-transcript.jsonl",
-        ".atelier-scenario.yaml",
-        agent::ENV_FILE,
-    ] {
-        let _ = agent.delete(&git::beside(repo_dir, leftover), false).await;
-    }
-    outcome.map(Some)
-}
-
-/// The agent's URL as the manager reaches it: directly on the local driver (the sandbox
-/// shares the host's loopback), through a [`PortForward`] into an isolated sandbox.
-async fn reach(
-    agent: &atelier_agent_client::AgentClient,
-    port: u16,
-    local: bool,
-) -> ApiResult<(String, Option<Arc<PortForward>>)> {
-    if local {
-        return Ok((format!("http://127.0.0.1:{port}"), None));
-    }
-    let forward = PortForward::start(agent.clone(), port)
-        .await
-        .map_err(|e| ApiError::internal(format!("forwarding to the agent's port {port}: {e}")))?;
-    Ok((forward.url(), Some(Arc::new(forward))))
-}
-
-/// Polls the agent's health with short attempts: a server still starting may accept a
-/// connection and never answer on it, which would hold one long request past the deadline.
-async fn wait_healthy(
-    runtime: &OpenCodeRuntime,
-    within: Duration,
-) -> Result<String, atelier_runtimes::RuntimeError> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let attempt = tokio::time::timeout(Duration::from_secs(2), runtime.health()).await;
-        match attempt {
-            Ok(Ok(version)) => return Ok(version),
-            Ok(Err(atelier_runtimes::RuntimeError::Unauthorized)) => {
-                return Err(atelier_runtimes::RuntimeError::Unauthorized)
-            }
-            Ok(Err(e)) if tokio::time::Instant::now() >= deadline => return Err(e),
-            Err(_) if tokio::time::Instant::now() >= deadline => {
-                return Err(atelier_runtimes::RuntimeError::Protocol(
-                    "the agent takes connections but does not answer its health check".into(),
-                ))
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-/// A client for the agent at `base_url`, once it answers (within `within`).
-async fn connect(
-    protocol: AgentProtocol,
-    kind: RuntimeKind,
-    base_url: &str,
-    server_token: &str,
-    within: Duration,
-) -> Result<Arc<dyn AgentRuntime>, atelier_runtimes::RuntimeError> {
-    if protocol == AgentProtocol::Opencode {
-        let mut cfg = runtime_config(base_url, kind);
-        cfg.password = Some(server_token.to_owned());
-        let runtime = OpenCodeRuntime::new(cfg)?;
-        wait_healthy(&runtime, within).await?;
-        return Ok(Arc::new(runtime));
-    }
-    let runtime: Arc<dyn AgentRuntime> = Arc::from(atelier_runtimes::runtime_for(
-        protocol.as_str(),
-        base_url,
-        &RuntimeOptions {
-            secret: Some(server_token.to_owned()),
-            ..RuntimeOptions::default()
-        },
-    )?);
-    runtime.wait_ready(within).await?;
-    Ok(runtime)
-}
-
-/// The client settings for an agent: OpenCode's first request for a directory runs its
-/// instance bootstrap, which can take half a minute; the fake agent answers at once.
-fn runtime_config(base_url: &str, kind: RuntimeKind) -> OpenCodeConfig {
-    let mut cfg = OpenCodeConfig::new(base_url);
-    if kind == RuntimeKind::Opencode {
-        cfg.request_timeout = Duration::from_secs(120);
-        cfg.first_event_timeout = Duration::from_secs(60);
-    }
-    cfg
 }
 
 /// The values of the workspace secrets the config exposes, by the env var they become.

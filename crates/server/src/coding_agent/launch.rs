@@ -1,4 +1,4 @@
-//! Starting a coding agent in a sandbox and reaching it.
+//! Starting a coding agent in a sandbox.
 //!
 //! The agent runs as a supervised service of the sandbox's `atelier-agent`. What it runs
 //! comes from the workspace's [`AgentConfig`]: `opencode serve` (the pinned
@@ -105,7 +105,7 @@ async fn manager_binary(
     let bytes = tokio::fs::read(&host)
         .await
         .map_err(|e| ApiError::internal(format!("reading {}: {e}", host.display())))?;
-    let path = super::git::beside(repo_dir, &format!(".atelier-{name}"));
+    let path = super::beside(repo_dir, &format!(".atelier-{name}"));
     agent
         .write_file(&path, Bytes::from(bytes), Some(0o755))
         .await?;
@@ -122,7 +122,7 @@ async fn write_opencode_config(
 ) -> ApiResult<()> {
     let instructions = match &config.instructions {
         Some(text) => {
-            let path = super::git::beside(repo_dir, ".atelier-instructions.md");
+            let path = super::beside(repo_dir, ".atelier-instructions.md");
             agent
                 .write_file(&path, Bytes::from(text.clone()), Some(0o600))
                 .await?;
@@ -130,7 +130,7 @@ async fn write_opencode_config(
         }
         None => None,
     };
-    let path = super::git::beside(repo_dir, ".atelier-opencode.json");
+    let path = super::beside(repo_dir, ".atelier-opencode.json");
     let file = opencode_config(config, instructions.as_deref());
     let text = serde_json::to_vec_pretty(&file)
         .map_err(|e| ApiError::internal(format!("rendering opencode.json: {e}")))?;
@@ -185,7 +185,7 @@ pub async fn start(
                     "the fake runtime needs a scenario (YAML)",
                 )
             })?;
-            let path = super::git::beside(repo_dir, ".atelier-scenario.yaml");
+            let path = super::beside(repo_dir, ".atelier-scenario.yaml");
             agent
                 .write_file(&path, Bytes::from(scenario.to_owned()), Some(0o600))
                 .await?;
@@ -229,7 +229,7 @@ pub async fn start(
                 session,
             );
             if let Some(mcp) = claude_mcp_config(config) {
-                let path = super::git::beside(repo_dir, ".atelier-claude-mcp.json");
+                let path = super::beside(repo_dir, ".atelier-claude-mcp.json");
                 let text = serde_json::to_vec_pretty(&mcp)
                     .map_err(|e| ApiError::internal(format!("rendering the MCP config: {e}")))?;
                 agent
@@ -259,7 +259,7 @@ pub async fn start(
     };
     let argv = if protocol.is_stdio() {
         let host = manager_binary(agent, "atelier-stdio-host", repo_dir, local).await?;
-        let transcript = super::git::beside(repo_dir, TRANSCRIPT);
+        let transcript = super::beside(repo_dir, TRANSCRIPT);
         stdio_host::host_command(&host, port, &transcript, Some(repo_dir), &argv)
     } else {
         argv
@@ -274,7 +274,7 @@ pub async fn start(
     values
         .0
         .insert(token_var.to_owned(), server_token.to_owned());
-    let env_file = super::git::beside(repo_dir, ENV_FILE);
+    let env_file = super::beside(repo_dir, ENV_FILE);
     let content = env_file_content(&values)?;
     agent
         .write_file(&env_file, Bytes::from(content), Some(0o600))
