@@ -18,11 +18,10 @@
 //! vsock: `fcvsock:<vsock.sock>:1024`.
 
 use std::collections::HashSet;
-use std::ffi::OsString;
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -31,17 +30,17 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use atelier_agent_client::AgentClient;
 use atelier_core::SandboxId;
-use atelier_proto::{AgentAddr, GuestConfig, GuestNetwork, GUEST_AGENT_PORT};
+use atelier_proto::{AgentAddr, GUEST_AGENT_PORT};
 use serde::{Deserialize, Serialize};
 
-use super::api::{
-    ActionType, BootSource, Drive, EntropyDevice, LogLevel, Logger, MachineConfiguration, Metrics,
-    NetworkInterface, Vsock,
-};
-use super::calls::{self, ApiCall};
+use super::api::LogLevel;
 use super::client::FirecrackerClient;
 use super::disk;
 use super::jailer::JailerConfig;
+use super::layout::{
+    api_socket_of, prepare, remove_dir_if_present, remove_file_if_present, SandboxPaths,
+};
+use super::plan::{boot_calls, configure, BootPlan, DEFAULT_BOOT_ARGS};
 use crate::driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};
 use crate::guest;
 use crate::image::{BootArtifacts, ImageResolver};
@@ -49,14 +48,6 @@ use crate::net::{self, NetnsConfig, NetnsManager, SandboxNet};
 use crate::process;
 use crate::storage::{CommandRunner, SystemRunner};
 
-/// Longest path a Unix socket address can hold.
-const SUN_PATH_MAX: usize = 107;
-/// Kernel command line: serial console, reboot/panic make Firecracker exit.
-pub const DEFAULT_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1 pci=off quiet";
-/// The guest's vsock context id (any value ≥ 3; each VM has its own device).
-pub const GUEST_CID: u32 = 3;
-/// `VMADDR_CID_ANY`: the agent listens on every guest CID.
-const VSOCK_CID_ANY: u32 = u32::MAX;
 /// Lines of the console kept in boot errors.
 const CONSOLE_TAIL_LINES: usize = 20;
 const FIRECRACKER_LOG_TAIL_LINES: usize = 10;
@@ -145,205 +136,9 @@ impl fmt::Debug for FirecrackerConfig {
     }
 }
 
-/// Where one sandbox's files are on the host, and how Firecracker names them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SandboxPaths {
-    /// `<data-dir>/sandboxes/<id>`.
-    pub dir: PathBuf,
-    /// The sandbox's disk (in `dir`, kept across restarts).
-    pub rootfs: PathBuf,
-    /// The config disk (in `dir`).
-    pub config_disk: PathBuf,
-    /// Firecracker's stdout and stderr: the serial console.
-    pub console_log: PathBuf,
-    /// The jail (`<chroot-base>/<exec name>/<id>`), under the jailer.
-    pub jail: Option<PathBuf>,
-    /// The directory Firecracker's files are in: `dir`, or the chroot under the jailer.
-    pub root: PathBuf,
-    pub api_socket: PathBuf,
-    pub vsock_socket: PathBuf,
-    pub firecracker_log: PathBuf,
-    pub metrics: PathBuf,
-    /// Where Firecracker writes (and a clone reads) snapshot files: in the chroot under
-    /// the jailer.
-    pub snapshot_dir: PathBuf,
-    /// `launch.json`: how the running VM was configured (a snapshot records it).
-    pub launch_record: PathBuf,
-}
-
-impl SandboxPaths {
-    /// How Firecracker names the host file `host` (inside its chroot, under the jailer).
-    pub fn visible(&self, host: &Path) -> Result<String, VmmError> {
-        let p = match &self.jail {
-            Some(_) => {
-                let rel = host.strip_prefix(&self.root).map_err(|_| {
-                    VmmError::Corrupt(format!(
-                        "{} is outside the jail {}",
-                        host.display(),
-                        self.root.display()
-                    ))
-                })?;
-                Path::new("/").join(rel)
-            }
-            None => host.to_path_buf(),
-        };
-        p.to_str().map(str::to_owned).ok_or_else(|| VmmError::Io {
-            context: format!("passing {} to Firecracker", p.display()),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "the path is not UTF-8"),
-        })
-    }
-
-    /// Kernel and initramfs as placed for Firecracker: in the chroot under the jailer,
-    /// the image's own files otherwise.
-    fn boot_files(&self, artifacts: &BootArtifacts) -> (PathBuf, PathBuf) {
-        match &self.jail {
-            Some(_) => (self.root.join("vmlinux"), self.root.join("initramfs")),
-            None => (artifacts.vmlinux.clone(), artifacts.initramfs.clone()),
-        }
-    }
-
-    /// Where Firecracker opens the disks: the sandbox's, or their links in the chroot.
-    fn disks(&self) -> (PathBuf, PathBuf) {
-        match &self.jail {
-            Some(_) => (self.root.join("rootfs.ext4"), self.root.join("config.img")),
-            None => (self.rootfs.clone(), self.config_disk.clone()),
-        }
-    }
-}
-
-/// The VM's network interface: a tap (in the sandbox's network namespace).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NicPlan {
-    pub iface_id: String,
-    pub host_dev_name: String,
-    pub guest_mac: String,
-}
-
-/// Everything the API configuration of one boot depends on, with paths as Firecracker
-/// sees them. A memory snapshot records these paths, so it is kept with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BootPlan {
-    pub kernel: String,
-    pub initrd: Option<String>,
-    pub boot_args: String,
-    pub rootfs: String,
-    pub config_disk: String,
-    pub vcpus: u32,
-    pub mem_mib: u32,
-    pub smt: bool,
-    pub track_dirty_pages: bool,
-    pub vsock_uds: String,
-    pub guest_cid: u32,
-    pub log_path: String,
-    pub log_level: LogLevel,
-    pub metrics_path: Option<String>,
-    pub entropy: bool,
-    /// `None`: no network device.
-    #[serde(default)]
-    pub network: Option<NicPlan>,
-}
-
-/// The requests that set up Firecracker's own logging (and metrics, when enabled): the
-/// only ones allowed before a snapshot is loaded.
-pub fn logging_calls(plan: &BootPlan) -> Vec<ApiCall> {
-    let mut out = vec![calls::put_logger(&Logger {
-        log_path: Some(plan.log_path.clone()),
-        level: Some(plan.log_level),
-        show_level: Some(true),
-        show_log_origin: Some(false),
-        module: None,
-    })];
-    if let Some(m) = &plan.metrics_path {
-        out.push(calls::put_metrics(&Metrics {
-            metrics_path: m.clone(),
-            emit_id: None,
-            properties: None,
-        }));
-    }
-    out
-}
-
-/// The API requests that configure and start a VM, in the order they are sent: logger,
-/// metrics (when enabled), boot source, root disk (`vda`, read-write), config disk (`vdb`,
-/// read-only), machine, network interface (when there is one), vsock, entropy,
-/// `InstanceStart`.
-pub fn boot_calls(plan: &BootPlan) -> Vec<ApiCall> {
-    let mut out = logging_calls(plan);
-    out.push(calls::put_boot_source(&BootSource {
-        kernel_image_path: plan.kernel.clone(),
-        boot_args: Some(plan.boot_args.clone()),
-        initrd_path: plan.initrd.clone(),
-    }));
-    out.push(calls::put_drive(&Drive::virtio_block(
-        "rootfs",
-        &plan.rootfs,
-        true,
-        false,
-    )));
-    out.push(calls::put_drive(&Drive::virtio_block(
-        "config",
-        &plan.config_disk,
-        false,
-        true,
-    )));
-    out.push(calls::put_machine_config(&MachineConfiguration {
-        vcpu_count: plan.vcpus,
-        mem_size_mib: plan.mem_mib,
-        smt: Some(plan.smt),
-        track_dirty_pages: Some(plan.track_dirty_pages),
-        cpu_template: None,
-        huge_pages: None,
-    }));
-    if let Some(nic) = &plan.network {
-        out.push(calls::put_network_interface(&NetworkInterface {
-            iface_id: nic.iface_id.clone(),
-            host_dev_name: nic.host_dev_name.clone(),
-            guest_mac: Some(nic.guest_mac.clone()),
-            mtu: None,
-            rx_rate_limiter: None,
-            tx_rate_limiter: None,
-        }));
-    }
-    out.push(calls::put_vsock(&Vsock {
-        guest_cid: plan.guest_cid,
-        uds_path: plan.vsock_uds.clone(),
-        vsock_id: None,
-    }));
-    if plan.entropy {
-        out.push(calls::put_entropy(&EntropyDevice::default()));
-    }
-    out.push(calls::action(ActionType::InstanceStart));
-    out
-}
-
-/// Sends `calls` in order, stopping at the first refusal (whose `fault_message` the
-/// error carries as [`VmmError::Firecracker`]).
-pub async fn configure(client: &FirecrackerClient, calls: &[ApiCall]) -> Result<(), VmmError> {
-    for call in calls {
-        tracing::debug!(request = %call.describe(), "Firecracker API");
-        client.send(call).await?;
-    }
-    Ok(())
-}
-
-/// What the guest reads from its config disk (no network device).
-pub fn guest_config(spec: &SandboxSpec) -> GuestConfig {
-    guest_config_with(spec, None)
-}
-
-/// What the guest reads from its config disk, with the address of its network device:
-/// its agent listens on vsock, on every guest CID.
-pub fn guest_config_with(spec: &SandboxSpec, network: Option<GuestNetwork>) -> GuestConfig {
-    let listen = AgentAddr::Vsock {
-        cid: VSOCK_CID_ANY,
-        port: GUEST_AGENT_PORT,
-    };
-    guest::guest_config(spec, listen.to_string(), network)
-}
-
 pub struct FirecrackerDriver {
     pub(super) config: FirecrackerConfig,
-    sandboxes_dir: PathBuf,
+    pub(super) sandboxes_dir: PathBuf,
     /// Sandbox networks, when [`FirecrackerConfig::netns`] asks for them and the host can.
     pub(super) net: Option<NetnsManager>,
     /// What `atelier system` should know beyond the configured notes.
@@ -415,134 +210,9 @@ impl FirecrackerDriver {
         &self.config
     }
 
-    /// Where the sandbox `id`'s files are.
-    pub fn paths(&self, id: &SandboxId) -> SandboxPaths {
-        let dir = self.sandboxes_dir.join(id.as_str());
-        let (jail, root, sockets) = match &self.config.jailer {
-            Some(j) => {
-                let root = j.chroot(&self.config.binary, id);
-                let run = root.join("run");
-                (Some(j.jail_dir(&self.config.binary, id)), root, run)
-            }
-            None => (None, dir.clone(), dir.clone()),
-        };
-        SandboxPaths {
-            rootfs: dir.join("rootfs.ext4"),
-            config_disk: dir.join("config.img"),
-            console_log: dir.join("console.log"),
-            api_socket: sockets.join("api.sock"),
-            vsock_socket: sockets.join("vsock.sock"),
-            firecracker_log: root.join("firecracker.log"),
-            metrics: root.join("metrics.json"),
-            snapshot_dir: root.join("snapshot"),
-            launch_record: dir.join("launch.json"),
-            jail,
-            root,
-            dir,
-        }
-    }
-
-    /// The configuration of the boot of `spec` (resolves its image; touches nothing).
-    pub fn plan(&self, spec: &SandboxSpec) -> Result<BootPlan, VmmError> {
-        let artifacts = self.config.images.resolve(&spec.image)?;
-        self.plan_with(spec, &artifacts, &self.paths(&spec.id), self.net.is_some())
-    }
-
     /// Whether sandboxes get a network namespace and a network device.
     pub fn has_network(&self) -> bool {
         self.net.is_some()
-    }
-
-    pub(super) fn plan_with(
-        &self,
-        spec: &SandboxSpec,
-        artifacts: &BootArtifacts,
-        paths: &SandboxPaths,
-        with_network: bool,
-    ) -> Result<BootPlan, VmmError> {
-        let (kernel, initrd) = paths.boot_files(artifacts);
-        let (rootfs, config_disk) = paths.disks();
-        Ok(BootPlan {
-            kernel: paths.visible(&kernel)?,
-            initrd: Some(paths.visible(&initrd)?),
-            boot_args: self.config.boot_args.clone(),
-            rootfs: paths.visible(&rootfs)?,
-            config_disk: paths.visible(&config_disk)?,
-            vcpus: spec.resources.vcpus,
-            mem_mib: spec.resources.memory_mib,
-            smt: false,
-            track_dirty_pages: self.config.track_dirty_pages,
-            vsock_uds: paths.visible(&paths.vsock_socket)?,
-            guest_cid: GUEST_CID,
-            log_path: paths.visible(&paths.firecracker_log)?,
-            log_level: self.config.log_level,
-            metrics_path: if self.config.metrics {
-                Some(paths.visible(&paths.metrics)?)
-            } else {
-                None
-            },
-            entropy: true,
-            network: with_network.then(|| NicPlan {
-                iface_id: "eth0".into(),
-                host_dev_name: net::TAP_NAME.into(),
-                guest_mac: net::GUEST_MAC.into(),
-            }),
-        })
-    }
-
-    /// The program and arguments that start the sandbox `id`'s VMM.
-    pub fn command_line(
-        &self,
-        id: &SandboxId,
-        paths: &SandboxPaths,
-    ) -> Result<(PathBuf, Vec<OsString>), VmmError> {
-        self.command_line_in(id, paths, None)
-    }
-
-    /// [`Self::command_line`] for a VMM that runs in the network namespace `netns` (the
-    /// jailer joins it; without the jailer the driver does, just before exec).
-    pub fn command_line_in(
-        &self,
-        id: &SandboxId,
-        paths: &SandboxPaths,
-        netns: Option<&Path>,
-    ) -> Result<(PathBuf, Vec<OsString>), VmmError> {
-        let api_sock: OsString = paths.visible(&paths.api_socket)?.into();
-        match &self.config.jailer {
-            Some(j) => {
-                // The jailer passes `--id` on to Firecracker itself.
-                let fc_args = vec!["--api-sock".into(), api_sock];
-                Ok((
-                    j.binary.clone(),
-                    j.argv_in(&self.config.binary, id, netns, &fc_args),
-                ))
-            }
-            None => Ok((
-                self.config.binary.clone(),
-                vec![
-                    "--api-sock".into(),
-                    api_sock,
-                    "--id".into(),
-                    id.as_str().into(),
-                ],
-            )),
-        }
-    }
-
-    pub(super) fn check_socket_paths(&self, paths: &SandboxPaths) -> Result<(), VmmError> {
-        for s in [&paths.api_socket, &paths.vsock_socket] {
-            if s.as_os_str().len() > SUN_PATH_MAX {
-                return Err(VmmError::NotAvailable {
-                    driver: DriverKind::Firecracker,
-                    reason: format!(
-                        "the socket path {} is too long; use a shorter --data-dir (or \
-                         jailer chroot base)",
-                        s.display()
-                    ),
-                });
-            }
-        }
-        Ok(())
     }
 
     /// Starts the VMM in a session of its own (and in the network namespace `net`, when
@@ -634,16 +304,6 @@ impl FirecrackerDriver {
                 source: io::Error::new(io::ErrorKind::NotFound, "its VM is not running"),
             })
         }
-    }
-}
-
-/// The API socket of a launched sandbox: next to its vsock socket.
-pub fn api_socket_of(runtime: &Runtime) -> Result<PathBuf, VmmError> {
-    match runtime.agent_addr()? {
-        AgentAddr::HybridVsock { uds, .. } => Ok(uds.with_file_name("api.sock")),
-        other => Err(VmmError::Corrupt(format!(
-            "a Firecracker sandbox's agent address should be fcvsock:…, not {other}"
-        ))),
     }
 }
 
@@ -1118,73 +778,6 @@ impl Driver for FirecrackerDriver {
     }
 }
 
-/// Creates the sandbox's files (blocking: may copy a disk image).
-pub(super) fn prepare(
-    config: &FirecrackerConfig,
-    spec: &SandboxSpec,
-    artifacts: &BootArtifacts,
-    paths: &SandboxPaths,
-    network: Option<GuestNetwork>,
-) -> Result<(), VmmError> {
-    for (what, p) in [
-        ("kernel", &artifacts.vmlinux),
-        ("initramfs", &artifacts.initramfs),
-        ("root filesystem", &artifacts.rootfs),
-    ] {
-        if !p.is_file() {
-            return Err(VmmError::Io {
-                context: format!("image {:?}: {what} {}", spec.image, p.display()),
-                source: io::Error::new(io::ErrorKind::NotFound, "missing"),
-            });
-        }
-    }
-    create_dir(&paths.dir, 0o700)?;
-    let min_disk = u64::from(spec.resources.disk_mib) * 1024 * 1024;
-    disk::ensure_disk_copy(&artifacts.rootfs, &paths.rootfs, min_disk)?;
-    guest::write_config_disk(&paths.config_disk, &guest_config_with(spec, network))?;
-    for s in [&paths.api_socket, &paths.vsock_socket] {
-        remove_file_if_present(s)?;
-    }
-    truncate(&paths.console_log, 0o600, None)?;
-    match (&config.jailer, &paths.jail) {
-        (Some(j), Some(jail)) => prepare_jail(config, j, jail, artifacts, paths),
-        _ => {
-            truncate(&paths.firecracker_log, 0o600, None)?;
-            if config.metrics {
-                truncate(&paths.metrics, 0o600, None)?;
-            }
-            Ok(())
-        }
-    }
-}
-
-/// Fills a fresh chroot with what Firecracker opens, owned so that it can.
-fn prepare_jail(
-    config: &FirecrackerConfig,
-    j: &JailerConfig,
-    jail: &Path,
-    artifacts: &BootArtifacts,
-    paths: &SandboxPaths,
-) -> Result<(), VmmError> {
-    let owner = Some((j.uid, j.gid));
-    remove_dir_if_present(jail)?;
-    create_dir(&paths.root, 0o755)?;
-    let run = paths.api_socket.parent().unwrap_or(&paths.root);
-    create_dir(run, 0o700)?;
-    chown(run, owner)?;
-    let (kernel, initrd) = paths.boot_files(artifacts);
-    link_readable(&artifacts.vmlinux, &kernel, owner)?;
-    link_readable(&artifacts.initramfs, &initrd, owner)?;
-    let (rootfs, config_disk) = paths.disks();
-    link_private(&paths.rootfs, &rootfs, owner)?;
-    link_private(&paths.config_disk, &config_disk, owner)?;
-    truncate(&paths.firecracker_log, 0o600, owner)?;
-    if config.metrics {
-        truncate(&paths.metrics, 0o600, owner)?;
-    }
-    Ok(())
-}
-
 /// After the VMM is gone: keeps the disk's writes and Firecracker's log, removes the
 /// jail, cgroup and sockets.
 fn clean_up_stopped(
@@ -1274,79 +867,4 @@ fn processes_in_jail(jail: &Path, id: &SandboxId) -> Vec<u32> {
             }
         })
         .collect()
-}
-
-pub(super) fn create_dir(path: &Path, mode: u32) -> Result<(), VmmError> {
-    std::fs::create_dir_all(path)
-        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
-        .map_err(VmmError::io(format!("creating {}", path.display())))
-}
-
-pub(super) fn remove_file_if_present(path: &Path) -> Result<(), VmmError> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(VmmError::Io {
-            context: format!("removing {}", path.display()),
-            source: e,
-        }),
-        _ => Ok(()),
-    }
-}
-
-pub(super) fn remove_dir_if_present(path: &Path) -> Result<(), VmmError> {
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(VmmError::Io {
-            context: format!("removing {}", path.display()),
-            source: e,
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// Creates (or empties) `path` with `mode`, owned by `owner` when given.
-fn truncate(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), VmmError> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(VmmError::io(format!("creating {}", path.display())))?;
-    chown(path, owner)
-}
-
-pub(super) fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<(), VmmError> {
-    match owner {
-        Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(
-            VmmError::io(format!("changing the owner of {}", path.display())),
-        ),
-        None => Ok(()),
-    }
-}
-
-/// Puts a shared, read-only file (kernel, initramfs) into the jail: a hard link when
-/// everyone may read it (never chowned: it is the image's), else a copy owned by `owner`.
-fn link_readable(src: &Path, dst: &Path, owner: Option<(u32, u32)>) -> Result<(), VmmError> {
-    let world_readable = std::fs::metadata(src)
-        .map(|m| m.permissions().mode() & 0o004 != 0)
-        .unwrap_or(false);
-    if world_readable && std::fs::hard_link(src, dst).is_ok() {
-        return Ok(());
-    }
-    disk::clone_or_copy(src, dst).map_err(VmmError::io(format!(
-        "copying {} into the jail",
-        src.display()
-    )))?;
-    chown(dst, owner)
-}
-
-/// Puts one of the sandbox's own files (disk, config disk) into the jail, owned by
-/// `owner`: a hard link (same file), else a copy.
-fn link_private(src: &Path, dst: &Path, owner: Option<(u32, u32)>) -> Result<(), VmmError> {
-    if std::fs::hard_link(src, dst).is_err() {
-        disk::clone_or_copy(src, dst).map_err(VmmError::io(format!(
-            "copying {} into the jail",
-            src.display()
-        )))?;
-    }
-    chown(dst, owner)
 }

@@ -5,9 +5,12 @@
 //! - [`calls`]: requests as data (method, path, JSON body), the single place bodies are
 //!   built;
 //! - [`client`]: HTTP/1.1 over the API Unix socket;
-//! - [`driver`]: [`FirecrackerDriver`], the [`Driver`](crate::Driver) implementation;
+//! - [`driver`]: [`FirecrackerDriver`], the [`Driver`](crate::Driver) implementation:
+//!   starting, waiting on, stopping and sweeping VMMs;
+//! - [`plan`]: the boot plan (every API setting of a boot) and the VMM's command line;
+//! - [`layout`]: where a sandbox's files live (and in the jail), made before a launch;
 //! - [`jailer`]: running Firecracker under its jailer;
-//! - [`disk`]: the sandbox's root disk copy and the raw config disk;
+//! - [`disk`]: the sandbox's root disk copy (the config disk is [`crate::guest`]'s);
 //! - [`snapshot`]: memory snapshots and the clones restored from them.
 //!
 //! [`probe`] tells whether Firecracker can run on this host at all.
@@ -18,6 +21,8 @@ pub mod client;
 pub mod disk;
 pub mod driver;
 pub mod jailer;
+pub mod layout;
+pub mod plan;
 pub mod snapshot;
 
 use std::fs::OpenOptions;
@@ -28,12 +33,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use client::{ClientError, FirecrackerClient};
-pub use driver::{
-    boot_calls, configure, guest_config, guest_config_with, logging_calls, BootPlan,
-    FirecrackerConfig, FirecrackerDriver, LaunchRecord, NetnsChoice, NicPlan, SandboxPaths,
+pub use driver::{FirecrackerConfig, FirecrackerDriver, LaunchRecord, NetnsChoice};
+pub use jailer::JailerConfig;
+pub use layout::SandboxPaths;
+pub use plan::{
+    boot_calls, configure, guest_config, guest_config_with, logging_calls, BootPlan, NicPlan,
     DEFAULT_BOOT_ARGS, GUEST_CID,
 };
-pub use jailer::JailerConfig;
 
 /// What [`probe`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]

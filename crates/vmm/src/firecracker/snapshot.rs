@@ -51,10 +51,9 @@ use super::api::{
     SnapshotType, VsockOverride,
 };
 use super::disk;
-use super::driver::{
-    blocking, chown, create_dir, logging_calls, prepare, remove_file_if_present, BootPlan,
-    FirecrackerDriver, LaunchRecord, SandboxPaths,
-};
+use super::driver::{blocking, FirecrackerDriver, LaunchRecord};
+use super::layout::{chown, create_dir, prepare, remove_file_if_present, SandboxPaths};
+use super::plan::{configure, logging_calls, BootPlan};
 use crate::driver::{Driver, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};
 use crate::guest;
 use crate::image::BootArtifacts;
@@ -554,7 +553,7 @@ impl FirecrackerDriver {
             let prepared = started.elapsed();
             let vmm = self.start_vmm(&spec.id, paths, net.as_ref()).await?;
             let loaded = async {
-                super::driver::configure(&vmm.client, &logging_calls(&plan)).await?;
+                configure(&vmm.client, &logging_calls(&plan)).await?;
                 let version = vmm
                     .client
                     .version()
@@ -621,7 +620,7 @@ impl FirecrackerDriver {
 #[cfg(test)]
 mod tests {
     use super::super::api::LogLevel;
-    use super::super::driver::NicPlan;
+    use super::super::plan::NicPlan;
     use super::*;
 
     fn plan(rootfs: &str, vsock: &str, tap: Option<&str>) -> BootPlan {
