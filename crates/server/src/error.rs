@@ -7,8 +7,10 @@ use atelier_store::StoreError;
 use atelier_vmm::VmmError;
 use axum::http::StatusCode;
 
+use crate::coding_agent::LaunchError;
 use crate::lifecycle::LifecycleError;
 use crate::prebuild::PrebuildError;
+use crate::tasks::TaskError;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -182,6 +184,39 @@ impl From<PrebuildError> for ApiError {
             PrebuildError::InitFailed { .. } | PrebuildError::Step { .. } => {
                 Self::internal(e.to_string())
             }
+        }
+    }
+}
+
+impl From<LaunchError> for ApiError {
+    fn from(e: LaunchError) -> Self {
+        match e {
+            LaunchError::Invalid { field, message } => Self::invalid(field, message),
+            LaunchError::Agent(e) => e.into(),
+            LaunchError::Failed(m) => Self::internal(m),
+        }
+    }
+}
+
+impl From<TaskError> for ApiError {
+    fn from(e: TaskError) -> Self {
+        match e {
+            TaskError::Store(e) => e.into(),
+            TaskError::Validation(e) => e.into(),
+            TaskError::Sandbox(e) => e.into(),
+            TaskError::Prebuild(e) => e.into(),
+            TaskError::Agent(e) => e.into(),
+            TaskError::Launch(e) => e.into(),
+            TaskError::Runtime(_) | TaskError::AgentDidNotStart(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "agent_error", e.to_string())
+            }
+            TaskError::InvalidState(m) => Self::new(StatusCode::CONFLICT, "invalid_state", m),
+            TaskError::Conflict(m) => Self::conflict(m),
+            TaskError::NotFound { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            TaskError::Invalid { field, message } => Self::invalid(field, message),
+            TaskError::Failed(m) => Self::internal(m),
         }
     }
 }

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use atelier_core::agent_config::AgentConfig;
 
+use crate::coding_agent::LaunchError;
 use crate::error::{ApiError, ApiResult};
 
 /// The file in the data directory that keeps the proxy's port: agents of running tasks
@@ -162,14 +163,14 @@ impl ModelProxy {
         config: &mut AgentConfig,
         env: &mut BTreeMap<String, String>,
         local: bool,
-    ) -> ApiResult<()> {
+    ) -> Result<(), LaunchError> {
         for (id, provider) in config.providers.iter_mut().filter(|(_, p)| p.proxy) {
             let field = |f: &str| format!("agent_config.providers.{id}.{f}");
             let base_url = provider.base_url.as_deref().ok_or_else(|| {
-                ApiError::invalid(field("base_url"), "a proxied provider needs one")
+                LaunchError::invalid(field("base_url"), "a proxied provider needs one")
             })?;
             let var = provider.api_key_env.as_deref().ok_or_else(|| {
-                ApiError::invalid(
+                LaunchError::invalid(
                     field("api_key_env"),
                     "a proxied provider needs the env var its placeholder key goes in",
                 )
@@ -179,7 +180,7 @@ impl ModelProxy {
                 // The same value under another name would carry the key into the sandbox.
                 if let Some((other, _)) = env.iter().find(|(n, v)| n.as_str() != var && *v == real)
                 {
-                    return Err(ApiError::invalid(
+                    return Err(LaunchError::invalid(
                         "agent_config.secrets",
                         format!(
                             "the key of the proxied provider {id:?} is also given to the agent as {other}"
@@ -188,9 +189,9 @@ impl ModelProxy {
                 }
             }
             let upstream = reqwest::Url::parse(base_url)
-                .map_err(|e| ApiError::invalid(field("base_url"), format!("not a URL: {e}")))?;
+                .map_err(|e| LaunchError::invalid(field("base_url"), format!("not a URL: {e}")))?;
             if !matches!(upstream.scheme(), "http" | "https") || upstream.host().is_none() {
-                return Err(ApiError::invalid(
+                return Err(LaunchError::invalid(
                     field("base_url"),
                     "must be an http:// or https:// URL",
                 ));
@@ -935,8 +936,8 @@ mod tests {
         let e = proxy
             .route_config("t3", "tok3", &mut c, &mut leaky, false)
             .unwrap_err();
-        assert_eq!(
-            e.details["fields"][0]["field"], "agent_config.secrets",
+        assert!(
+            matches!(&e, LaunchError::Invalid { field, .. } if field == "agent_config.secrets"),
             "{e:?}"
         );
         let http = reqwest::Client::new();

@@ -25,7 +25,7 @@ use atelier_runtimes::{stdio_host, SessionSpec};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use crate::error::{ApiError, ApiResult};
+use super::{LaunchError, LaunchResult};
 
 /// The service name of the coding agent in its sandbox.
 pub const SERVICE: &str = "coding-agent";
@@ -79,11 +79,11 @@ fn sibling_binary(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn free_port() -> ApiResult<u16> {
+fn free_port() -> LaunchResult<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| ApiError::internal(format!("picking a port: {e}")))?;
+        .map_err(|e| LaunchError::failed(format!("picking a port: {e}")))?;
     Ok(l.local_addr()
-        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| LaunchError::failed(e.to_string()))?
         .port())
 }
 
@@ -95,16 +95,16 @@ async fn manager_binary(
     name: &str,
     repo_dir: &str,
     local: bool,
-) -> ApiResult<String> {
+) -> LaunchResult<String> {
     let host = sibling_binary(name).ok_or_else(|| {
-        ApiError::internal(format!("the {name} binary was not found next to atelier"))
+        LaunchError::failed(format!("the {name} binary was not found next to atelier"))
     })?;
     if local {
         return Ok(host.display().to_string());
     }
     let bytes = tokio::fs::read(&host)
         .await
-        .map_err(|e| ApiError::internal(format!("reading {}: {e}", host.display())))?;
+        .map_err(|e| LaunchError::failed(format!("reading {}: {e}", host.display())))?;
     let path = super::beside(repo_dir, &format!(".atelier-{name}"));
     agent
         .write_file(&path, Bytes::from(bytes), Some(0o755))
@@ -119,7 +119,7 @@ async fn write_opencode_config(
     config: &AgentConfig,
     repo_dir: &str,
     env: &mut BTreeMap<String, String>,
-) -> ApiResult<()> {
+) -> LaunchResult<()> {
     let instructions = match &config.instructions {
         Some(text) => {
             let path = super::beside(repo_dir, ".atelier-instructions.md");
@@ -133,7 +133,7 @@ async fn write_opencode_config(
     let path = super::beside(repo_dir, ".atelier-opencode.json");
     let file = opencode_config(config, instructions.as_deref());
     let text = serde_json::to_vec_pretty(&file)
-        .map_err(|e| ApiError::internal(format!("rendering opencode.json: {e}")))?;
+        .map_err(|e| LaunchError::failed(format!("rendering opencode.json: {e}")))?;
     agent
         .write_file(&path, Bytes::from(text), Some(0o600))
         .await?;
@@ -169,7 +169,7 @@ pub async fn start(
     repo_dir: &str,
     session: &SessionSpec,
     local: bool,
-) -> ApiResult<AgentLaunch> {
+) -> LaunchResult<AgentLaunch> {
     let port = if local {
         free_port()?
     } else {
@@ -180,7 +180,7 @@ pub async fn start(
     let argv = match config.runtime {
         RuntimeKind::Fake => {
             let scenario = config.scenario.as_deref().ok_or_else(|| {
-                ApiError::invalid(
+                LaunchError::invalid(
                     "agent_config.scenario",
                     "the fake runtime needs a scenario (YAML)",
                 )
@@ -231,7 +231,7 @@ pub async fn start(
             if let Some(mcp) = claude_mcp_config(config) {
                 let path = super::beside(repo_dir, ".atelier-claude-mcp.json");
                 let text = serde_json::to_vec_pretty(&mcp)
-                    .map_err(|e| ApiError::internal(format!("rendering the MCP config: {e}")))?;
+                    .map_err(|e| LaunchError::failed(format!("rendering the MCP config: {e}")))?;
                 agent
                     .write_file(&path, Bytes::from(text), Some(0o600))
                     .await?;
@@ -242,7 +242,7 @@ pub async fn start(
         RuntimeKind::Acp => {
             let argv = config.command.clone().unwrap_or_default();
             if argv.is_empty() {
-                return Err(ApiError::invalid(
+                return Err(LaunchError::invalid(
                     "agent_config.command",
                     "the acp runtime needs the agent's argv, e.g. [\"gemini\", \"--acp\"]",
                 ));
@@ -318,11 +318,11 @@ fn with_env_file(env_file: &str, argv: Vec<String>) -> Vec<String> {
 }
 
 /// `export NAME='value'` lines, single-quoted so that any value survives `sh` intact.
-fn env_file_content(secrets: &AgentSecrets) -> ApiResult<String> {
+fn env_file_content(secrets: &AgentSecrets) -> LaunchResult<String> {
     let mut out = String::new();
     for (name, value) in &secrets.0 {
         if value.contains('\0') {
-            return Err(ApiError::invalid(
+            return Err(LaunchError::invalid(
                 "secrets",
                 format!("the secret given to the agent as {name} contains a NUL byte"),
             ));

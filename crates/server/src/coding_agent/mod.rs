@@ -15,7 +15,33 @@ use atelier_runtimes::{
 
 pub use launch::*;
 
-use crate::error::{ApiError, ApiResult};
+/// What starting or reaching a coding agent can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The workspace's agent config asks for something that cannot be (a field named).
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error(transparent)]
+    Agent(#[from] atelier_agent_client::Error),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl LaunchError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Failed(message.into())
+    }
+}
+
+pub type LaunchResult<T> = Result<T, LaunchError>;
+
 use crate::forward::PortForward;
 
 /// A path next to the repository (outside its work tree), for files of ours.
@@ -59,11 +85,11 @@ pub async fn warm_agent(
         local,
     )
     .await
-    .map_err(|e| format!("starting the agent: {}", e.message))?;
+    .map_err(|e| format!("starting the agent: {e}"))?;
     let outcome = async {
         let (url, _forward) = reach(agent, launch.port, local)
             .await
-            .map_err(|e| e.message)?;
+            .map_err(|e| e.to_string())?;
         let runtime = connect(
             config.protocol(),
             config.runtime,
@@ -103,13 +129,13 @@ pub async fn reach(
     agent: &atelier_agent_client::AgentClient,
     port: u16,
     local: bool,
-) -> ApiResult<(String, Option<Arc<PortForward>>)> {
+) -> LaunchResult<(String, Option<Arc<PortForward>>)> {
     if local {
         return Ok((format!("http://127.0.0.1:{port}"), None));
     }
     let forward = PortForward::start(agent.clone(), port)
         .await
-        .map_err(|e| ApiError::internal(format!("forwarding to the agent's port {port}: {e}")))?;
+        .map_err(|e| LaunchError::failed(format!("forwarding to the agent's port {port}: {e}")))?;
     Ok((forward.url(), Some(Arc::new(forward))))
 }
 

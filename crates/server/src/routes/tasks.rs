@@ -28,75 +28,15 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Task>)> {
     check_json_content_type(&headers)?;
     let spec: TaskSpec = parse_json(&body)?;
-    spec.validate()?;
-    let workspace = state
-        .store
-        .get_workspace(&spec.workspace)
-        .await
-        .map_err(|_| {
-            ApiError::invalid("workspace", format!("no workspace {:?}", spec.workspace))
-        })?;
-    let repo = match &spec.repo {
-        Some(path) => workspace
-            .repos
-            .iter()
-            .find(|r| &r.clone_path() == path)
-            .ok_or_else(|| {
-                ApiError::invalid("repo", format!("the workspace has no repo at {path:?}"))
-            })?,
-        None => workspace.repos.first().ok_or_else(|| {
-            ApiError::invalid("workspace", "the workspace has no repository to work in")
-        })?,
-    };
-    let template = spec
-        .template
-        .clone()
-        .unwrap_or_else(|| "implementation".into());
-    if state
-        .store
-        .template(Some(&workspace.id), &template)
-        .await
-        .is_err()
-    {
-        return Err(ApiError::invalid(
-            "template",
-            format!("no session template {template:?}"),
-        ));
-    }
-    let new = NewTask {
-        title: spec.effective_title(),
-        prompt: spec.prompt.clone(),
-        workspace_id: workspace.id.clone(),
-        template,
-        effort: spec.effort,
-        base_branch: spec
-            .base_branch
-            .clone()
-            .unwrap_or_else(|| repo.branch.clone()),
-        repo: repo.clone_path(),
-        status: if spec.dispatch {
-            TaskStatus::Queued
-        } else {
-            TaskStatus::Backlog
-        },
-        parent_id: None,
-    };
     let idem = key.map(|k| Idempotency::new(k, &body));
-    let (rec, event) = state.store.create_task(&new, idem.as_ref()).await?;
-    let created = event.is_some();
-    if let Some(e) = event {
-        state.bus.publish(e);
-    }
-    if spec.dispatch {
-        state.tasks.wake();
-    }
+    let (task, created) = state.tasks.create(&spec, idem.as_ref()).await?;
     Ok((
         if created {
             StatusCode::CREATED
         } else {
             StatusCode::OK
         },
-        Json(rec.task),
+        Json(task),
     ))
 }
 

@@ -8,8 +8,8 @@ use atelier_agent_client::AgentClient;
 use atelier_core::task::FileChange;
 use atelier_proto::{ExecRequest, ExecResult};
 
+use super::{TaskError, TaskResult};
 pub use crate::coding_agent::beside;
-use crate::error::{ApiError, ApiResult};
 
 /// Runs `argv` in `cwd`; a non-zero exit is an error carrying stderr.
 pub async fn run(
@@ -17,7 +17,7 @@ pub async fn run(
     cwd: &str,
     argv: &[&str],
     stdin: Option<String>,
-) -> ApiResult<ExecResult> {
+) -> TaskResult<ExecResult> {
     let mut req = ExecRequest::argv(argv.iter().copied());
     req.cwd = Some(cwd.to_owned());
     req.stdin = stdin;
@@ -25,7 +25,7 @@ pub async fn run(
     req.env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
     let r = agent.exec(&req).await?;
     if r.status.exit_code != Some(0) {
-        return Err(ApiError::internal(format!(
+        return Err(TaskError::failed(format!(
             "`{}` failed: {}",
             argv.join(" "),
             r.stderr.trim()
@@ -45,7 +45,7 @@ pub async fn prepare(
     path: &str,
     base: &str,
     branch: &str,
-) -> ApiResult<String> {
+) -> TaskResult<String> {
     let mut probe = ExecRequest::argv(["git", "rev-parse", "--is-inside-work-tree"]);
     probe.cwd = Some(path.to_owned());
     let from_prebuild = matches!(agent.exec(&probe).await, Ok(r) if r.status.exit_code == Some(0));
@@ -120,7 +120,7 @@ fn exclude_pattern(path: &str) -> String {
 }
 
 /// Commits what the agent left uncommitted (if anything); returns whether it did.
-pub async fn commit_all(agent: &AgentClient, repo: &str, message: &str) -> ApiResult<bool> {
+pub async fn commit_all(agent: &AgentClient, repo: &str, message: &str) -> TaskResult<bool> {
     run(agent, repo, &["git", "add", "-A"], None).await?;
     let staged = {
         let mut req = ExecRequest::argv(["git", "diff", "--cached", "--quiet"]);
@@ -155,7 +155,7 @@ pub async fn changes(
     agent: &AgentClient,
     repo: &str,
     base: &str,
-) -> ApiResult<(Vec<FileChange>, String)> {
+) -> TaskResult<(Vec<FileChange>, String)> {
     let range = format!("origin/{base}...HEAD");
     let numstat = run(agent, repo, &["git", "diff", "--numstat", &range], None).await?;
     let files = numstat
@@ -186,7 +186,7 @@ pub async fn preserve(
     repo: &str,
     branch: &str,
     mirror: &Path,
-) -> ApiResult<()> {
+) -> TaskResult<()> {
     let bundle_in_sandbox = beside(repo, ".atelier-branch.bundle");
     run(
         agent,
@@ -208,11 +208,11 @@ pub async fn preserve(
     let branch = branch.to_owned();
     tokio::task::spawn_blocking(move || fetch_into_mirror(&mirror, &bytes, &branch))
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| TaskError::failed(e.to_string()))?
 }
 
 /// A bundle of `branch` from the host-side mirror, to start a sandbox's clone from.
-pub async fn bundle_from_mirror(mirror: &Path, branch: &str) -> ApiResult<Vec<u8>> {
+pub async fn bundle_from_mirror(mirror: &Path, branch: &str) -> TaskResult<Vec<u8>> {
     let file = mirror.with_extension(format!(
         "outgoing-{}.bundle",
         atelier_core::id::random_token()
@@ -228,32 +228,32 @@ pub async fn bundle_from_mirror(mirror: &Path, branch: &str) -> ApiResult<Vec<u8
     let bytes = match out {
         Ok(o) if o.status.success() => tokio::fs::read(&file)
             .await
-            .map_err(|e| ApiError::internal(format!("reading the bundle: {e}"))),
-        Ok(o) => Err(ApiError::internal(format!(
+            .map_err(|e| TaskError::failed(format!("reading the bundle: {e}"))),
+        Ok(o) => Err(TaskError::failed(format!(
             "bundling {branch} from the mirror: {}",
             String::from_utf8_lossy(&o.stderr).trim()
         ))),
-        Err(e) => Err(ApiError::internal(format!("git bundle: {e}"))),
+        Err(e) => Err(TaskError::failed(format!("git bundle: {e}"))),
     };
     let _ = tokio::fs::remove_file(&file).await;
     bytes
 }
 
-fn fetch_into_mirror(mirror: &Path, bundle: &[u8], branch: &str) -> ApiResult<()> {
-    let fail = |what: &str, out: std::io::Result<std::process::Output>| -> ApiResult<()> {
+fn fetch_into_mirror(mirror: &Path, bundle: &[u8], branch: &str) -> TaskResult<()> {
+    let fail = |what: &str, out: std::io::Result<std::process::Output>| -> TaskResult<()> {
         match out {
             Ok(o) if o.status.success() => Ok(()),
-            Ok(o) => Err(ApiError::internal(format!(
+            Ok(o) => Err(TaskError::failed(format!(
                 "{what}: {}",
                 String::from_utf8_lossy(&o.stderr).trim()
             ))),
-            Err(e) => Err(ApiError::internal(format!(
+            Err(e) => Err(TaskError::failed(format!(
                 "{what}: {e} (is git installed on the host?)"
             ))),
         }
     };
     if !mirror.join("HEAD").is_file() {
-        std::fs::create_dir_all(mirror).map_err(|e| ApiError::internal(e.to_string()))?;
+        std::fs::create_dir_all(mirror).map_err(|e| TaskError::failed(e.to_string()))?;
         fail(
             "git init --bare",
             Command::new("git")
@@ -263,7 +263,7 @@ fn fetch_into_mirror(mirror: &Path, bundle: &[u8], branch: &str) -> ApiResult<()
         )?;
     }
     let file: PathBuf = mirror.join(format!("incoming-{}.bundle", std::process::id()));
-    std::fs::write(&file, bundle).map_err(|e| ApiError::internal(e.to_string()))?;
+    std::fs::write(&file, bundle).map_err(|e| TaskError::failed(e.to_string()))?;
     let refspec = format!("+{branch}:refs/heads/{branch}");
     let out = Command::new("git")
         .arg("--git-dir")

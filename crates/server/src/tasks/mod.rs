@@ -7,6 +7,7 @@
 //! work is committed, diffed, and copied into a host-side mirror so the branch outlives the
 //! sandbox; the task then waits in review.
 
+mod error;
 mod git;
 
 use std::collections::HashMap;
@@ -16,19 +17,19 @@ use std::time::Duration;
 
 use atelier_core::agent_config::{AgentConfig, AgentProtocol};
 use atelier_core::task::{PushOutcome, TodoItem};
-use atelier_core::{Task, TaskStatus};
+use atelier_core::{Task, TaskSpec, TaskStatus};
 use atelier_runtimes::{AgentEvent, AgentRuntime, Answer, InteractionKind, Session, SessionSpec};
-use atelier_store::{NewSandbox, Store, TaskProgress, TaskRecord};
+use atelier_store::{Idempotency, NewSandbox, NewTask, Store, TaskProgress, TaskRecord};
 use futures::StreamExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::coding_agent::{self as agent, connect, reach};
-use crate::error::{ApiError, ApiResult};
 use crate::events::EventBus;
 use crate::forward::PortForward;
 use crate::lifecycle::Lifecycle;
 use crate::model_proxy::ModelProxy;
+pub use error::{TaskError, TaskResult};
 
 #[derive(Clone)]
 pub struct Tasks {
@@ -122,14 +123,9 @@ impl Tasks {
         from: TaskStatus,
         to: TaskStatus,
         reason: Option<&str>,
-    ) -> ApiResult<()> {
-        from.move_to(to).map_err(|e| {
-            ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "invalid_state",
-                e.to_string(),
-            )
-        })?;
+    ) -> TaskResult<()> {
+        from.move_to(to)
+            .map_err(|e| TaskError::InvalidState(e.to_string()))?;
         let e = self
             .inner
             .store
@@ -139,8 +135,76 @@ impl Tasks {
         Ok(())
     }
 
+    /// Records a new task of a workspace (its repo, template and base branch defaulted
+    /// from the workspace), queued at once when `spec.dispatch`. A retried request with
+    /// the same idempotency key returns the first task; `false` says it was not created now.
+    pub async fn create(
+        &self,
+        spec: &TaskSpec,
+        idempotency: Option<&Idempotency>,
+    ) -> TaskResult<(Task, bool)> {
+        spec.validate()?;
+        let store = &self.inner.store;
+        let workspace = store.get_workspace(&spec.workspace).await.map_err(|_| {
+            TaskError::invalid("workspace", format!("no workspace {:?}", spec.workspace))
+        })?;
+        let repo = match &spec.repo {
+            Some(path) => workspace
+                .repos
+                .iter()
+                .find(|r| &r.clone_path() == path)
+                .ok_or_else(|| {
+                    TaskError::invalid("repo", format!("the workspace has no repo at {path:?}"))
+                })?,
+            None => workspace.repos.first().ok_or_else(|| {
+                TaskError::invalid("workspace", "the workspace has no repository to work in")
+            })?,
+        };
+        let template = spec
+            .template
+            .clone()
+            .unwrap_or_else(|| "implementation".into());
+        if store
+            .template(Some(&workspace.id), &template)
+            .await
+            .is_err()
+        {
+            return Err(TaskError::invalid(
+                "template",
+                format!("no session template {template:?}"),
+            ));
+        }
+        let new = NewTask {
+            title: spec.effective_title(),
+            prompt: spec.prompt.clone(),
+            workspace_id: workspace.id.clone(),
+            template,
+            effort: spec.effort,
+            base_branch: spec
+                .base_branch
+                .clone()
+                .unwrap_or_else(|| repo.branch.clone()),
+            repo: repo.clone_path(),
+            status: if spec.dispatch {
+                TaskStatus::Queued
+            } else {
+                TaskStatus::Backlog
+            },
+            parent_id: None,
+        };
+        let (rec, event) = store.create_task(&new, idempotency).await?;
+        let created = event.is_some();
+        if let Some(e) = event {
+            self.inner.bus.publish(e);
+        }
+        if spec.dispatch {
+            self.wake();
+        }
+        Ok((rec.task, created))
+    }
+
     /// Queues a task from the backlog (or a failed one, to retry).
-    pub async fn dispatch(&self, id: &str) -> ApiResult<Task> {
+    pub async fn dispatch(&self, id: &str) -> TaskResult<Task> {
         let rec = self.inner.store.get_task(id).await?;
         self.transition(id, rec.task.status, TaskStatus::Queued, None)
             .await?;
@@ -153,7 +217,7 @@ impl Tasks {
     }
 
     /// Stops a task wherever it is; its sandbox is destroyed, its mirror branch kept.
-    pub async fn cancel(&self, id: &str) -> ApiResult<Task> {
+    pub async fn cancel(&self, id: &str) -> TaskResult<Task> {
         let rec = self.inner.store.get_task(id).await?;
         if let Some(active) = self.take_active(id) {
             let _ = active.runtime.abort(&active.session).await;
@@ -165,7 +229,7 @@ impl Tasks {
     }
 
     /// Accepts the work in review: done; the sandbox goes, the branch stays in the mirror.
-    pub async fn done(&self, id: &str) -> ApiResult<Task> {
+    pub async fn done(&self, id: &str) -> TaskResult<Task> {
         let rec = self.inner.store.get_task(id).await?;
         self.transition(id, rec.task.status, TaskStatus::Done, None)
             .await?;
@@ -179,22 +243,22 @@ impl Tasks {
         task_id: &str,
         interaction_id: &str,
         answer: Answer,
-    ) -> ApiResult<()> {
+    ) -> TaskResult<()> {
         let pending = self.inner.store.interactions(Some(task_id), false).await?;
         if !pending.iter().any(|i| i.id == interaction_id) {
-            return Err(ApiError::not_found(format!(
+            return Err(TaskError::not_found(format!(
                 "pending interaction {interaction_id:?} of task {task_id:?}"
             )));
         }
         let ActiveAgent {
             runtime, session, ..
         } = self.active(task_id).ok_or_else(|| {
-            ApiError::conflict(format!("task {task_id} has no running agent to answer"))
+            TaskError::Conflict(format!("task {task_id} has no running agent to answer"))
         })?;
         runtime
             .answer(&session, interaction_id, answer.clone())
             .await
-            .map_err(runtime_error)?;
+            .map_err(TaskError::Runtime)?;
         let outcome = match &answer {
             Answer::Permission { reply, .. } => reply.as_str().to_owned(),
             Answer::Question { .. } => "answered".to_owned(),
@@ -281,8 +345,8 @@ impl Tasks {
                 let this = self.clone();
                 tokio::spawn(async move {
                     if let Err(e) = this.run(&id).await {
-                        tracing::warn!(task = %id, error = %e.message, "task failed");
-                        this.fail(&id, &e.message).await;
+                        tracing::warn!(task = %id, error = %e, "task failed");
+                        this.fail(&id, &e.to_string()).await;
                     }
                     drop(permit);
                     this.inner.wake.notify_one();
@@ -309,7 +373,7 @@ impl Tasks {
     }
 
     /// Sandbox → branch → agent → prompt → follow the events to the end of the turn.
-    async fn run(&self, id: &str) -> ApiResult<()> {
+    async fn run(&self, id: &str) -> TaskResult<()> {
         let rec = self.inner.store.get_task(id).await?;
         let task = rec.task;
         let spec = self.inner.store.workspace_spec(&task.workspace_id).await?;
@@ -318,7 +382,7 @@ impl Tasks {
             .iter()
             .find(|r| r.clone_path() == task.repo)
             .ok_or_else(|| {
-                ApiError::invalid(
+                TaskError::invalid(
                     "repo",
                     format!("the workspace has no repo at {:?}", task.repo),
                 )
@@ -376,7 +440,7 @@ impl Tasks {
         }
         let local = !self.inner.lifecycle.driver().info().isolated;
         let mut config = AgentConfig::from_value(&spec.agent_config)
-            .map_err(|e| ApiError::invalid(e.field, e.message))?;
+            .map_err(|e| TaskError::invalid(e.field, e.message))?;
         let mut secrets = agent_secrets(&config, &spec.secrets)?;
         // The real keys mask what the agent says; then the proxied ones leave its env.
         let turn = TurnContext::new(&config, &spec, &repo, &secrets)?;
@@ -460,9 +524,7 @@ impl Tasks {
                 } else {
                     format!("; its log ends with:\n{}", tail.trim_end())
                 };
-                return Err(ApiError::new(
-                    axum::http::StatusCode::BAD_GATEWAY,
-                    "agent_error",
+                return Err(TaskError::AgentDidNotStart(
                     redactor.text(&format!("the coding agent did not come up: {e}{log}")),
                 ));
             }
@@ -470,7 +532,7 @@ impl Tasks {
         let session = runtime
             .start_session(&session_spec)
             .await
-            .map_err(runtime_error)?;
+            .map_err(TaskError::Runtime)?;
         let handle = AgentHandle {
             base_url,
             session: session.id.clone(),
@@ -498,11 +560,11 @@ impl Tasks {
         let events = runtime
             .events(&session, None)
             .await
-            .map_err(runtime_error)?;
+            .map_err(TaskError::Runtime)?;
         runtime
             .prompt(&session, &prompt)
             .await
-            .map_err(runtime_error)?;
+            .map_err(TaskError::Runtime)?;
         self.pump(id, &agent, &dir, events, &turn).await
     }
 
@@ -523,8 +585,8 @@ impl Tasks {
             tokio::spawn(async move {
                 let id = rec.task.id.clone();
                 if let Err(e) = this.resume(rec).await {
-                    tracing::warn!(task = %id, error = %e.message, "could not resume the task after a restart");
-                    this.fail(&id, &format!("lost after a manager restart: {}", e.message))
+                    tracing::warn!(task = %id, error = %e, "could not resume the task after a restart");
+                    this.fail(&id, &format!("lost after a manager restart: {e}"))
                         .await;
                 }
                 drop(permit);
@@ -533,18 +595,18 @@ impl Tasks {
         }
     }
 
-    async fn resume(&self, rec: TaskRecord) -> ApiResult<()> {
+    async fn resume(&self, rec: TaskRecord) -> TaskResult<()> {
         let id = rec.task.id.clone();
         let handle: AgentHandle = rec
             .session_id
             .as_deref()
             .and_then(|s| serde_json::from_str(s).ok())
-            .ok_or_else(|| ApiError::internal("the task never reached its agent"))?;
+            .ok_or_else(|| TaskError::failed("the task never reached its agent"))?;
         let sandbox = rec
             .task
             .sandbox_id
             .clone()
-            .ok_or_else(|| ApiError::internal("the task has no sandbox"))?;
+            .ok_or_else(|| TaskError::failed("the task has no sandbox"))?;
         let agent = self.inner.lifecycle.agent(&sandbox).await?;
         let spec = self
             .inner
@@ -552,14 +614,14 @@ impl Tasks {
             .workspace_spec(&rec.task.workspace_id)
             .await?;
         let mut config = AgentConfig::from_value(&spec.agent_config)
-            .map_err(|e| ApiError::invalid(e.field, e.message))?;
+            .map_err(|e| TaskError::invalid(e.field, e.message))?;
         let kind = config.runtime;
         let repo = spec
             .repos
             .iter()
             .find(|r| r.clone_path() == rec.task.repo)
             .cloned()
-            .ok_or_else(|| ApiError::internal("the task's repo left its workspace"))?;
+            .ok_or_else(|| TaskError::failed("the task's repo left its workspace"))?;
         let mut secrets = agent_secrets(&config, &spec.secrets)?;
         let turn = TurnContext::new(&config, &spec, &repo, &secrets)?;
         let (base_url, forward) = match handle.sandbox_port {
@@ -584,7 +646,7 @@ impl Tasks {
             Duration::from_secs(30),
         )
         .await
-        .map_err(runtime_error)?;
+        .map_err(TaskError::Runtime)?;
         let spec = SessionSpec {
             directory: PathBuf::from(&handle.directory),
             model: None,
@@ -596,7 +658,7 @@ impl Tasks {
         let session = runtime
             .attach_session(&handle.session, &spec)
             .await
-            .map_err(runtime_error)?;
+            .map_err(TaskError::Runtime)?;
         self.inner
             .active
             .lock()
@@ -613,7 +675,7 @@ impl Tasks {
         let events = runtime
             .events(&session, cursor)
             .await
-            .map_err(runtime_error)?;
+            .map_err(TaskError::Runtime)?;
         tracing::info!(task = %id, "resumed the task's agent stream");
         self.pump(&id, &agent, &handle.directory, events, &turn)
             .await
@@ -627,7 +689,7 @@ impl Tasks {
         dir: &str,
         mut events: atelier_runtimes::EventStream,
         turn: &TurnContext,
-    ) -> ApiResult<()> {
+    ) -> TaskResult<()> {
         let mut progress = self
             .inner
             .store
@@ -638,7 +700,7 @@ impl Tasks {
         let mut last_text: HashMap<String, String> = HashMap::new();
         let mut last_message = String::new();
         while let Some(item) = events.next().await {
-            let (cursor, event) = item.map_err(runtime_error)?;
+            let (cursor, event) = item.map_err(TaskError::Runtime)?;
             let event = turn.redactor.event(event);
             match &event {
                 AgentEvent::Todos { items } => {
@@ -726,7 +788,7 @@ impl Tasks {
                     return match reason {
                         Completed => self.finish(id, agent, dir, &last_message, turn).await,
                         Cancelled => Ok(()),
-                        Error => Err(ApiError::internal(format!(
+                        Error => Err(TaskError::failed(format!(
                             "the agent failed: {}",
                             error.unwrap_or_default()
                         ))),
@@ -735,7 +797,7 @@ impl Tasks {
                 _ => {}
             }
         }
-        Err(ApiError::internal(
+        Err(TaskError::failed(
             "the agent's event stream ended before the turn did",
         ))
     }
@@ -748,7 +810,7 @@ impl Tasks {
         dir: &str,
         summary: &str,
         turn: &TurnContext,
-    ) -> ApiResult<()> {
+    ) -> TaskResult<()> {
         let task = self.inner.store.get_task(id).await?.task;
         git::commit_all(agent, dir, &format!("{}\n\n{}", task.title, task.prompt)).await?;
         let (changes, diff) = git::changes(agent, dir, &task.base_branch).await?;
@@ -847,7 +909,7 @@ impl TurnContext {
         spec: &atelier_core::WorkspaceSpec,
         repo: &atelier_core::workspace::RepoSpec,
         secrets: &agent::AgentSecrets,
-    ) -> ApiResult<TurnContext> {
+    ) -> TaskResult<TurnContext> {
         let push = match &config.push {
             Some(p) if p.applies_to(&repo.clone_path()) => {
                 let credentials = match &p.token_secret {
@@ -858,7 +920,7 @@ impl TurnContext {
                             .iter()
                             .find(|s| &s.name == name)
                             .ok_or_else(|| {
-                                ApiError::invalid(
+                                TaskError::invalid(
                                     "agent_config.push.token_secret",
                                     format!("the workspace has no env secret {name:?}"),
                                 )
@@ -896,7 +958,7 @@ fn sandbox_name(task: &Task) -> String {
 fn agent_secrets(
     config: &AgentConfig,
     secrets: &atelier_core::workspace::SecretsSpec,
-) -> ApiResult<agent::AgentSecrets> {
+) -> TaskResult<agent::AgentSecrets> {
     let mut out = agent::AgentSecrets::default();
     for (name, var) in &config.secrets {
         let secret = secrets
@@ -904,7 +966,7 @@ fn agent_secrets(
             .iter()
             .find(|s| &s.name == name)
             .ok_or_else(|| {
-                ApiError::invalid(
+                TaskError::invalid(
                     format!("agent_config.secrets.{name}"),
                     format!("the workspace has no env secret {name:?}"),
                 )
@@ -912,14 +974,6 @@ fn agent_secrets(
         out.0.insert(var.clone(), secret.value.clone());
     }
     Ok(out)
-}
-
-fn runtime_error(e: atelier_runtimes::RuntimeError) -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::BAD_GATEWAY,
-        "agent_error",
-        format!("coding agent: {e}"),
-    )
 }
 
 /// Masks secret values in text and events the manager keeps or shows: the agent has the
