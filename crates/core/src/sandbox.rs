@@ -171,6 +171,27 @@ impl FromStr for SandboxState {
     }
 }
 
+/// A request for a new sandbox, as the API takes it: every field defaults from the
+/// workspace (or the built-in defaults without one).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSandbox {
+    /// DNS label; defaults to the workspace's name (or `sandbox`).
+    pub name: Option<String>,
+    /// Workspace id or name; its resources and image are the defaults.
+    pub workspace: Option<String>,
+    #[schema(minimum = 1, maximum = 8)]
+    pub vcpus: Option<u32>,
+    #[schema(minimum = 512, maximum = 16384)]
+    pub memory_mib: Option<u32>,
+    pub disk_mib: Option<u32>,
+    pub image: Option<String>,
+    /// Start as a clone of the workspace's ready prebuild. Default: when one fits (same
+    /// driver, image and machine size), else boot cold; `true` requires one (409 if
+    /// none fits); `false` always boots cold.
+    pub prebuild: Option<bool>,
+}
+
 /// CPU, memory and disk given to a sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -167,6 +167,8 @@ impl From<LifecycleError> for ApiError {
                 Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string())
             }
             LifecycleError::NoRuntime { .. } => Self::internal(e.to_string()),
+            LifecycleError::Invalid(e) => e.into(),
+            LifecycleError::NoFittingPrebuild => Self::conflict(e.to_string()),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Prebuild records: one row per build (or promotion) of a workspace's prebuild.
 
 use atelier_core::prebuild::{Prebuild, PrebuildState, RepoCommit};
-use atelier_core::{Event, EventKind, SandboxId, WorkspaceId};
+use atelier_core::{Event, EventKind, Resources, SandboxId, WorkspaceId};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -124,6 +124,26 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| self.prebuild_from_row(&r)).transpose()
+    }
+
+    /// The current prebuild of `workspace` on `driver` that a new sandbox with this
+    /// image and machine size can start from, if any (a restore cannot resize a machine).
+    pub async fn fitting_prebuild(
+        &self,
+        workspace: &WorkspaceId,
+        driver: &str,
+        image: &str,
+        resources: &Resources,
+    ) -> Result<Option<PrebuildRecord>> {
+        let Some(rec) = self.current_prebuild(workspace, driver).await? else {
+            return Ok(None);
+        };
+        let spec = self.workspace_spec(workspace).await?;
+        let fits = rec.prebuild.vcpus == resources.vcpus
+            && rec.prebuild.memory_mib == resources.memory_mib
+            && image == spec.base_image
+            && rec.snapshot.is_some();
+        Ok(fits.then_some(rec))
     }
 
     pub async fn set_prebuild_sandbox(&self, id: &str, sandbox: &SandboxId) -> Result<()> {

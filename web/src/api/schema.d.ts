@@ -2974,6 +2974,10 @@ export interface components {
         } | {
             shell: string;
         };
+        /**
+         * @description A request for a new sandbox, as the API takes it: every field defaults from the
+         *     workspace (or the built-in defaults without one).
+         */
         CreateSandbox: {
             /** Format: int32 */
             disk_mib?: number | null;

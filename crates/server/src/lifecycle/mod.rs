@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 
 use atelier_agent_client::AgentClient;
 use atelier_core::sandbox::Outcome;
-use atelier_core::{Operation, Sandbox, SandboxId, SandboxState};
+use atelier_core::sandbox::{validate_name, CreateSandbox};
+use atelier_core::workspace::validate_image;
+use atelier_core::{
+    FieldError, Operation, Resources, Sandbox, SandboxId, SandboxState, ValidationErrors,
+};
 use atelier_store::{HostResource, Idempotency, NewSandbox, SandboxFilter, SandboxRecord, Store};
 use atelier_vmm::{Driver, Runtime, SandboxSpec, SnapshotInfo, VmmError};
 use tokio::sync::OwnedMutexGuard;
@@ -38,6 +42,14 @@ pub enum LifecycleError {
     /// A sandbox whose state says it has a machine holds no handle to one.
     #[error("sandbox {id} is {state} but has no runtime record")]
     NoRuntime { id: SandboxId, state: SandboxState },
+    /// The request, field by field.
+    #[error(transparent)]
+    Invalid(#[from] atelier_core::ValidationErrors),
+    /// `prebuild: true` and the workspace has no ready prebuild that fits.
+    #[error(
+        "the workspace has no ready prebuild that fits (same driver, image, vCPUs and memory)"
+    )]
+    NoFittingPrebuild,
     /// A sandbox waited for came up in another state than `running`.
     #[error("sandbox {id} is {state}: {error}")]
     DidNotStart {
@@ -191,6 +203,87 @@ impl Lifecycle {
                 });
         }
         network
+    }
+
+    /// Records a sandbox as `req` asks, every field defaulted from its workspace (or the
+    /// built-in defaults without one), as a clone of the workspace's prebuild when one
+    /// fits and `req.prebuild` allows it; then brings it up in the background (see
+    /// [`Self::create`]).
+    pub async fn create_sandbox(
+        &self,
+        req: &CreateSandbox,
+        idempotency: Option<&Idempotency>,
+    ) -> LifecycleResult<(Sandbox, bool)> {
+        let store = &self.inner.store;
+        let mut errors = ValidationErrors::default();
+        let workspace = match &req.workspace {
+            Some(w) => match store.get_workspace(w).await {
+                Ok(w) => Some(w),
+                Err(_) => {
+                    errors.push(FieldError::new("workspace", format!("no workspace {w:?}")));
+                    return Err(errors.into());
+                }
+            },
+            None => None,
+        };
+        let base = workspace.as_ref().map(|w| w.resources).unwrap_or_default();
+        let resources = Resources {
+            vcpus: req.vcpus.unwrap_or(base.vcpus),
+            memory_mib: req.memory_mib.unwrap_or(base.memory_mib),
+            disk_mib: req.disk_mib.unwrap_or(base.disk_mib),
+        };
+        let name = req.name.clone().unwrap_or_else(|| {
+            workspace
+                .as_ref()
+                .map(|w| slug(&w.name))
+                .unwrap_or_else(|| "sandbox".into())
+        });
+        let image = req
+            .image
+            .clone()
+            .or_else(|| workspace.as_ref().map(|w| w.base_image.clone()))
+            .unwrap_or_else(|| "dev".into());
+        validate_name("name", &name, &mut errors);
+        let mut resource_errors = ValidationErrors::default();
+        resources.validate("resources", &mut resource_errors);
+        for e in resource_errors.into_vec() {
+            // The request names these fields flat.
+            errors.push(FieldError::new(
+                e.field.trim_start_matches("resources."),
+                e.message,
+            ));
+        }
+        validate_image("image", &image, &mut errors);
+        if req.prebuild == Some(true) && workspace.is_none() {
+            errors.push(FieldError::new(
+                "prebuild",
+                "needs a workspace: prebuilds belong to workspaces",
+            ));
+        }
+        errors.finish()?;
+
+        let driver = self.inner.default.kind().to_string();
+        let prebuild = match (&workspace, req.prebuild) {
+            (Some(w), None | Some(true)) => {
+                store
+                    .fitting_prebuild(&w.id, &driver, &image, &resources)
+                    .await?
+            }
+            _ => None,
+        };
+        if req.prebuild == Some(true) && prebuild.is_none() {
+            return Err(LifecycleError::NoFittingPrebuild);
+        }
+        let new = NewSandbox {
+            name,
+            workspace_id: workspace.map(|w| w.id),
+            driver,
+            resources,
+            image,
+            agent_token: atelier_core::id::random_token(),
+            prebuild_id: prebuild.map(|p| p.prebuild.id),
+        };
+        self.create(new, idempotency).await
     }
 
     /// Records a new sandbox and brings it up in the background. A retried request with
@@ -755,6 +848,25 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Turns a workspace name into a DNS label.
+fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    let out: String = out.trim_end_matches('-').chars().take(40).collect();
+    let out = out.trim_end_matches('-').to_owned();
+    if out.is_empty() {
+        "sandbox".into()
+    } else {
+        out
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use std::time::Duration;
 use atelier_core::prebuild::{config_hash, Prebuild, PrebuildState, RepoCommit};
 use atelier_core::{SandboxId, SandboxState, WorkspaceId, WorkspaceSpec};
 use atelier_proto::{CommandLine, ExecEvent, ExecRequest};
-use atelier_store::{NewPrebuild, NewSandbox, PrebuildRecord, Store};
+use atelier_store::{NewPrebuild, NewSandbox, Store};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -652,18 +652,6 @@ impl Prebuilds {
         }
     }
 
-    /// The ready prebuild a new sandbox of `workspace` should start from, if any: the
-    /// current one on the default driver, when its machine size and image fit.
-    pub async fn pick(
-        &self,
-        workspace: &WorkspaceId,
-        image: &str,
-        resources: &atelier_core::Resources,
-    ) -> PrebuildResult<Option<PrebuildRecord>> {
-        let driver = self.inner.lifecycle.driver().kind().to_string();
-        pick(&self.inner.store, &driver, workspace, image, resources).await
-    }
-
     /// After a restart: builds that were interrupted failed; leftovers are removed.
     pub async fn reconcile(&self) -> PrebuildResult<()> {
         let all = self.inner.store.list_prebuilds(None).await?;
@@ -738,26 +726,6 @@ impl Prebuilds {
                 .remove(&p.prebuild.id);
         }
     }
-}
-
-/// The ready prebuild of `workspace` on `driver` that a new sandbox with this image and
-/// machine size can start from, if any (a restore cannot resize a machine).
-pub async fn pick(
-    store: &Store,
-    driver: &str,
-    workspace: &WorkspaceId,
-    image: &str,
-    resources: &atelier_core::Resources,
-) -> PrebuildResult<Option<PrebuildRecord>> {
-    let Some(rec) = store.current_prebuild(workspace, driver).await? else {
-        return Ok(None);
-    };
-    let spec = store.workspace_spec(workspace).await?;
-    let fits = rec.prebuild.vcpus == resources.vcpus
-        && rec.prebuild.memory_mib == resources.memory_mib
-        && image == spec.base_image
-        && rec.snapshot.is_some();
-    Ok(fits.then_some(rec))
 }
 
 /// The agent's working directory in the sandbox (where repos are cloned).

@@ -2,11 +2,10 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use atelier_core::sandbox::validate_name;
-use atelier_core::workspace::validate_image;
-use atelier_core::{FieldError, Resources, Sandbox, ValidationErrors};
+use atelier_core::sandbox::CreateSandbox;
+use atelier_core::{FieldError, Sandbox, ValidationErrors};
 use atelier_proto::{CommandLine, ExecEvent, ExecRequest, ExecResult};
-use atelier_store::{Idempotency, NewSandbox, SandboxFilter};
+use atelier_store::{Idempotency, SandboxFilter};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -23,25 +22,6 @@ use crate::extract::{
 use crate::AppState;
 
 type ErrorBody = atelier_proto::ErrorBody;
-
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateSandbox {
-    /// DNS label; defaults to the workspace's name (or `sandbox`).
-    pub name: Option<String>,
-    /// Workspace id or name; its resources and image are the defaults.
-    pub workspace: Option<String>,
-    #[schema(minimum = 1, maximum = 8)]
-    pub vcpus: Option<u32>,
-    #[schema(minimum = 512, maximum = 16384)]
-    pub memory_mib: Option<u32>,
-    pub disk_mib: Option<u32>,
-    pub image: Option<String>,
-    /// Start as a clone of the workspace's ready prebuild. Default: when one fits (same
-    /// driver, image and machine size), else boot cold; `true` requires one (409 if
-    /// none fits); `false` always boots cold.
-    pub prebuild: Option<bool>,
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -67,74 +47,8 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Sandbox>)> {
     check_json_content_type(&headers)?;
     let req: CreateSandbox = parse_json(&body)?;
-    let workspace = match &req.workspace {
-        Some(w) => Some(
-            state
-                .store
-                .get_workspace(w)
-                .await
-                .map_err(|_| ApiError::invalid("workspace", format!("no workspace {w:?}")))?,
-        ),
-        None => None,
-    };
-    let base = workspace.as_ref().map(|w| w.resources).unwrap_or_default();
-    let resources = Resources {
-        vcpus: req.vcpus.unwrap_or(base.vcpus),
-        memory_mib: req.memory_mib.unwrap_or(base.memory_mib),
-        disk_mib: req.disk_mib.unwrap_or(base.disk_mib),
-    };
-    let name = req.name.clone().unwrap_or_else(|| {
-        workspace
-            .as_ref()
-            .map(|w| slug(&w.name))
-            .unwrap_or_else(|| "sandbox".into())
-    });
-    let image = req
-        .image
-        .clone()
-        .or_else(|| workspace.as_ref().map(|w| w.base_image.clone()))
-        .unwrap_or_else(|| "dev".into());
-    let mut errors = ValidationErrors::default();
-    validate_name("name", &name, &mut errors);
-    let mut resource_errors = ValidationErrors::default();
-    resources.validate("resources", &mut resource_errors);
-    for e in resource_errors.into_vec() {
-        // The body names these fields flat.
-        errors.push(FieldError::new(
-            e.field.trim_start_matches("resources."),
-            e.message,
-        ));
-    }
-    validate_image("image", &image, &mut errors);
-    if req.prebuild == Some(true) && workspace.is_none() {
-        errors.push(FieldError::new(
-            "prebuild",
-            "needs a workspace: prebuilds belong to workspaces",
-        ));
-    }
-    errors.finish()?;
-
-    let prebuild = match (&workspace, req.prebuild) {
-        (Some(w), None | Some(true)) => state.prebuilds.pick(&w.id, &image, &resources).await?,
-        _ => None,
-    };
-    if req.prebuild == Some(true) && prebuild.is_none() {
-        return Err(ApiError::conflict(
-            "the workspace has no ready prebuild that fits (same driver, image, vCPUs and memory)",
-        ));
-    }
-
-    let new = NewSandbox {
-        name,
-        workspace_id: workspace.map(|w| w.id),
-        driver: state.lifecycle.driver().kind().to_string(),
-        resources,
-        image,
-        agent_token: atelier_core::id::random_token(),
-        prebuild_id: prebuild.map(|p| p.prebuild.id),
-    };
     let idem = key.map(|k| Idempotency::new(k, &body));
-    let (sandbox, fresh) = state.lifecycle.create(new, idem.as_ref()).await?;
+    let (sandbox, fresh) = state.lifecycle.create_sandbox(&req, idem.as_ref()).await?;
     let sandbox = if query.wait {
         state.wait_settled(&sandbox.id).await?
     } else {
@@ -148,25 +62,6 @@ pub async fn create(
         },
         Json(sandbox),
     ))
-}
-
-/// Turns a workspace name into a DNS label.
-fn slug(name: &str) -> String {
-    let mut out = String::new();
-    for c in name.chars().flat_map(char::to_lowercase) {
-        if c.is_ascii_alphanumeric() {
-            out.push(c);
-        } else if !out.ends_with('-') && !out.is_empty() {
-            out.push('-');
-        }
-    }
-    let out: String = out.trim_end_matches('-').chars().take(40).collect();
-    let out = out.trim_end_matches('-').to_owned();
-    if out.is_empty() {
-        "sandbox".into()
-    } else {
-        out
-    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -16,10 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atelier_core::agent_config::{AgentConfig, AgentProtocol};
+use atelier_core::sandbox::CreateSandbox;
 use atelier_core::task::{PushOutcome, TodoItem};
 use atelier_core::{Task, TaskSpec, TaskStatus};
 use atelier_runtimes::{AgentEvent, AgentRuntime, Answer, InteractionKind, Session, SessionSpec};
-use atelier_store::{Idempotency, NewSandbox, NewTask, Store, TaskProgress, TaskRecord};
+use atelier_store::{Idempotency, NewTask, Store, TaskProgress, TaskRecord};
 use futures::StreamExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -391,25 +392,12 @@ impl Tasks {
 
         // From the workspace's prebuild when one is ready: set up already, and on QEMU
         // resumed from memory instead of booted.
-        let driver = self.inner.lifecycle.driver().kind().to_string();
-        let prebuild = crate::prebuild::pick(
-            &self.inner.store,
-            &driver,
-            &task.workspace_id,
-            &spec.base_image,
-            &spec.resources,
-        )
-        .await?;
-        let new = NewSandbox {
-            name: sandbox_name(&task),
-            workspace_id: Some(task.workspace_id.clone()),
-            driver,
-            resources: spec.resources,
-            image: spec.base_image.clone(),
-            agent_token: atelier_core::id::random_token(),
-            prebuild_id: prebuild.map(|p| p.prebuild.id),
+        let request = CreateSandbox {
+            name: Some(sandbox_name(&task)),
+            workspace: Some(task.workspace_id.to_string()),
+            ..CreateSandbox::default()
         };
-        let (sandbox, _) = self.inner.lifecycle.create(new, None).await?;
+        let (sandbox, _) = self.inner.lifecycle.create_sandbox(&request, None).await?;
         self.inner
             .store
             .set_task_sandbox(id, Some(&sandbox.id))
