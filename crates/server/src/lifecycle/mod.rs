@@ -554,17 +554,7 @@ impl Lifecycle {
                 self.transition(id, SandboxState::Stopping, SandboxState::Stopped, None)
                     .await
             }
-            Err(e) => {
-                let reason = format!("stop failed: {e}");
-                self.transition(
-                    id,
-                    SandboxState::Stopping,
-                    SandboxState::Error,
-                    Some(&reason),
-                )
-                .await?;
-                Err(e.into())
-            }
+            Err(e) => self.failed(id, SandboxState::Stopping, "stop", e).await,
         }
     }
 
@@ -596,17 +586,25 @@ impl Lifecycle {
                     .await
             }
             Err(e) => {
-                let reason = format!("destroy failed: {e}");
-                self.transition(
-                    id,
-                    SandboxState::Destroying,
-                    SandboxState::Error,
-                    Some(&reason),
-                )
-                .await?;
-                Err(e.into())
+                self.failed(id, SandboxState::Destroying, "destroy", e)
+                    .await
             }
         }
+    }
+
+    /// A driver operation (`what`) failed on a sandbox in `from`: it goes to `error`,
+    /// naming why, and the caller gets the driver's error.
+    async fn failed(
+        &self,
+        id: &SandboxId,
+        from: SandboxState,
+        what: &str,
+        e: VmmError,
+    ) -> LifecycleResult<()> {
+        let reason = format!("{what} failed: {e}");
+        self.transition(id, from, SandboxState::Error, Some(&reason))
+            .await?;
+        Err(e.into())
     }
 
     pub async fn pause(&self, id: &SandboxId) -> LifecycleResult<Sandbox> {
