@@ -52,7 +52,7 @@ function skip(reason) {
 
 if (!existsSync(CHROMIUM)) skip(`chromium not found at ${CHROMIUM} (apt-get install chromium)`);
 const bin = atelierBinary();
-if (!bin) skip("the atelier binary is not built (cargo build -p atelier-cli -p atelier-runtimes --bins)");
+if (!bin) skip("the atelier binary is not built (cargo build --workspace --bins)");
 if (!existsSync(join(repoRoot, "web/dist/index.html"))) {
   console.error("FAIL: web/dist is not built (scripts/build-web.sh)");
   process.exit(1);

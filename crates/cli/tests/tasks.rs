@@ -75,27 +75,7 @@ steps:
 
 /// Builds `atelier-stdio-host` next to `atelier`, where the manager looks for it.
 fn ensure_stdio_host_built() {
-    static BUILD: std::sync::Once = std::sync::Once::new();
-    let bin = common::atelier_bin().with_file_name("atelier-stdio-host");
-    BUILD.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = common::atelier_bin()
-            .parent()
-            .and_then(|p| p.file_name())
-            .is_some_and(|n| n == "release");
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "atelier-runtimes"])
-            .args(["--bin", "atelier-stdio-host"])
-            .args(release.then_some("--release"))
-            .status()
-            .expect("run cargo to build atelier-stdio-host");
-        assert!(status.success(), "building atelier-stdio-host failed");
-    });
-    assert!(
-        bin.is_file(),
-        "atelier-stdio-host missing at {}",
-        bin.display()
-    );
+    atelier_testkit::workspace_binary("atelier-stdio-host", "atelier-stdio-host");
 }
 
 /// The fake agent playing `scenario` over `protocol` (`None`: OpenCode's, the default).

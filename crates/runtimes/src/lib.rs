@@ -15,20 +15,19 @@
 //! - [`acp`] (`"acp"`): any Agent Client Protocol agent (Gemini CLI, Qwen Code,
 //!   `opencode acp`, Zed's Claude and Codex adapters).
 //!
-//! Claude Code and ACP agents speak over stdio. In the sandbox they run under
-//! [`stdio_host`] (the `atelier-stdio-host` binary), which keeps a numbered transcript
+//! Claude Code and ACP agents speak over stdio. In the sandbox they run under the
+//! `atelier-stdio-host` binary (its own crate; [`stdio_host`] is its wire and client), which keeps a numbered transcript
 //! of both directions and serves it over HTTP with SSE resume, so the manager reaches
 //! them like `opencode serve` and a restarted manager loses nothing: the stdio adapters
 //! ([`stdio::StdioRuntime`]) rebuild their state by replaying the transcript.
 //!
-//! Testing: [`fake`] is a scenario-driven fake agent (`fake-agent` binary) that speaks
-//! all three protocols, so every adapter runs offline against every scenario
-//! (`tests/conformance.rs`, `tests/conformance_matrix.rs`).
+//! Testing: the `fake-agent` binary (crate `atelier-fake-agent`) is a scenario-driven fake
+//! agent that speaks all three protocols, so every adapter runs offline against every
+//! scenario (`tests/conformance.rs`, `tests/conformance_matrix.rs`).
 
 pub mod acp;
 pub mod claude;
 pub mod event;
-pub mod fake;
 pub mod opencode;
 pub mod sse;
 pub mod stdio;

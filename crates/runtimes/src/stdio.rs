@@ -643,7 +643,7 @@ pub(crate) fn outcome_of(answer: &Answer, is_question: bool) -> InteractionOutco
     }
 }
 
-pub(crate) fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+pub fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer).and_then(Value::as_str)
 }
 

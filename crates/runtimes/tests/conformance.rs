@@ -28,17 +28,20 @@ struct Fake {
 impl Fake {
     fn spawn(scenario: &Path, extra: &[&str]) -> Fake {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fake-agent"))
-            .arg("--scenario")
-            .arg(scenario)
-            .args(["--port", "0", "--directory"])
-            .arg(dir.path())
-            .args(extra)
-            .env_remove("OPENCODE_SERVER_PASSWORD")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn fake-agent");
+        let mut child = Command::new(atelier_testkit::workspace_binary(
+            "atelier-fake-agent",
+            "fake-agent",
+        ))
+        .arg("--scenario")
+        .arg(scenario)
+        .args(["--port", "0", "--directory"])
+        .arg(dir.path())
+        .args(extra)
+        .env_remove("OPENCODE_SERVER_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn fake-agent");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

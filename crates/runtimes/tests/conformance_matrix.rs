@@ -65,9 +65,12 @@ impl Agent {
     fn spawn_with(kind: Kind, scenario: &Path, extra: &[&str]) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = tempfile::tempdir().expect("tempdir");
-        let fake = env!("CARGO_BIN_EXE_fake-agent");
+        let fake = atelier_testkit::workspace_binary("atelier-fake-agent", "fake-agent");
         let mut cmd = if kind.stdio() {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_atelier-stdio-host"));
+            let mut c = Command::new(atelier_testkit::workspace_binary(
+                "atelier-stdio-host",
+                "atelier-stdio-host",
+            ));
             c.args(["--port", "0", "--heartbeat-ms", "200", "--transcript"])
                 .arg(state.path().join("transcript.jsonl"))
                 .arg("--")

@@ -195,6 +195,39 @@ macro_rules! require {
     };
 }
 
+/// A binary of another package of the workspace (`fake-agent`, `atelier-stdio-host`…),
+/// built for this test run by `cargo build -p <package> --bin <bin>` (once per process:
+/// cargo makes it fresh, as it would a test's own binary), in the profile directory of
+/// the running test. Panics when it cannot be built.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    let exe = std::env::current_exe().expect("the test's own path");
+    // <target>/<profile>/deps/<test>-<hash>: the binaries are in <target>/<profile>.
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test binary lives in <target>/<profile>/deps");
+    let path = profile_dir.join(bin);
+    let mut built = BUILT
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|b| b == bin) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", package, "--bin", bin])
+            .args(release.then_some("--release"))
+            .status()
+            .unwrap_or_else(|e| panic!("running cargo to build {bin}: {e}"));
+        assert!(status.success(), "building {bin} failed");
+        built.push(bin.to_owned());
+    }
+    assert!(path.is_file(), "{bin} missing at {}", path.display());
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,30 +50,7 @@ pub fn ensure_agent_built() -> PathBuf {
 
 /// Makes sure the scripted `fake-agent` (a fake `opencode serve`) sits next to `atelier`.
 pub fn ensure_fake_agent_built() -> PathBuf {
-    static BUILD: Once = Once::new();
-    let bin = atelier_bin().with_file_name("fake-agent");
-    BUILD.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = atelier_bin()
-            .parent()
-            .and_then(|p| p.file_name())
-            .is_some_and(|n| n == "release");
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "atelier-runtimes",
-                "--bin",
-                "fake-agent",
-            ])
-            .args(release.then_some("--release"))
-            .status()
-            .expect("run cargo to build fake-agent");
-        assert!(status.success(), "building fake-agent failed");
-    });
-    assert!(bin.is_file(), "fake-agent missing at {}", bin.display());
-    bin
+    atelier_testkit::workspace_binary("atelier-fake-agent", "fake-agent")
 }
 
 pub struct Manager {

@@ -69,9 +69,10 @@ pub fn resolved(events: &[AgentEvent]) -> Vec<(String, InteractionOutcome)> {
         .collect()
 }
 
+/// A scenario shipped with the fake agent (`crates/fake-agent/scenarios`).
 pub fn scenario_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scenarios")
+        .join("../fake-agent/scenarios")
         .join(format!("{name}.yaml"))
 }
 

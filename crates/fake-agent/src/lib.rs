@@ -1,4 +1,6 @@
-//! Protocol-level fake agents for offline tests, driven by one scenario DSL.
+//! `fake-agent`: protocol-level fake coding agents for offline tests, driven by one
+//! scenario DSL, so that every adapter of `atelier-runtimes` and the whole task flow run
+//! without a model.
 //!
 //! - [`scenario`]: the agent-neutral DSL (`say`, `think`, `todos`, `edit_file`, `tool`,
 //!   `ask_permission`, `ask_question`, `usage`, `sleep_ms`, `finish`, `fail`, `crash`,

@@ -14,10 +14,10 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::opencode::chunks;
-use super::scenario::{QuestionSpec, TodoSpec};
-use super::stdio::{answers_text, Call, Edit, Incoming, TurnEnd, UsageStep, Verdict, Wire};
-use crate::stdio::str_at;
+use crate::opencode::chunks;
+use crate::scenario::{QuestionSpec, TodoSpec};
+use crate::stdio::{answers_text, Call, Edit, Incoming, TurnEnd, UsageStep, Verdict, Wire};
+use atelier_runtimes::stdio::str_at;
 
 /// The Claude stream-json side of the fake.
 pub(crate) struct ClaudeWire {

@@ -1,4 +1,4 @@
-//! The scenario player shared by the stdio fakes ([`super::claude`], [`super::acp`]).
+//! The scenario player shared by the stdio fakes ([`crate::claude`], [`crate::acp`]).
 //!
 //! It reads JSON lines from stdin and writes JSON lines to stdout, and plays a
 //! [`Scenario`] with the same semantics as the OpenCode fake: a turn starts with a
@@ -26,7 +26,7 @@ use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
-use super::scenario::{QuestionSpec, Scenario, Step, TodoSpec};
+use crate::scenario::{QuestionSpec, Scenario, Step, TodoSpec};
 
 /// What a stdin line means.
 pub(crate) enum Incoming {
@@ -416,7 +416,7 @@ impl<W: Wire> Player<W> {
 
 /// Asks the stdio host to close its event streams, and waits until it did.
 async fn drop_host_streams() {
-    let Ok(url) = std::env::var(crate::stdio_host::HOST_URL_ENV) else {
+    let Ok(url) = std::env::var(atelier_runtimes::stdio_host::HOST_URL_ENV) else {
         eprintln!(
             "fake-agent: drop_stream needs ATELIER_STDIO_HOST_URL (run under atelier-stdio-host)"
         );

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::scenario::{Scenario, Step};
+use crate::scenario::{Scenario, Step};
 
 /// How to run the fake.
 #[derive(Debug, Clone)]
@@ -53,7 +53,7 @@ impl FakeConfig {
             scenario,
             directory,
             password: None,
-            username: crate::opencode::DEFAULT_USERNAME.to_string(),
+            username: atelier_runtimes::opencode::DEFAULT_USERNAME.to_string(),
             replay: true,
         }
     }
@@ -245,7 +245,9 @@ fn bad_request(msg: &str) -> Response {
 }
 
 async fn health() -> Json<Value> {
-    Json(json!({"healthy": true, "version": format!("{}-fake", crate::opencode::OPENCODE_VERSION)}))
+    Json(
+        json!({"healthy": true, "version": format!("{}-fake", atelier_runtimes::opencode::OPENCODE_VERSION)}),
+    )
 }
 
 async fn agents() -> Json<Value> {
@@ -266,7 +268,7 @@ async fn create_session(State(app): State<Arc<App>>, body: Option<Json<Value>>) 
         "directory": app.cfg.directory.to_string_lossy(),
         "path": "",
         "title": body.get("title").and_then(Value::as_str).unwrap_or("New session"),
-        "version": crate::opencode::OPENCODE_VERSION,
+        "version": atelier_runtimes::opencode::OPENCODE_VERSION,
         "cost": 0,
         "tokens": {"input": 0, "output": 0, "reasoning": 0, "cache": {"read": 0, "write": 0}},
         "time": {"created": now, "updated": now}
@@ -1027,7 +1029,7 @@ impl<'a> Turn<'a> {
         }
     }
 
-    async fn ask_question(&self, questions: &[super::scenario::QuestionSpec]) -> StepOutcome {
+    async fn ask_question(&self, questions: &[crate::scenario::QuestionSpec]) -> StepOutcome {
         let qs: Vec<Value> = questions
             .iter()
             .map(|q| {
@@ -1192,7 +1194,7 @@ mod tests {
     fn sse_frames_are_well_formed() {
         let f = sse_frame(Some("evt_1"), "{\"a\":1}");
         assert_eq!(&f[..], b"id: evt_1\ndata: {\"a\":1}\n\n");
-        let mut p = crate::sse::SseParser::new();
+        let mut p = atelier_runtimes::sse::SseParser::new();
         let ev = p.push(&sse_frame(None, "x\ny"));
         assert_eq!(ev[0].data, "x\ny");
     }

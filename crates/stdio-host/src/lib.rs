@@ -1,35 +1,7 @@
-//! The in-sandbox stdio host (`atelier-stdio-host`) and its HTTP client.
-//!
-//! Claude Code (`claude -p --input-format stream-json …`) and ACP agents speak over
-//! stdin/stdout, but the agent runs inside a sandbox and the manager must be able to
-//! restart (or lose its connection) without losing a line. The host runs next to the
-//! agent, owns its pipes, and makes it reachable over HTTP the way `opencode serve` is:
-//!
-//! - every line the agent writes to stdout, and every line written to its stdin, is
-//!   appended to a **transcript** (JSON lines, one [`Record`] each, numbered `seq` from 1)
-//!   in memory and in a file, so a restarted host continues the numbering;
-//! - `GET /events` streams the transcript as SSE (`id: <seq>`, `event: <kind>`, `data:`
-//!   the record), starting after `Last-Event-ID` or `?after=N` (0 = from the start),
-//!   first a `hello` frame `{seq, transcript_id, state}` (no id), then live records, with
-//!   a comment line as heartbeat;
-//! - `POST /input {id, message, note?}` writes `message` (compact JSON, one line) to the
-//!   agent's stdin. `id` makes it idempotent: a retried write with an id already in the
-//!   transcript is answered `{seq, duplicate: true}` and not written again. `note` is kept
-//!   in the transcript only (the adapter records how it meant an answer);
-//! - `GET /transcript?after=N` returns the records as JSON lines (not streamed);
-//! - `GET /status` → `{state: running|exited, pid, code, signal, seq, transcript_id, …}`;
-//! - `POST /signal {signal: interrupt|terminate|kill}` signals the agent's process group;
-//! - `POST /subscribers/close` ends every open `/events` stream once (clients resume
-//!   with `Last-Event-ID`); it needs no token, so an agent-side harness can simulate a
-//!   dropped stream, and it loses nothing;
-//! - `GET /health`.
-//!
-//! With a token (`--token` or `ATELIER_STDIO_HOST_TOKEN`), every route but `/health` and
-//! `/subscribers/close` needs `Authorization: Bearer <token>`. The agent gets
-//! `ATELIER_STDIO_HOST_URL` in its environment, never the token.
-//!
-//! The host keeps serving after the agent exits (the transcript ends with an `exit`
-//! record), so a crash is observable with its exit code rather than as a lost connection.
+//! `atelier-stdio-host`: runs a stdio coding agent (Claude Code, an ACP agent) in its
+//! sandbox and makes it reachable over HTTP the way `opencode serve` is. The protocol
+//! (routes, records, resume) is described in [`atelier_runtimes::stdio_host`], which
+//! also holds the manager's client; this crate is the server half.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
@@ -38,6 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use atelier_runtimes::stdio_host::{
+    random_id, Record, RecordBody, HOST_URL_ENV, MAX_LINE_BYTES, TOKEN_ENV,
+};
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -46,123 +21,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use futures::Stream;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdin, Command};
 use tokio::sync::watch;
 
-use crate::{ReconnectPolicy, Result, RuntimeError};
-
-/// The line the host prints once it listens, followed by its URL.
-pub const LISTENING_PREFIX: &str = "atelier-stdio-host listening on ";
-/// Environment variable through which the agent learns where its host listens.
-pub const HOST_URL_ENV: &str = "ATELIER_STDIO_HOST_URL";
-/// Environment variable holding the host's bearer token (never passed to the agent).
-pub const TOKEN_ENV: &str = "ATELIER_STDIO_HOST_TOKEN";
-/// Longest stdout line kept whole; the rest of a longer line is dropped (an agent must
-/// not be able to exhaust the host's memory).
-pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 /// Lines of the agent's stderr kept for the `exit` record.
 const STDERR_TAIL: usize = 20;
-
-// ---------------------------------------------------------------------------------------
-// Transcript records.
-// ---------------------------------------------------------------------------------------
-
-/// One transcript entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// Position in the transcript, from 1, without gaps.
-    pub seq: u64,
-    /// Unix time in milliseconds.
-    pub t: u64,
-    #[serde(flatten)]
-    pub body: RecordBody,
-}
-
-/// What a [`Record`] says.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum RecordBody {
-    /// The agent process started (at the first start and after every host restart).
-    Start {
-        transcript_id: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pid: Option<u32>,
-        #[serde(default)]
-        argv: Vec<String>,
-    },
-    /// A line the agent wrote to stdout.
-    Out { line: String },
-    /// A line written to the agent's stdin, under the client's idempotency id.
-    In {
-        id: String,
-        line: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        note: Option<Value>,
-    },
-    /// The agent exited (or could not be started: no code, no signal, an `error`).
-    Exit {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        code: Option<i32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        signal: Option<i32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        stderr_tail: Vec<String>,
-    },
-}
-
-impl RecordBody {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            RecordBody::Start { .. } => "start",
-            RecordBody::Out { .. } => "out",
-            RecordBody::In { .. } => "in",
-            RecordBody::Exit { .. } => "exit",
-        }
-    }
-}
-
-impl Record {
-    /// The JSON line of an `out` or `in` record, parsed; `None` for other kinds or text
-    /// that is not JSON.
-    pub fn json(&self) -> Option<Value> {
-        match &self.body {
-            RecordBody::Out { line } | RecordBody::In { line, .. } => {
-                serde_json::from_str(line).ok()
-            }
-            _ => None,
-        }
-    }
-
-    /// A one-line description of an `exit` record ("the agent exited with code 70: …").
-    pub fn exit_message(&self) -> Option<String> {
-        let RecordBody::Exit {
-            code,
-            signal,
-            error,
-            stderr_tail,
-        } = &self.body
-        else {
-            return None;
-        };
-        let mut msg = match (code, signal, error) {
-            (_, _, Some(e)) => format!("the agent could not run: {e}"),
-            (Some(c), _, _) => format!("the agent exited with code {c}"),
-            (None, Some(s), _) => format!("the agent was killed by signal {s}"),
-            (None, None, None) => "the agent exited".to_string(),
-        };
-        if let Some(last) = stderr_tail.iter().rev().find(|l| !l.trim().is_empty()) {
-            msg.push_str(": ");
-            msg.push_str(last.trim());
-        }
-        Some(msg)
-    }
-}
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -172,22 +38,8 @@ fn now_ms() -> u64 {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
-
-/// A random hex id (transcript ids, prompt ids).
-pub fn random_id() -> String {
-    use rand::Rng;
-    let n: u128 = rand::thread_rng().gen();
-    format!("{n:032x}")
-}
-
-// ---------------------------------------------------------------------------------------
-// The host (server side).
-// ---------------------------------------------------------------------------------------
 
 /// How to run a host.
 #[derive(Debug, Clone)]
@@ -216,32 +68,6 @@ impl HostConfig {
     }
 }
 
-/// The host's command line: the host binary listening on `127.0.0.1:port`, keeping its
-/// transcript at `transcript`, running `agent` (program first) in `cwd`.
-pub fn host_command(
-    host_binary: &str,
-    port: u16,
-    transcript: &str,
-    cwd: Option<&str>,
-    agent: &[String],
-) -> Vec<String> {
-    let mut argv: Vec<String> = vec![
-        host_binary.into(),
-        "--hostname".into(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        port.to_string(),
-        "--transcript".into(),
-        transcript.into(),
-    ];
-    if let Some(d) = cwd {
-        argv.extend(["--cwd".into(), d.into()]);
-    }
-    argv.push("--".into());
-    argv.extend(agent.iter().cloned());
-    argv
-}
-
 /// Errors of the host itself (startup; requests answer with HTTP errors).
 #[derive(Debug)]
 pub struct HostError(pub String);
@@ -249,12 +75,6 @@ pub struct HostError(pub String);
 impl std::fmt::Display for HostError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-impl From<HostError> for RuntimeError {
-    fn from(e: HostError) -> RuntimeError {
-        RuntimeError::Transport(e.0)
     }
 }
 
@@ -924,315 +744,11 @@ async fn close_subscribers(State(host): State<Arc<Host>>) -> Json<Value> {
     host.close_tx.send_modify(|g| *g += 1);
     Json(json!({"closed": open}))
 }
-
-// ---------------------------------------------------------------------------------------
-// The client (manager side).
-// ---------------------------------------------------------------------------------------
-
-/// How to reach one stdio host.
-#[derive(Debug, Clone)]
-pub struct StdioConfig {
-    /// e.g. `http://127.0.0.1:4097` (the host as the manager reaches it).
-    pub base_url: String,
-    /// The host's bearer token, if it has one.
-    pub token: Option<String>,
-    pub reconnect: ReconnectPolicy,
-    /// Timeout of one REST call (not of the event stream).
-    pub request_timeout: Duration,
-    pub connect_timeout: Duration,
-    /// How long `events()` waits for the stream's `hello` frame.
-    pub first_event_timeout: Duration,
-    /// How long a protocol handshake (initialize, new session) may take.
-    pub handshake_timeout: Duration,
-}
-
-impl StdioConfig {
-    pub fn new(base_url: impl Into<String>) -> StdioConfig {
-        StdioConfig {
-            base_url: base_url.into().trim_end_matches('/').to_string(),
-            token: None,
-            reconnect: ReconnectPolicy::default(),
-            request_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-            first_event_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(60),
-        }
-    }
-
-    pub fn with_token(mut self, token: impl Into<String>) -> StdioConfig {
-        self.token = Some(token.into());
-        self
-    }
-
-    pub fn with_reconnect(mut self, policy: ReconnectPolicy) -> StdioConfig {
-        self.reconnect = policy;
-        self
-    }
-}
-
-/// A line for the agent's stdin, with its idempotency id and an optional note kept in
-/// the transcript only.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Input {
-    pub id: String,
-    pub message: Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<Value>,
-}
-
-/// `GET /status` of a host.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct HostStatus {
-    pub state: String,
-    #[serde(default)]
-    pub pid: Option<u32>,
-    #[serde(default)]
-    pub code: Option<i32>,
-    #[serde(default)]
-    pub signal: Option<i32>,
-    pub seq: u64,
-    #[serde(default)]
-    pub started_seq: u64,
-    pub transcript_id: String,
-    #[serde(default)]
-    pub subscribers_total: u64,
-    #[serde(default)]
-    pub inputs: u64,
-}
-
-impl HostStatus {
-    pub fn running(&self) -> bool {
-        self.state == "running"
-    }
-}
-
-pub(crate) type ByteStream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
-fn transport(e: reqwest::Error) -> RuntimeError {
-    RuntimeError::Transport(e.to_string())
-}
-
-/// HTTP client of one stdio host. Cheap to clone.
-#[derive(Clone)]
-pub struct HostClient {
-    cfg: Arc<StdioConfig>,
-    http: reqwest::Client,
-}
-
-impl std::fmt::Debug for HostClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostClient")
-            .field("base_url", &self.cfg.base_url)
-            .finish_non_exhaustive()
-    }
-}
-
-impl HostClient {
-    pub fn new(cfg: StdioConfig) -> Result<HostClient> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .build()
-            .map_err(transport)?;
-        Ok(HostClient {
-            cfg: Arc::new(cfg),
-            http,
-        })
-    }
-
-    pub fn config(&self) -> &StdioConfig {
-        &self.cfg
-    }
-
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let rb = self
-            .http
-            .request(method, format!("{}{}", self.cfg.base_url, path));
-        match &self.cfg.token {
-            Some(t) => rb.bearer_auth(t),
-            None => rb,
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Bytes> {
-        let mut rb = self
-            .request(method.clone(), path)
-            .timeout(self.cfg.request_timeout);
-        if let Some(b) = body {
-            rb = rb.json(b);
-        }
-        let resp = rb.send().await.map_err(transport)?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(transport)?;
-        match status {
-            200..=299 => Ok(bytes),
-            401 => Err(RuntimeError::Unauthorized),
-            409 => {
-                let msg = serde_json::from_slice::<Value>(&bytes)
-                    .ok()
-                    .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
-                    .unwrap_or_else(|| "the agent is not running".into());
-                Err(RuntimeError::Disconnected(msg))
-            }
-            s => Err(RuntimeError::Status {
-                method: method.to_string(),
-                path: path.to_string(),
-                status: s,
-                body: String::from_utf8_lossy(&bytes).chars().take(2000).collect(),
-            }),
-        }
-    }
-
-    pub async fn status(&self) -> Result<HostStatus> {
-        let bytes = self.call(reqwest::Method::GET, "/status", None).await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| RuntimeError::Protocol(format!("GET /status: {e}")))
-    }
-
-    /// Waits until the host answers, up to `timeout`.
-    pub async fn wait_ready(&self, timeout: Duration) -> Result<HostStatus> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match self.status().await {
-                Ok(s) => return Ok(s),
-                Err(RuntimeError::Unauthorized) => return Err(RuntimeError::Unauthorized),
-                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    }
-
-    /// Writes a line to the agent's stdin; returns its transcript seq. Transport errors
-    /// are retried with the same id, so the agent gets the line at most once.
-    pub async fn send(&self, input: &Input) -> Result<u64> {
-        let body = serde_json::to_value(input)
-            .map_err(|e| RuntimeError::Protocol(format!("unencodable input: {e}")))?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self
-                .call(reqwest::Method::POST, "/input", Some(&body))
-                .await
-            {
-                Ok(bytes) => {
-                    let v: Value = serde_json::from_slice(&bytes)
-                        .map_err(|e| RuntimeError::Protocol(format!("POST /input: {e}")))?;
-                    return v.get("seq").and_then(Value::as_u64).ok_or_else(|| {
-                        RuntimeError::Protocol(format!("POST /input answered {v}"))
-                    });
-                }
-                Err(RuntimeError::Transport(e)) if attempt < 3 => {
-                    tracing::debug!(id = %input.id, attempt, "input retried: {e}");
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// The transcript records after `after`.
-    pub async fn transcript(&self, after: u64) -> Result<Vec<Record>> {
-        let bytes = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/transcript?after={after}"),
-                None,
-            )
-            .await?;
-        bytes
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                serde_json::from_slice(l)
-                    .map_err(|e| RuntimeError::Protocol(format!("bad transcript record: {e}")))
-            })
-            .collect()
-    }
-
-    /// Opens `GET /events` after `after`.
-    pub(crate) async fn open_events(&self, after: u64) -> Result<ByteStream> {
-        let rb = self
-            .request(reqwest::Method::GET, "/events")
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .header("Last-Event-ID", after.to_string());
-        let resp = tokio::time::timeout(
-            self.cfg.connect_timeout + self.cfg.request_timeout,
-            rb.send(),
-        )
-        .await
-        .map_err(|_| RuntimeError::Transport("timed out opening the event stream".into()))?
-        .map_err(transport)?;
-        match resp.status().as_u16() {
-            200..=299 => Ok(Box::pin(resp.bytes_stream())),
-            401 => Err(RuntimeError::Unauthorized),
-            s => Err(RuntimeError::Status {
-                method: "GET".into(),
-                path: "/events".into(),
-                status: s,
-                body: String::new(),
-            }),
-        }
-    }
-
-    /// Ends every open event stream once (they resume with `Last-Event-ID`).
-    pub async fn close_subscribers(&self) -> Result<u64> {
-        let bytes = self
-            .call(reqwest::Method::POST, "/subscribers/close", None)
-            .await?;
-        let v: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| RuntimeError::Protocol(format!("POST /subscribers/close: {e}")))?;
-        Ok(v.get("closed").and_then(Value::as_u64).unwrap_or(0))
-    }
-
-    /// Sends `interrupt`, `terminate` or `kill` to the agent's process group.
-    pub async fn signal(&self, signal: &str) -> Result<()> {
-        self.call(
-            reqwest::Method::POST,
-            "/signal",
-            Some(&json!({"signal": signal})),
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// Sends `input` and waits for the first record after it that `answer` accepts
-    /// (a response to a request); fails if the agent exits first or `timeout` passes.
-    pub async fn exchange<T>(
-        &self,
-        input: &Input,
-        timeout: Duration,
-        mut answer: impl FnMut(&Record) -> Option<T>,
-    ) -> Result<T> {
-        let mut after = self.send(input).await?;
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            for rec in self.transcript(after).await? {
-                after = rec.seq;
-                if let Some(t) = answer(&rec) {
-                    return Ok(t);
-                }
-                if let Some(msg) = rec.exit_message() {
-                    return Err(RuntimeError::Disconnected(msg));
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(RuntimeError::Protocol(format!(
-                    "the agent did not answer {} within {timeout:?}",
-                    input.id
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use atelier_runtimes::stdio_host::{HostClient, Input, StdioConfig};
+    use atelier_runtimes::RuntimeError;
     use futures::StreamExt;
 
     async fn spawn_host(argv: &[&str], transcript: &Path) -> (String, tokio::task::JoinHandle<()>) {
@@ -1407,7 +923,7 @@ mod tests {
         }
         wait_records(&c, 7).await;
         let mut body = c.open_events(4).await.expect("events");
-        let mut parser = crate::sse::SseParser::new();
+        let mut parser = atelier_runtimes::sse::SseParser::new();
         let mut got = Vec::new();
         let mut heartbeats = 0;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -17,10 +17,10 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::opencode::chunks;
-use super::scenario::{QuestionSpec, TodoSpec};
-use super::stdio::{Call, Edit, Incoming, TurnEnd, UsageStep, Verdict, Wire};
-use crate::stdio::str_at;
+use crate::opencode::chunks;
+use crate::scenario::{QuestionSpec, TodoSpec};
+use crate::stdio::{Call, Edit, Incoming, TurnEnd, UsageStep, Verdict, Wire};
+use atelier_runtimes::stdio::str_at;
 
 /// The ACP side of the fake.
 pub(crate) struct AcpWire {
@@ -96,7 +96,7 @@ impl Wire for AcpWire {
             Some("initialize") => Incoming::Respond(vec![Self::result(
                 id,
                 json!({
-                    "protocolVersion": crate::acp::PROTOCOL_VERSION,
+                    "protocolVersion": atelier_runtimes::acp::PROTOCOL_VERSION,
                     "agentCapabilities": {"loadSession": false, "promptCapabilities": {"image": false, "audio": false, "embeddedContext": false}},
                     "authMethods": [],
                     "agentInfo": {"name": "fake-agent", "version": env!("CARGO_PKG_VERSION")},

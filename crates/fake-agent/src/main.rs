@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use atelier_runtimes::fake::{FakeConfig, Scenario};
+use atelier_fake_agent::{FakeConfig, Scenario};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -72,11 +72,11 @@ async fn main() -> ExitCode {
     };
     match args.protocol.as_str() {
         "claude" => {
-            atelier_runtimes::fake::play_claude(scenario, directory).await;
+            atelier_fake_agent::play_claude(scenario, directory).await;
             return ExitCode::SUCCESS;
         }
         "acp" => {
-            atelier_runtimes::fake::play_acp(scenario, directory).await;
+            atelier_fake_agent::play_acp(scenario, directory).await;
             return ExitCode::SUCCESS;
         }
         _ => {}
@@ -111,7 +111,7 @@ async fn main() -> ExitCode {
         );
         let _ = out.flush();
     }
-    match atelier_runtimes::fake::serve(cfg, listener).await {
+    match atelier_fake_agent::serve(cfg, listener).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fake-agent: {e}");

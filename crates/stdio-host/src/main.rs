@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use atelier_runtimes::stdio_host::{self, HostConfig, LISTENING_PREFIX, TOKEN_ENV};
+use atelier_runtimes::stdio_host::{LISTENING_PREFIX, TOKEN_ENV};
+use atelier_stdio_host::{self as stdio_host, HostConfig};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
