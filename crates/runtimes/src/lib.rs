@@ -28,6 +28,7 @@
 pub mod acp;
 pub mod claude;
 pub mod event;
+pub mod launch;
 pub mod opencode;
 pub mod sse;
 pub mod stdio;
@@ -160,6 +161,9 @@ pub enum RuntimeError {
     /// The agent rejected the credentials.
     #[error("unauthorized: the agent rejected the credentials")]
     Unauthorized,
+    /// The agent config cannot be launched as it is (the field named).
+    #[error("{field}: {message}")]
+    Config { field: String, message: String },
     /// [`runtime_for`] was asked for an adapter that does not exist.
     #[error("unknown runtime {0:?} (one of: opencode, claude, acp)")]
     UnknownKind(String),
@@ -241,6 +245,16 @@ pub fn runtime_for(
             }))
         }
         other => Err(RuntimeError::UnknownKind(other.to_string())),
+    }
+}
+
+impl RuntimeError {
+    /// A launch refused for what the agent config says in `field`.
+    pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Config {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 

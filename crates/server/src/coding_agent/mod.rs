@@ -8,11 +8,10 @@ mod launch;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atelier_core::agent_config::{AgentConfig, AgentProtocol, RuntimeKind};
-use atelier_runtimes::{
-    AgentRuntime, OpenCodeConfig, OpenCodeRuntime, RuntimeOptions, SessionSpec,
-};
+use atelier_core::agent_config::AgentConfig;
+use atelier_runtimes::SessionSpec;
 
+pub use atelier_runtimes::launch::{beside, connect};
 pub use launch::*;
 
 /// What starting or reaching a coding agent can fail with.
@@ -43,16 +42,6 @@ impl LaunchError {
 pub type LaunchResult<T> = Result<T, LaunchError>;
 
 use crate::forward::PortForward;
-
-/// A path next to the repository (outside its work tree), for files of ours.
-pub fn beside(repo: &str, name: &str) -> String {
-    let parent = repo
-        .trim_end_matches('/')
-        .rsplit_once('/')
-        .map(|(p, _)| p)
-        .unwrap_or(".");
-    format!("{}/{name}", if parent.is_empty() { "" } else { parent })
-}
 
 /// Starts the workspace's coding agent once in a prebuild's builder (when its config
 /// asks for `warm`), opens a session on `repo_dir` so that its first-start work is done,
@@ -137,67 +126,4 @@ pub async fn reach(
         .await
         .map_err(|e| LaunchError::failed(format!("forwarding to the agent's port {port}: {e}")))?;
     Ok((forward.url(), Some(Arc::new(forward))))
-}
-
-/// Polls the agent's health with short attempts: a server still starting may accept a
-/// connection and never answer on it, which would hold one long request past the deadline.
-async fn wait_healthy(
-    runtime: &OpenCodeRuntime,
-    within: Duration,
-) -> Result<String, atelier_runtimes::RuntimeError> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let attempt = tokio::time::timeout(Duration::from_secs(2), runtime.health()).await;
-        match attempt {
-            Ok(Ok(version)) => return Ok(version),
-            Ok(Err(atelier_runtimes::RuntimeError::Unauthorized)) => {
-                return Err(atelier_runtimes::RuntimeError::Unauthorized)
-            }
-            Ok(Err(e)) if tokio::time::Instant::now() >= deadline => return Err(e),
-            Err(_) if tokio::time::Instant::now() >= deadline => {
-                return Err(atelier_runtimes::RuntimeError::Protocol(
-                    "the agent takes connections but does not answer its health check".into(),
-                ))
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-/// A client for the agent at `base_url`, once it answers (within `within`).
-pub async fn connect(
-    protocol: AgentProtocol,
-    kind: RuntimeKind,
-    base_url: &str,
-    server_token: &str,
-    within: Duration,
-) -> Result<Arc<dyn AgentRuntime>, atelier_runtimes::RuntimeError> {
-    if protocol == AgentProtocol::Opencode {
-        let mut cfg = runtime_config(base_url, kind);
-        cfg.password = Some(server_token.to_owned());
-        let runtime = OpenCodeRuntime::new(cfg)?;
-        wait_healthy(&runtime, within).await?;
-        return Ok(Arc::new(runtime));
-    }
-    let runtime: Arc<dyn AgentRuntime> = Arc::from(atelier_runtimes::runtime_for(
-        protocol.as_str(),
-        base_url,
-        &RuntimeOptions {
-            secret: Some(server_token.to_owned()),
-            ..RuntimeOptions::default()
-        },
-    )?);
-    runtime.wait_ready(within).await?;
-    Ok(runtime)
-}
-
-/// The client settings for an agent: OpenCode's first request for a directory runs its
-/// instance bootstrap, which can take half a minute; the fake agent answers at once.
-pub fn runtime_config(base_url: &str, kind: RuntimeKind) -> OpenCodeConfig {
-    let mut cfg = OpenCodeConfig::new(base_url);
-    if kind == RuntimeKind::Opencode {
-        cfg.request_timeout = Duration::from_secs(120);
-        cfg.first_event_timeout = Duration::from_secs(60);
-    }
-    cfg
 }

@@ -455,34 +455,14 @@ impl Tasks {
         };
         let protocol = config.protocol();
         let prompt = template.prompt_for(task.effort, &vars);
-        // ACP has no system prompt: the workspace's instructions lead the prompt instead.
-        let prompt = match (&config.instructions, protocol) {
-            (Some(instructions), AgentProtocol::Acp) => format!("{instructions}\n\n{prompt}"),
-            _ => prompt,
-        };
-        let session_spec = SessionSpec {
-            directory: PathBuf::from(&dir),
-            // OpenCode has the workspace's default model in its config file; the others
-            // get it with the session.
-            model: settings
-                .model
-                .as_deref()
-                .or(config.model.as_deref().filter(|_| protocol.is_stdio()))
-                .and_then(|m| m.split_once('/'))
-                .map(|(provider, model)| atelier_runtimes::ModelRef {
-                    provider: provider.to_owned(),
-                    model: model.to_owned(),
-                }),
-            agent: None,
-            variant: settings.reasoning.clone(),
-            // OpenCode reads the instructions from its config file; Claude Code takes
-            // them as an appended system prompt.
-            system: config
-                .instructions
-                .clone()
-                .filter(|_| protocol == AgentProtocol::Claude),
-            title: Some(task.title.clone()),
-        };
+        let prompt = atelier_runtimes::launch::first_prompt(&config, prompt);
+        let session_spec = atelier_runtimes::launch::session_spec(
+            &config,
+            PathBuf::from(&dir),
+            settings.model.as_deref(),
+            settings.reasoning.clone(),
+            Some(task.title.clone()),
+        );
         let server_token = agent::server_token(&sandbox_token);
         let launch = agent::start(
             &agent,

@@ -40,6 +40,8 @@
 //! question) also `interrupt: true`, which halts the turn like OpenCode does. Abort is the
 //! control request `interrupt`, and every open ask is denied.
 
+pub mod profile;
+
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Value};

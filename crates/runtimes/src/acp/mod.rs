@@ -47,6 +47,8 @@
 //! `session/cancel` so the turn halts as OpenCode's does, and the turn counts as
 //! completed. Abort is `session/cancel`, and every open request is answered `cancelled`.
 
+pub mod profile;
+
 use std::collections::HashMap;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};

@@ -50,6 +50,8 @@
 //! accepted, as are `permission.replied` with `reply` or `response`; unknown events of
 //! the session become [`AgentEvent::Raw`].
 
+pub mod profile;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
