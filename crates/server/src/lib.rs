@@ -141,7 +141,7 @@ pub struct AppState {
     /// Preview links to sandbox ports (`/p/{ticket}/`).
     previews: routes::ports::PreviewTickets,
     /// How clones are made (kind, why), detected at start-up.
-    storage: Arc<(String, String)>,
+    storage: Arc<atelier_vmm::StorageChoice>,
     /// Why each driver was or was not taken.
     driver_notes: Arc<Vec<String>>,
 }
@@ -265,7 +265,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
         tasks: tasks.clone(),
         prebuilds,
         previews: Default::default(),
-        storage: Arc::new(routes::storage::detect(&data_dir, selected.default.kind())),
+        storage: Arc::new(selected.default.storage()),
         driver_notes: Arc::new(selected.reasons.clone()),
     };
     let app = api::router(state, &opts);

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::storage::DiskUsage;
 use async_trait::async_trait;
 use atelier_agent_client::AgentClient;
 use atelier_core::{Resources, SandboxId};
@@ -316,4 +317,37 @@ pub trait Driver: Send + Sync + 'static {
     fn agent(&self, runtime: &Runtime, token: &str) -> Result<AgentClient, VmmError> {
         Ok(AgentClient::new(runtime.agent_addr()?, token))
     }
+
+    /// The directory holding every sandbox's own files (`<data-dir>/sandboxes`).
+    fn sandboxes_dir(&self) -> &Path;
+
+    /// How this driver's sandbox disks are made on this host, and why: the best
+    /// copy-on-write mechanism the sandboxes' filesystem offers. Probes the filesystem;
+    /// the manager asks once, at start-up.
+    fn storage(&self) -> StorageChoice {
+        let detected = crate::storage::detect(
+            self.sandboxes_dir(),
+            &crate::storage::DetectOptions::default(),
+        );
+        StorageChoice {
+            kind: detected.kind().to_string(),
+            reason: detected.reason,
+        }
+    }
+
+    /// What the files of the sandbox `id` cost on their own: blocks it wrote, not those
+    /// it shares with its image or prebuild.
+    fn disk_usage(&self, id: &SandboxId, runtime: Option<&Runtime>) -> DiskUsage {
+        let dir = runtime
+            .map(|r| r.dir.clone())
+            .unwrap_or_else(|| self.sandboxes_dir().join(id.as_str()));
+        crate::storage::tree_usage(&dir)
+    }
+}
+
+/// How sandbox disks are made (`reflink`, `qcow2`, `lvm-thin` or `copy`) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StorageChoice {
+    pub kind: String,
+    pub reason: String,
 }

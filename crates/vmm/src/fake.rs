@@ -6,7 +6,10 @@
 //! leave a leftover for [`Driver::sweep`] to find. Built only with the `fake` feature.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::Path;
+
+/// Where the fake says its sandboxes live: nowhere.
+const FAKE_DIR: &str = "/nonexistent/atelier-fake";
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,7 +17,9 @@ use async_trait::async_trait;
 use atelier_core::SandboxId;
 use tokio::sync::Semaphore;
 
-use crate::driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};
+use crate::driver::{
+    Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, StorageChoice, VmmError,
+};
 
 /// An operation of the fake, as [`FakeDriver::fail_next`] names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,7 +128,7 @@ impl FakeDriver {
             agent: "tcp:127.0.0.1:9".into(),
             pid: None,
             pid_start: None,
-            dir: PathBuf::from("/nonexistent/atelier-fake").join(id.as_str()),
+            dir: Path::new(FAKE_DIR).join(id.as_str()),
         }
     }
 
@@ -166,6 +171,17 @@ impl FakeOp {
 
 #[async_trait]
 impl Driver for FakeDriver {
+    fn sandboxes_dir(&self) -> &Path {
+        Path::new(FAKE_DIR)
+    }
+
+    fn storage(&self) -> StorageChoice {
+        StorageChoice {
+            kind: "copy".into(),
+            reason: "fake driver: no disks".into(),
+        }
+    }
+
     fn info(&self) -> DriverInfo {
         DriverInfo {
             kind: self.kind,

@@ -20,7 +20,9 @@ mod select;
 mod snapshot_dir;
 pub mod storage;
 
-pub use driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};
+pub use driver::{
+    Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, StorageChoice, VmmError,
+};
 pub use image::{BootArtifacts, ImageResolver};
 pub use select::{find_agent_binary, select_driver, DriverChoice, DriverConfig, Selected};
 

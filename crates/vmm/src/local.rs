@@ -98,6 +98,10 @@ fn log_tail(path: &Path) -> String {
 
 #[async_trait]
 impl Driver for LocalDriver {
+    fn sandboxes_dir(&self) -> &Path {
+        &self.sandboxes_dir
+    }
+
     fn info(&self) -> DriverInfo {
         DriverInfo {
             kind: DriverKind::Local,

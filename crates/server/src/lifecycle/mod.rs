@@ -119,7 +119,7 @@ impl Lifecycle {
 
     /// The driver named on a sandbox record (the default when that one is not loaded:
     /// its handle — pid, start time, directory — is generic enough to stop and clean up).
-    fn driver_named(&self, kind: &str) -> Arc<dyn Driver> {
+    pub fn driver_named(&self, kind: &str) -> Arc<dyn Driver> {
         self.inner
             .drivers
             .iter()

@@ -1,6 +1,6 @@
 //! Disk usage: what a sandbox's disk costs on its own, and how full the pool is.
 
-use atelier_vmm::storage::{filesystem_usage, tree_usage, DiskUsage};
+use atelier_vmm::storage::{filesystem_usage, DiskUsage};
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Serialize;
@@ -45,43 +45,27 @@ pub async fn sandbox_disk(
 ) -> ApiResult<Json<SandboxDisk>> {
     let id = sandbox_id(&id)?;
     let rec = state.store.get_sandbox(&id).await?;
-    let dir = rec
+    let runtime = rec
         .runtime
         .as_ref()
-        .and_then(|v| atelier_vmm::Runtime::from_json(v).ok())
-        .map(|r| r.dir)
-        .unwrap_or_else(|| state.data_dir.join("sandboxes").join(id.as_str()));
-    let usage: DiskUsage = tokio::task::spawn_blocking(move || tree_usage(&dir))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        .and_then(|v| atelier_vmm::Runtime::from_json(v).ok());
+    let driver = state.lifecycle.driver_named(&rec.sandbox.driver);
+    let usage: DiskUsage =
+        tokio::task::spawn_blocking(move || driver.disk_usage(&id, runtime.as_ref()))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(SandboxDisk {
         own_bytes: usage.own_bytes,
         exact: usage.exact,
     }))
 }
 
-/// The storage mechanism for `driver` in `data_dir`, detected once at start-up.
-pub fn detect(data_dir: &std::path::Path, driver: atelier_vmm::DriverKind) -> (String, String) {
-    if driver == atelier_vmm::DriverKind::Qemu {
-        return (
-            "qcow2".into(),
-            "QEMU disks are qcow2 overlays of their image or prebuild snapshot (O(1) clones)"
-                .into(),
-        );
-    }
-    let detected = atelier_vmm::storage::detect(
-        &data_dir.join("sandboxes"),
-        &atelier_vmm::storage::DetectOptions::default(),
-    );
-    (detected.kind().to_string(), detected.reason)
-}
-
 /// The pool's usage now, next to how clones are made.
 pub fn info(state: &AppState) -> StorageInfo {
     let usage = filesystem_usage(&state.data_dir).ok();
     StorageInfo {
-        kind: state.storage.0.clone(),
-        reason: state.storage.1.clone(),
+        kind: state.storage.kind.clone(),
+        reason: state.storage.reason.clone(),
         pool_used_bytes: usage.map(|u| u.used_bytes).unwrap_or(0),
         pool_total_bytes: usage.map(|u| u.total_bytes).unwrap_or(0),
     }

@@ -595,6 +595,10 @@ fn network_manager(config: &FirecrackerConfig, notes: &mut Vec<String>) -> Optio
 
 #[async_trait]
 impl Driver for FirecrackerDriver {
+    fn sandboxes_dir(&self) -> &Path {
+        &self.sandboxes_dir
+    }
+
     fn info(&self) -> DriverInfo {
         let mut notes = self.config.notes.clone();
         notes.extend(self.notes.iter().cloned());

@@ -31,7 +31,9 @@ use atelier_core::SandboxId;
 use atelier_proto::{AgentAddr, GuestNetwork, GUEST_AGENT_PORT};
 use serde::{Deserialize, Serialize};
 
-use crate::driver::{Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, VmmError};
+use crate::driver::{
+    Driver, DriverInfo, DriverKind, Runtime, SandboxSpec, SnapshotInfo, StorageChoice, VmmError,
+};
 use crate::guest;
 use crate::image::{BootArtifacts, ImageResolver};
 use crate::images::initramfs::PROBE_MARKER;
@@ -740,6 +742,20 @@ impl QemuDriver {
 
 #[async_trait]
 impl Driver for QemuDriver {
+    fn sandboxes_dir(&self) -> &Path {
+        &self.sandboxes_dir
+    }
+
+    /// QEMU's disks are always qcow2 overlays, whatever the filesystem.
+    fn storage(&self) -> StorageChoice {
+        StorageChoice {
+            kind: "qcow2".into(),
+            reason:
+                "QEMU disks are qcow2 overlays of their image or prebuild snapshot (O(1) clones)"
+                    .into(),
+        }
+    }
+
     fn info(&self) -> DriverInfo {
         let mut notes = self.notes.clone();
         notes.push(format!(
