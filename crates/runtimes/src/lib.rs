@@ -30,6 +30,7 @@ pub mod claude;
 pub mod event;
 pub mod launch;
 pub mod opencode;
+pub mod pump;
 pub mod sse;
 pub mod stdio;
 pub mod stdio_host;

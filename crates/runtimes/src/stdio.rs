@@ -19,14 +19,16 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use serde_json::Value;
 
 use crate::event::{
     AgentEvent, Answer, Interaction, InteractionOutcome, RunState, TodoItem, TurnEndReason,
 };
+use crate::pump::{EventSource, Fed};
 use crate::sse::{SseEvent, SseParser};
 use crate::stdio_host::{ByteStream, HostClient, Input, Record, RecordBody, StdioConfig};
+use crate::ReconnectPolicy;
 use crate::{AgentRuntime, Cursor, EventStream, Result, RuntimeError, Session, SessionSpec};
 
 /// One stdio protocol: how to open a session, prompt, and read the transcript.
@@ -222,7 +224,7 @@ impl AgentRuntime for StdioRuntime {
             skip,
             buffered,
         };
-        Ok(Box::pin(pump.run(body)))
+        Ok(Box::pin(crate::pump::pump(pump, body)))
     }
 
     async fn answer(&self, session: &Session, interaction_id: &str, answer: Answer) -> Result<()> {
@@ -267,88 +269,50 @@ struct Pump {
     buffered: Vec<SseEvent>,
 }
 
-enum Fed {
-    Events(Vec<(Cursor, AgentEvent)>),
-    /// The agent is gone and nothing follows: the stream ends with this error.
-    End(Vec<(Cursor, AgentEvent)>, String),
+#[async_trait::async_trait]
+impl EventSource for Pump {
+    fn policy(&self) -> ReconnectPolicy {
+        self.host.config().reconnect.clone()
+    }
+
+    fn parser(&mut self) -> &mut SseParser {
+        &mut self.parser
+    }
+
+    fn take_buffered(&mut self) -> Vec<SseEvent> {
+        std::mem::take(&mut self.buffered)
+    }
+
+    async fn reconnect(&mut self) -> Result<ByteStream> {
+        let body = self.host.open_events(self.seq).await?;
+        self.parser = SseParser::new();
+        Ok(body)
+    }
+
+    async fn feed(&mut self, sse: SseEvent, attempt: &mut u32) -> Fed {
+        if sse.event.as_deref() == Some("hello") {
+            // A good connection: reset the failure count.
+            *attempt = 0;
+            return Fed::Events(Vec::new());
+        }
+        self.feed_record(sse).await
+    }
+
+    fn connection_lost(&mut self, message: &str) -> Vec<(Cursor, AgentEvent)> {
+        let cursor = self.cursor();
+        self.norm
+            .connection_lost(message)
+            .into_iter()
+            .map(|ev| (cursor.clone(), ev))
+            .collect()
+    }
+
+    fn peer(&self) -> &'static str {
+        "host"
+    }
 }
 
 impl Pump {
-    fn run(mut self, first: ByteStream) -> impl Stream<Item = Result<(Cursor, AgentEvent)>> {
-        async_stream::stream! {
-            let policy = self.host.config().reconnect.clone();
-            let mut conn: Option<ByteStream> = Some(first);
-            let mut attempt: u32 = 0;
-            let mut last_error = String::from("connection closed");
-            loop {
-                let mut body = match conn.take() {
-                    Some(b) => b,
-                    None => {
-                        attempt += 1;
-                        if attempt > policy.max_attempts {
-                            let msg = format!("lost the connection to the agent: {last_error}");
-                            for ev in self.norm.connection_lost(&msg) {
-                                yield Ok((self.cursor(), ev));
-                            }
-                            yield Err(RuntimeError::Disconnected(last_error));
-                            return;
-                        }
-                        tokio::time::sleep(policy.delay(attempt)).await;
-                        match self.host.open_events(self.seq).await {
-                            Ok(b) => {
-                                self.parser = SseParser::new();
-                                b
-                            }
-                            Err(RuntimeError::Unauthorized) => {
-                                yield Err(RuntimeError::Unauthorized);
-                                return;
-                            }
-                            Err(e) => {
-                                last_error = e.to_string();
-                                tracing::debug!(attempt, "reconnect to the stdio host failed: {e}");
-                                continue;
-                            }
-                        }
-                    }
-                };
-                let mut frames = std::mem::take(&mut self.buffered);
-                loop {
-                    for sse in frames.drain(..) {
-                        if sse.event.as_deref() == Some("hello") {
-                            attempt = 0;
-                            continue;
-                        }
-                        match self.feed(sse).await {
-                            Fed::Events(evs) => for e in evs { yield Ok(e) },
-                            Fed::End(evs, msg) => {
-                                for e in evs { yield Ok(e) }
-                                yield Err(RuntimeError::Disconnected(msg));
-                                return;
-                            }
-                        }
-                    }
-                    match tokio::time::timeout(policy.idle_timeout, body.next()).await {
-                        Ok(Some(Ok(bytes))) => frames = self.parser.push(&bytes),
-                        Ok(Some(Err(e))) => {
-                            last_error = e.to_string();
-                            break;
-                        }
-                        Ok(None) => {
-                            last_error = "the host closed the event stream".into();
-                            break;
-                        }
-                        Err(_) => {
-                            last_error = "no data on the event stream".into();
-                            break;
-                        }
-                    }
-                }
-                self.parser.finish();
-                tracing::debug!("stdio host event stream dropped: {last_error}");
-            }
-        }
-    }
-
     fn cursor(&self) -> Cursor {
         Cursor {
             last_event_id: Some(self.seq.to_string()),
@@ -356,7 +320,7 @@ impl Pump {
         }
     }
 
-    async fn feed(&mut self, sse: SseEvent) -> Fed {
+    async fn feed_record(&mut self, sse: SseEvent) -> Fed {
         let rec: Record = match serde_json::from_str(&sse.data) {
             Ok(r) => r,
             Err(e) => {

@@ -58,8 +58,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -518,7 +517,7 @@ impl OpenCodeRuntime {
     }
 }
 
-type ByteStream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+use crate::pump::{ByteStream, EventSource, Fed};
 
 #[async_trait::async_trait]
 impl AgentRuntime for OpenCodeRuntime {
@@ -688,7 +687,7 @@ impl AgentRuntime for OpenCodeRuntime {
                 Err(_) => break,
             }
         }
-        Ok(Box::pin(pump.run(first)))
+        Ok(Box::pin(crate::pump::pump(pump, first)))
     }
 
     async fn answer(&self, session: &Session, interaction_id: &str, answer: Answer) -> Result<()> {
@@ -854,84 +853,54 @@ enum Step {
     Nothing,
 }
 
-impl Pump {
-    fn run(mut self, first: ByteStream) -> impl Stream<Item = Result<(Cursor, AgentEvent)>> {
-        async_stream::stream! {
-            let policy = self.rt.cfg.reconnect.clone();
-            let mut conn: Option<ByteStream> = Some(first);
-            let mut attempt: u32 = 0;
-            let mut last_error = String::from("connection closed");
-            loop {
-                let mut body = match conn.take() {
-                    Some(b) => b,
-                    None => {
-                        attempt += 1;
-                        if attempt > policy.max_attempts {
-                            let turn_open = self.shared.prompted.load(Ordering::SeqCst);
-                            let msg = format!("lost the connection to the agent: {last_error}");
-                            for ev in self.norm.connection_lost(&msg, turn_open) {
-                                self.note_sent(&ev);
-                                yield Ok((self.cursor(), ev));
-                            }
-                            yield Err(RuntimeError::Disconnected(last_error));
-                            return;
-                        }
-                        tokio::time::sleep(policy.delay(attempt)).await;
-                        match self.rt.connect(&self.session, self.last_id.as_deref()).await {
-                            Ok(b) => {
-                                self.reconnected = true;
-                                self.parser = SseParser::with_last_event_id(self.last_id.clone());
-                                b
-                            }
-                            Err(RuntimeError::Unauthorized) => {
-                                yield Err(RuntimeError::Unauthorized);
-                                return;
-                            }
-                            Err(e) => {
-                                last_error = e.to_string();
-                                tracing::debug!(session = %self.session.id, attempt, "reconnect failed: {e}");
-                                continue;
-                            }
-                        }
-                    }
-                };
-                // Frames read while `events()` waited for the first one.
-                for sse in std::mem::take(&mut self.buffered) {
-                    match self.handle(sse, &mut attempt).await {
-                        Step::Events(evs) => for e in evs { yield Ok(e) },
-                        Step::Nothing => {}
-                    }
-                }
-                loop {
-                    match tokio::time::timeout(policy.idle_timeout, body.next()).await {
-                        Ok(Some(Ok(bytes))) => {
-                            for sse in self.parser.push(&bytes) {
-                                match self.handle(sse, &mut attempt).await {
-                                    Step::Events(evs) => for e in evs { yield Ok(e) },
-                                    Step::Nothing => {}
-                                }
-                            }
-                        }
-                        Ok(Some(Err(e))) => {
-                            last_error = e.to_string();
-                            break;
-                        }
-                        Ok(None) => {
-                            last_error = "the agent closed the event stream".into();
-                            break;
-                        }
-                        Err(_) => {
-                            last_error = "no data on the event stream".into();
-                            break;
-                        }
-                    }
-                }
-                self.parser.finish();
-                tracing::debug!(session = %self.session.id, "event stream dropped: {last_error}");
-            }
+#[async_trait::async_trait]
+impl EventSource for Pump {
+    fn policy(&self) -> ReconnectPolicy {
+        self.rt.cfg.reconnect.clone()
+    }
+
+    fn parser(&mut self) -> &mut SseParser {
+        &mut self.parser
+    }
+
+    fn take_buffered(&mut self) -> Vec<SseEvent> {
+        std::mem::take(&mut self.buffered)
+    }
+
+    async fn reconnect(&mut self) -> Result<ByteStream> {
+        let body = self
+            .rt
+            .connect(&self.session, self.last_id.as_deref())
+            .await?;
+        self.reconnected = true;
+        self.parser = SseParser::with_last_event_id(self.last_id.clone());
+        Ok(body)
+    }
+
+    async fn feed(&mut self, sse: SseEvent, attempt: &mut u32) -> Fed {
+        match self.handle(sse, attempt).await {
+            Step::Events(evs) => Fed::Events(evs),
+            Step::Nothing => Fed::Events(Vec::new()),
         }
     }
 
+    fn connection_lost(&mut self, message: &str) -> Vec<(Cursor, AgentEvent)> {
+        let turn_open = self.shared.prompted.load(Ordering::SeqCst);
+        let evs = self.norm.connection_lost(message, turn_open);
+        evs.into_iter()
+            .map(|ev| {
+                self.note_sent(&ev);
+                (self.cursor(), ev)
+            })
+            .collect()
+    }
+
+    fn peer(&self) -> &'static str {
+        "agent"
+    }
+}
+
+impl Pump {
     fn cursor(&self) -> Cursor {
         Cursor {
             last_event_id: self.last_id.clone(),

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -89,7 +88,7 @@ impl HostStatus {
     }
 }
 
-pub(crate) type ByteStream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+pub(crate) use crate::pump::ByteStream;
 
 fn transport(e: reqwest::Error) -> RuntimeError {
     RuntimeError::Transport(e.to_string())
