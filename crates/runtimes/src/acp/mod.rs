@@ -765,7 +765,8 @@ impl AcpNormalizer {
             }
             "opencode/question" if self.ours(params) => {
                 let id = format!("ask-{seq}");
-                let questions = crate::opencode::parse_questions(params.get("questions"));
+                let questions =
+                    crate::opencode::normalize::parse_questions(params.get("questions"));
                 let i = Interaction {
                     id: id.clone(),
                     title: questions
