@@ -750,3 +750,6 @@ pub async fn log_tail(path: &Path, lines: usize) -> String {
     tail.push('\n');
     tail
 }
+
+#[cfg(test)]
+mod tests;
