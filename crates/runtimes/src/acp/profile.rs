@@ -43,7 +43,7 @@ mod tests {
     fn an_acp_agent_needs_its_command_and_opencode_acp_gets_its_config() {
         let session = crate::SessionSpec::default();
         let ctx = LaunchContext {
-            repo_dir: "/work/app",
+            repo_dir: "/srv/app",
             port: 4096,
             session: &session,
         };
@@ -67,6 +67,6 @@ mod tests {
         )
         .unwrap();
         let p = plan(&oc, &ctx).unwrap();
-        assert_eq!(p.env["OPENCODE_CONFIG"], "/work/.atelier-opencode.json");
+        assert_eq!(p.env["OPENCODE_CONFIG"], "/srv/.atelier-opencode.json");
     }
 }

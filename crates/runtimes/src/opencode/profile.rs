@@ -216,7 +216,7 @@ mod tests {
         let cfg = AgentConfig::from_value(&json!({"instructions": "Be brief."})).unwrap();
         let session = crate::SessionSpec::default();
         let ctx = LaunchContext {
-            repo_dir: "/work/app",
+            repo_dir: "/srv/app",
             port: 4096,
             session: &session,
         };
@@ -226,13 +226,13 @@ mod tests {
             plan.args,
             ["serve", "--port", "4096", "--hostname", "127.0.0.1"]
         );
-        assert_eq!(plan.env["OPENCODE_CONFIG"], "/work/.atelier-opencode.json");
+        assert_eq!(plan.env["OPENCODE_CONFIG"], "/srv/.atelier-opencode.json");
         let paths: Vec<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(
             paths,
             [
-                "/work/.atelier-instructions.md",
-                "/work/.atelier-opencode.json"
+                "/srv/.atelier-instructions.md",
+                "/srv/.atelier-opencode.json"
             ]
         );
         assert!(plan.files.iter().all(|f| f.mode == 0o600));
