@@ -868,4 +868,4 @@ fn slug(name: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -21,7 +21,9 @@ struct Bench {
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn bench() -> Bench {
+/// A store in a fresh directory and a lifecycle on the fake driver; the prebuild tests
+/// stand on it too.
+pub(crate) async fn fake_services() -> (tempfile::TempDir, Store, FakeDriver, Lifecycle, EventBus) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
         &dir.path().join("atelier.db"),
@@ -31,14 +33,20 @@ async fn bench() -> Bench {
     .unwrap();
     let fake = FakeDriver::new(DriverKind::Local);
     let driver: Arc<dyn Driver> = Arc::new(fake.clone());
+    let bus = EventBus::new(store.clone());
     let lifecycle = Lifecycle::new(
         store.clone(),
         driver.clone(),
         vec![driver],
-        EventBus::new(store.clone()),
+        bus.clone(),
         BOOT_TIMEOUT,
         0,
     );
+    (dir, store, fake, lifecycle, bus)
+}
+
+async fn bench() -> Bench {
+    let (dir, store, fake, lifecycle, _) = fake_services().await;
     Bench {
         _dir: dir,
         store,
@@ -47,7 +55,8 @@ async fn bench() -> Bench {
     }
 }
 
-fn new_sandbox(name: &str) -> NewSandbox {
+/// A sandbox record of `name` on the fake driver, without a workspace.
+pub(crate) fn new_sandbox(name: &str) -> NewSandbox {
     NewSandbox {
         name: name.into(),
         workspace_id: None,

@@ -2,17 +2,15 @@
 //! interrupted build, supersession, and the collection of unused snapshots.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use atelier_core::prebuild::PrebuildState;
-use atelier_core::{Resources, SandboxState, WorkspaceSpec};
+use atelier_core::{SandboxState, WorkspaceSpec};
 use atelier_store::{NewPrebuild, NewSandbox, Store};
 use atelier_vmm::fake::FakeDriver;
 use atelier_vmm::images::{ImageConfig, ImageStore};
-use atelier_vmm::{Driver, DriverKind};
 
 use super::{Prebuilds, SNAPSHOT_DIR};
-use crate::events::EventBus;
+use crate::lifecycle::tests::new_sandbox;
 use crate::lifecycle::Lifecycle;
 
 struct Bench {
@@ -25,24 +23,7 @@ struct Bench {
 }
 
 async fn bench() -> Bench {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        &dir.path().join("atelier.db"),
-        &dir.path().join("secrets.key"),
-    )
-    .await
-    .unwrap();
-    let fake = FakeDriver::new(DriverKind::Local);
-    let driver: Arc<dyn Driver> = Arc::new(fake.clone());
-    let bus = EventBus::new(store.clone());
-    let lifecycle = Lifecycle::new(
-        store.clone(),
-        driver.clone(),
-        vec![driver],
-        bus.clone(),
-        Duration::from_secs(5),
-        0,
-    );
+    let (dir, store, fake, lifecycle, bus) = crate::lifecycle::tests::fake_services().await;
     let images = Arc::new(ImageStore::new(
         dir.path(),
         ImageConfig {
@@ -110,18 +91,13 @@ impl Bench {
         self.store.get_prebuild(id).await.unwrap().prebuild.state
     }
 
-    /// A sandbox of `name`, up through the lifecycle (on the fake driver).
+    /// A sandbox record of `name` (a clone of `prebuild`), not launched: the fake needs
+    /// no snapshot.
     async fn sandbox(&self, name: &str, prebuild: Option<&str>) -> atelier_core::SandboxId {
         let new = NewSandbox {
-            name: name.into(),
-            workspace_id: None,
-            driver: "local".into(),
-            resources: Resources::default(),
-            image: "base".into(),
-            agent_token: "t".repeat(32),
             prebuild_id: prebuild.map(str::to_owned),
+            ..new_sandbox(name)
         };
-        // A clone is recorded without its snapshot being launched: the fake needs none.
         let (rec, _) = self.store.insert_sandbox(&new, None).await.unwrap();
         rec.sandbox.id
     }
@@ -133,18 +109,7 @@ async fn an_interrupted_build_fails_and_its_builder_and_leftovers_go() {
     let id = b.building().await;
     let (builder, _) = b
         .lifecycle
-        .create(
-            NewSandbox {
-                name: format!("prebuild-{id}"),
-                workspace_id: None,
-                driver: "local".into(),
-                resources: Resources::default(),
-                image: "base".into(),
-                agent_token: "t".repeat(32),
-                prebuild_id: None,
-            },
-            None,
-        )
+        .create(new_sandbox(&format!("prebuild-{id}")), None)
         .await
         .unwrap();
     let deadline = b.lifecycle.settle_deadline();
