@@ -42,10 +42,10 @@ pub fn init_if_pid1() {
         return;
     }
     mount_proc();
-    if std::env::var_os("PATH").is_none() {
-        // The kernel starts init without PATH; commands run by name need one.
-        std::env::set_var("PATH", DEFAULT_PATH);
-    }
+    // The kernel starts init without PATH and the initramfs hands over its own (`/bin`,
+    // for busybox); commands run by name need the root filesystem's, `/usr/local` first
+    // so that the image's own tools (the `dev` image's Node 22) win over the distro's.
+    std::env::set_var("PATH", DEFAULT_PATH);
     let mut mask = SigSet::empty();
     for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
         mask.add(s);

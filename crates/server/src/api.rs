@@ -105,6 +105,7 @@ fn api_routes(max_file_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(templates::put_for_workspace))
         .routes(routes!(tasks::answer))
         .routes(routes!(images::list))
+        .routes(routes!(images::show))
         .routes(routes!(images::build))
         .routes(routes!(images::remove))
         .routes(routes!(prebuilds::start, prebuilds::status))

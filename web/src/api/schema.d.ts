@@ -236,7 +236,36 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** One image: its build, what it holds, and how far a running build has come. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    name: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ImageView"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
         put?: never;
         post?: never;
         /** Remove every build of an image. */
@@ -3233,10 +3262,20 @@ export interface components {
              */
             port: number;
         };
+        ImageContentView: {
+            /** @description A tool (`node`, `go`, `claude`) or a pinned npm package (`npm:opencode-ai`). */
+            name: string;
+            /** @description Its version, or `missing` when it did not answer at build time. */
+            version: string;
+        };
         ImageView: {
+            /** @description A build of this image is running now. */
+            building: boolean;
             built: boolean;
             /** Format: int64 */
             built_at_ms?: number | null;
+            /** @description What the build holds, with versions (empty for images that record none). */
+            contents: components["schemas"]["ImageContentView"][];
             /** @description Content address of the build (hash of the recipe and its inputs). */
             id?: string | null;
             kernel_version?: string | null;
@@ -3244,6 +3283,11 @@ export interface components {
             name: string;
             /** Format: int64 */
             rootfs_bytes?: number | null;
+            /**
+             * @description The latest steps of the running build, or of the last one since the manager
+             *     started (a failed build's last step says why).
+             */
+            steps: string[];
         };
         /** @description A question or permission request, as the attention feed shows it. */
         Interaction: {

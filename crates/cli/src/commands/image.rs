@@ -12,6 +12,8 @@ pub enum ImageCommand {
     /// List image recipes and their builds.
     #[command(alias = "ls")]
     List,
+    /// Show one image: its build and what it holds, with versions.
+    Show { name: String },
     /// Build an image (kernel, initramfs, root filesystem); cached by recipe and inputs.
     Build { name: String },
     /// Remove every build of an image.
@@ -49,13 +51,63 @@ pub async fn run(
                 },
             );
         }
+        ImageCommand::Show { name } => {
+            let image: serde_json::Value =
+                client.get(&format!("/images/{}", encode(&name))).await?;
+            if out.json {
+                out.json(&image);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let field = |k: &str| match &image[k] {
+                serde_json::Value::Null => "-".to_owned(),
+                serde_json::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            println!("image    {}", field("name"));
+            println!("built    {}", field("built"));
+            println!("id       {}", field("id"));
+            println!("kernel   {}", field("kernel_version"));
+            if let Some(b) = image["rootfs_bytes"].as_u64() {
+                println!("rootfs   {} MiB", b >> 20);
+            }
+            if image["building"] == true {
+                println!("building now");
+            }
+            let contents = image["contents"].as_array().cloned().unwrap_or_default();
+            if !contents.is_empty() {
+                println!();
+                out.list(&contents, "", &["NAME", "VERSION"], |c| {
+                    vec![
+                        c["name"].as_str().unwrap_or_default().to_owned(),
+                        c["version"].as_str().unwrap_or_default().to_owned(),
+                    ]
+                });
+            }
+        }
         ImageCommand::Build { name } => {
             let spinner = out.spinner(format!(
                 "building image {name} (the first build fetches the kernel)…"
             ));
-            let r: Result<serde_json::Value, _> = client
-                .json(client.request(Method::POST, &format!("/images/{}/build", encode(&name))))
-                .await;
+            let path = format!("/images/{}", encode(&name));
+            let build = client
+                .json::<serde_json::Value>(client.request(Method::POST, &format!("{path}/build")));
+            tokio::pin!(build);
+            // The build answers when it is done; meanwhile its latest step is shown.
+            let r = loop {
+                tokio::select! {
+                    r = &mut build => break r,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                        if let Ok(image) = client.get::<serde_json::Value>(&path).await {
+                            if let Some(step) = image["steps"].as_array().and_then(|s| s.last()) {
+                                spinner.set_message(format!(
+                                    "building image {name}: {}",
+                                    step.as_str().unwrap_or_default()
+                                ));
+                            }
+                        }
+                    }
+                }
+            };
             spinner.finish_and_clear();
             let image = r?;
             if out.json {

@@ -1,6 +1,6 @@
 //! Images sandboxes boot from: listed, built on demand (cached by recipe), removed.
 
-use atelier_vmm::images::{ImageInfo, RECIPES};
+use atelier_vmm::images::{BuildSteps, ImageInfo, RECIPES};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -22,9 +22,24 @@ pub struct ImageView {
     pub kernel_version: Option<String>,
     pub rootfs_bytes: Option<u64>,
     pub built_at_ms: Option<i64>,
+    /// What the build holds, with versions (empty for images that record none).
+    pub contents: Vec<ImageContentView>,
+    /// A build of this image is running now.
+    pub building: bool,
+    /// The latest steps of the running build, or of the last one since the manager
+    /// started (a failed build's last step says why).
+    pub steps: Vec<String>,
 }
 
-fn view(name: &str, info: Option<&ImageInfo>) -> ImageView {
+#[derive(Serialize, ToSchema)]
+pub struct ImageContentView {
+    /// A tool (`node`, `go`, `claude`) or a pinned npm package (`npm:opencode-ai`).
+    pub name: String,
+    /// Its version, or `missing` when it did not answer at build time.
+    pub version: String,
+}
+
+fn view(name: &str, info: Option<&ImageInfo>, steps: BuildSteps) -> ImageView {
     ImageView {
         name: name.to_owned(),
         built: info.is_some(),
@@ -32,7 +47,29 @@ fn view(name: &str, info: Option<&ImageInfo>) -> ImageView {
         kernel_version: info.map(|i| i.kernel_version.clone()),
         rootfs_bytes: info.map(|i| i.rootfs_bytes),
         built_at_ms: info.map(|i| i.built_at_ms),
+        contents: info
+            .map(|i| {
+                i.contents
+                    .iter()
+                    .map(|c| ImageContentView {
+                        name: c.name.clone(),
+                        version: c.version.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        building: steps.running,
+        steps: steps.steps,
     }
+}
+
+fn view_of(state: &AppState, name: &str) -> ImageView {
+    let built = state.images.list();
+    view(
+        name,
+        built.iter().find(|i| i.name == name),
+        state.images.steps(name),
+    )
 }
 
 fn known(name: &str) -> ApiResult<()> {
@@ -49,13 +86,18 @@ fn known(name: &str) -> ApiResult<()> {
 /// Every image recipe and whether it is built.
 #[utoipa::path(get, path = "/api/v1/images", tag = "images", responses((status = 200, body = Vec<ImageView>)))]
 pub async fn list(State(state): State<AppState>) -> Json<Vec<ImageView>> {
-    let built = state.images.list();
-    Json(
-        RECIPES
-            .iter()
-            .map(|r| view(r, built.iter().find(|i| i.name == *r)))
-            .collect(),
-    )
+    Json(RECIPES.iter().map(|r| view_of(&state, r)).collect())
+}
+
+/// One image: its build, what it holds, and how far a running build has come.
+#[utoipa::path(get, path = "/api/v1/images/{name}", tag = "images", params(("name" = String, Path)),
+    responses((status = 200, body = ImageView), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ImageView>> {
+    known(&name)?;
+    Ok(Json(view_of(&state, &name)))
 }
 
 /// Build an image (a no-op when a build of the same recipe and inputs exists).
@@ -78,8 +120,7 @@ pub async fn build(
                 e.to_string(),
             )
         })?;
-    let built = state.images.list();
-    Ok(Json(view(&name, built.iter().find(|i| i.name == name))))
+    Ok(Json(view_of(&state, &name)))
 }
 
 /// Remove every build of an image.

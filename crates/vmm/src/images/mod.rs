@@ -7,6 +7,7 @@ pub mod kernel;
 pub mod rootfs;
 pub mod vmlinux;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -20,7 +21,7 @@ use kernel::Kernel;
 /// Images Atelier knows how to build.
 pub const RECIPES: &[&str] = &["minimal", "dev"];
 /// Bumped whenever a recipe's steps change, so old builds are not reused.
-const RECIPE_VERSION: &str = "1";
+const RECIPE_VERSION: &str = "2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -77,6 +78,17 @@ pub struct ImageInfo {
     pub rootfs_bytes: u64,
     pub built_at_ms: i64,
     pub dir: PathBuf,
+    /// What the image holds, with versions (the `dev` image's toolset and CLIs).
+    #[serde(default)]
+    pub contents: Vec<ImageContent>,
+}
+
+/// One tool or package in an image, as its build found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageContent {
+    pub name: String,
+    /// `missing` when the tool did not answer at build time.
+    pub version: String,
 }
 
 pub struct ImageStore {
@@ -84,7 +96,20 @@ pub struct ImageStore {
     kernels_dir: PathBuf,
     config: ImageConfig,
     build_lock: Mutex<()>,
+    /// By image: the steps of its build in progress, or of its last build here.
+    steps: Mutex<HashMap<String, BuildSteps>>,
 }
+
+/// How far a build has come.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildSteps {
+    pub running: bool,
+    /// The latest steps, oldest first (at most [`MAX_STEPS`]).
+    pub steps: Vec<String>,
+}
+
+/// How many steps of a build are kept to be shown.
+pub const MAX_STEPS: usize = 100;
 
 impl ImageStore {
     pub fn new(data_dir: &Path, config: ImageConfig) -> Self {
@@ -93,6 +118,7 @@ impl ImageStore {
             kernels_dir: data_dir.join("kernels"),
             config,
             build_lock: Mutex::new(()),
+            steps: Mutex::new(HashMap::new()),
         }
     }
 
@@ -171,6 +197,9 @@ impl ImageStore {
         h.update(kernel.version.as_bytes());
         h.update(initramfs::GUEST_MODULES.join(",").as_bytes());
         h.update(initramfs::INIT.as_bytes());
+        if name == "dev" {
+            h.update(rootfs::dev_recipe().as_bytes());
+        }
         for input in [busybox, agent, kernel.bzimage.as_path()] {
             h.update(
                 std::fs::read(input)
@@ -190,6 +219,45 @@ impl ImageStore {
             return Err(ImageError::Unknown(name.to_owned()));
         }
         let _guard = self.build_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.set_steps(name, |s| {
+            *s = BuildSteps {
+                running: true,
+                steps: vec![],
+            }
+        });
+        let report = |msg: &str| {
+            self.set_steps(name, |s| {
+                if s.steps.len() == MAX_STEPS {
+                    s.steps.remove(0);
+                }
+                s.steps.push(msg.to_owned());
+            });
+            progress(msg);
+        };
+        let result = self.build_locked(name, &report);
+        if let Err(e) = &result {
+            report(&format!("failed: {e}"));
+        }
+        self.set_steps(name, |s| s.running = false);
+        result
+    }
+
+    /// The steps of `name`'s build in progress, or of its last build by this store.
+    pub fn steps(&self, name: &str) -> BuildSteps {
+        let steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
+        steps.get(name).cloned().unwrap_or_default()
+    }
+
+    fn set_steps(&self, name: &str, change: impl FnOnce(&mut BuildSteps)) {
+        let mut steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
+        change(steps.entry(name.to_owned()).or_default());
+    }
+
+    fn build_locked(
+        &self,
+        name: &str,
+        progress: &dyn Fn(&str),
+    ) -> Result<BootArtifacts, ImageError> {
         let kernel = self.kernel(progress)?;
         let busybox = self.busybox()?;
         let agent = self.guest_agent()?;
@@ -222,6 +290,10 @@ impl ImageStore {
             "minimal" => rootfs::stage_minimal(&staging, &busybox, &agent)?,
             _ => rootfs::stage_dev(&staging, &agent, progress)?,
         }
+        let contents = rootfs::contents(&staging)
+            .into_iter()
+            .map(|(name, version)| ImageContent { name, version })
+            .collect();
         progress("making the ext4 root filesystem");
         rootfs::make_ext4(
             &staging,
@@ -238,6 +310,7 @@ impl ImageStore {
                 .unwrap_or(0),
             built_at_ms: crate::now_ms(),
             dir: dir.clone(),
+            contents,
         };
         let json =
             serde_json::to_vec_pretty(&info).map_err(|e| ImageError::Input(e.to_string()))?;
