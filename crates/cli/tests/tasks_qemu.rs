@@ -11,11 +11,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::git::git;
+use common::git::{git, served_origin};
 use common::{eventually, Manager};
 use serde_json::json;
 
@@ -27,49 +25,6 @@ fn skip_reason() -> Option<String> {
             (!atelier_testkit::is_root())
                 .then(|| "host services need the namespace network, which needs root".to_string())
         })
-}
-
-/// `git daemon` serving `base` read-only on the host's loopback; stopped when dropped.
-struct GitDaemon {
-    child: Child,
-    port: u16,
-}
-
-impl GitDaemon {
-    fn start(base: &Path) -> GitDaemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // The daemon itself, not the `git daemon` wrapper, so that killing it stops it.
-        let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
-        let daemon =
-            PathBuf::from(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
-        let child = Command::new(daemon)
-            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base.display()))
-            .arg(base)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start git daemon");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        GitDaemon { child, port }
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const SCENARIO: &str = r#"
@@ -93,19 +48,7 @@ async fn a_task_runs_in_a_microvm_and_its_branch_survives_it() {
     atelier_testkit::ensure_guest_agent();
     common::ensure_fake_agent_built();
     let dir = tempfile::tempdir().unwrap();
-    let repos = dir.path().join("repos");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::create_dir_all(&repos).unwrap();
-    git(&work, &["init", "--quiet"]);
-    std::fs::write(work.join("README.md"), "# app\n").unwrap();
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "--quiet", "-m", "initial"]);
-    git(
-        dir.path(),
-        &["clone", "--quiet", "--bare", "work", "repos/app.git"],
-    );
-    let daemon = GitDaemon::start(&repos);
+    let daemon = served_origin(dir.path());
 
     let data = atelier_testkit::data_dir_with_image_cache(dir.path(), "");
     let m = Manager::start_with(&data, &["--driver", "qemu"]);
@@ -129,7 +72,7 @@ async fn a_task_runs_in_a_microvm_and_its_branch_survives_it() {
             "/workspaces",
             json!({
                 "name": "app",
-                "repos": [{"url": format!("git://172.16.0.1:{}/app.git", daemon.port)}],
+                "repos": [{"url": daemon.sandbox_url()}],
                 "network": {"host_services": [{"port": daemon.port, "name": "git"}]},
                 "base_image": "dev",
                 "resources": {"vcpus": 2, "memory_mib": 1024, "disk_mib": 10240},

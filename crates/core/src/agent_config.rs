@@ -223,6 +223,23 @@ impl PushConfig {
 }
 
 impl AgentConfig {
+    /// The workspace env secrets that are the keys of proxied providers. They stay on the
+    /// host, where the model proxy swaps them in: neither the agent nor any command in the
+    /// sandbox is given them.
+    pub fn host_only_secrets(&self) -> BTreeSet<&str> {
+        let proxied: BTreeSet<&str> = self
+            .providers
+            .values()
+            .filter(|p| p.proxy)
+            .filter_map(|p| p.api_key_env.as_deref())
+            .collect();
+        self.secrets
+            .iter()
+            .filter(|(_, var)| proxied.contains(var.as_str()))
+            .map(|(secret, _)| secret.as_str())
+            .collect()
+    }
+
     /// Reads a stored or submitted `agent_config`, naming the first field it cannot read.
     pub fn from_value(value: &serde_json::Value) -> Result<AgentConfig, FieldError> {
         if !value.is_object() {
@@ -679,6 +696,20 @@ mod tests {
                 "agent_config.push.username",
             ]
         );
+    }
+
+    #[test]
+    fn the_keys_of_proxied_providers_stay_on_the_host() {
+        let cfg = AgentConfig::from_value(&json!({
+            "providers": {
+                "near": {"base_url": "http://127.0.0.1:1/v1", "api_key_env": "NEAR_KEY",
+                         "proxy": true},
+                "far": {"base_url": "http://127.0.0.1:2/v1", "api_key_env": "FAR_KEY"}
+            },
+            "secrets": {"MODEL_KEY": "NEAR_KEY", "OTHER_KEY": "FAR_KEY", "GH": "GH_TOKEN"}
+        }))
+        .unwrap();
+        assert_eq!(cfg.host_only_secrets(), BTreeSet::from(["MODEL_KEY"]));
     }
 
     #[test]

@@ -404,7 +404,8 @@ impl Lifecycle {
 
     /// Gives a sandbox its workspace's secrets, after every start: env secrets become
     /// the environment of the commands it runs (not of services: the coding agent gets
-    /// only what its config exposes), file secrets are written (`~/` is the
+    /// only what its config exposes; the keys of proxied providers not at all, they stay
+    /// with the model proxy), file secrets are written (`~/` is the
     /// home of the agent's user). Never part of an image or a prebuild: a restored
     /// clone gets them here, like a cold boot.
     async fn deliver_secrets(
@@ -413,10 +414,14 @@ impl Lifecycle {
         workspace: &atelier_core::WorkspaceId,
     ) -> LifecycleResult<()> {
         let spec = self.inner.store.workspace_spec(workspace).await?;
+        let config = atelier_core::agent_config::AgentConfig::from_value(&spec.agent_config)
+            .unwrap_or_default();
+        let host_only = config.host_only_secrets();
         let env: BTreeMap<String, String> = spec
             .secrets
             .env
             .iter()
+            .filter(|s| !host_only.contains(s.name.as_str()))
             .map(|s| (s.name.clone(), s.value.clone()))
             .collect();
         if !env.is_empty() {

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use atelier_core::network::{HostService, HOST_SERVICES_ADDRESS};
 use tokio::process::Command;
 
 fn git() -> Command {
@@ -26,6 +27,24 @@ async fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
             "{what} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ))
+    }
+}
+
+/// `url` as the host reaches it. A workspace writes its repo URLs as its sandboxes see
+/// them; a repo served by one of its host services (`git://172.16.0.1:<port>/…`) is on
+/// the host's loopback, where the prebuild clones and the staleness check look.
+pub fn seen_from_host(url: &str, host_services: &[HostService]) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return url.to_owned();
+    };
+    let served = parsed.host_str() == Some(&HOST_SERVICES_ADDRESS.to_string())
+        && parsed
+            .port()
+            .is_some_and(|p| host_services.iter().any(|s| s.port == p));
+    if served && parsed.set_host(Some("127.0.0.1")).is_ok() {
+        parsed.to_string()
+    } else {
+        url.to_owned()
     }
 }
 
@@ -101,6 +120,30 @@ pub async fn tar(root: &Path, paths: &[String]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_of_named_host_services_are_looked_up_on_the_host_loopback() {
+        let services = [HostService {
+            port: 9418,
+            name: None,
+        }];
+        assert_eq!(
+            seen_from_host("git://172.16.0.1:9418/app.git", &services),
+            "git://127.0.0.1:9418/app.git"
+        );
+        assert_eq!(
+            seen_from_host("http://172.16.0.1:9418/r/app.git", &services),
+            "http://127.0.0.1:9418/r/app.git"
+        );
+        for unchanged in [
+            // A port the workspace does not name is not the host's to offer.
+            "git://172.16.0.1:9419/app.git",
+            "https://example.com/app.git",
+            "git@example.com:app.git",
+        ] {
+            assert_eq!(seen_from_host(unchanged, &services), unchanged);
+        }
+    }
 
     fn sh(dir: &Path, script: &str) {
         let ok = std::process::Command::new("sh")

@@ -312,7 +312,8 @@ impl Prebuilds {
                 &format!("==> cloning {} ({}) into {path}\n", repo.url, repo.branch),
             )
             .await;
-            let commit = git::clone(&repo.url, &repo.branch, &scratch.join(&path))
+            let url = git::seen_from_host(&repo.url, &spec.network.host_services);
+            let commit = git::clone(&url, &repo.branch, &scratch.join(&path))
                 .await
                 .map_err(PrebuildError::step(format!("cloning {}", repo.url)))?;
             self.log(id, &format!("    at {commit}\n")).await;
@@ -610,7 +611,8 @@ impl Prebuilds {
             return Some(format!("the base image {} changed", spec.base_image));
         }
         for c in &prebuild.commits {
-            match git::remote_head(&c.url, &c.branch).await {
+            let url = git::seen_from_host(&c.url, &spec.network.host_services);
+            match git::remote_head(&url, &c.branch).await {
                 Ok(Some(head)) if head != c.commit => {
                     return Some(format!(
                         "{} {} moved from {} to {}",
