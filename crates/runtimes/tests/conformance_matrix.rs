@@ -1100,3 +1100,87 @@ async fn claude_sessions_are_the_hosts_transcript_and_initialize_once() {
         .count();
     assert_eq!(inits, 1, "initialize is sent once per Claude process");
 }
+
+#[tokio::test]
+async fn codex_threads_ask_for_approvals_and_initialize_once() {
+    let agent = Agent::named(Kind::Codex, "multi_turn");
+    let rt = agent.runtime();
+    let spec = SessionSpec {
+        model: Some(ModelRef {
+            provider: "openai".into(),
+            model: "gpt-5.1-codex".into(),
+        }),
+        system: Some("Be brief.".into()),
+        ..agent.spec()
+    };
+    let a = rt.start_session(&spec).await.expect("session");
+    let b = rt.start_session(&agent.spec()).await.expect("session");
+    assert_eq!((a.id.as_str(), b.id.as_str()), ("thr_000001", "thr_000002"));
+    let sent: Vec<Value> = agent
+        .host()
+        .transcript(0)
+        .await
+        .expect("transcript")
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::In { line, .. } => serde_json::from_str(line).ok(),
+            _ => None,
+        })
+        .collect();
+    let methods: Vec<&str> = sent
+        .iter()
+        .filter_map(|v| v.get("method").and_then(Value::as_str))
+        .collect();
+    assert_eq!(
+        methods,
+        vec!["initialize", "initialized", "thread/start", "thread/start"]
+    );
+    assert!(sent.iter().all(|v| v.get("jsonrpc").is_none()));
+    let start = &sent[2]["params"];
+    assert_eq!(start["approvalPolicy"], "untrusted");
+    assert_eq!(start["sandbox"], "workspace-write");
+    assert_eq!(start["model"], "gpt-5.1-codex");
+    assert_eq!(start["modelProvider"], "openai");
+    assert_eq!(start["developerInstructions"], "Be brief.");
+    assert!(matches!(
+        rt.attach_session("thr_000002", &agent.spec()).await,
+        Ok(s) if s.id == "thr_000002"
+    ));
+}
+
+#[tokio::test]
+async fn codex_secret_questions_are_masked_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("secret.yaml");
+    std::fs::write(
+        &scenario,
+        "- ask_question: {questions: [{question: \"Registry token?\", secret: true}]}\n\
+         - say: \"Logged in.\"\n- finish\n",
+    )
+    .expect("write");
+    let agent = Agent::spawn(Kind::Codex, &scenario);
+    let (_rt, _s, _st, events) = one_turn(&agent, |_| {
+        Act::Answer(Answer::Question {
+            answers: vec![vec!["s3cr3t".into()]],
+        })
+    })
+    .await;
+    let asks = asked(&events);
+    let InteractionKind::Question { questions } = &asks[0].kind else {
+        panic!("{asks:?}")
+    };
+    assert!(questions[0].secret && questions[0].custom);
+    assert_eq!(
+        resolved(&events),
+        vec![(
+            asks[0].id.clone(),
+            InteractionOutcome::Answered {
+                answers: vec![vec![atelier_runtimes::codex::normalize::MASK.into()]]
+            }
+        )]
+    );
+    assert!(!serde_json::to_string(&events)
+        .expect("json")
+        .contains("s3cr3t"));
+    assert_eq!(texts(&events), vec!["Logged in."]);
+}

@@ -925,3 +925,330 @@ impl WireNormalizer for CodexNormalizer {
         self.turns.exited()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const THR: &str = "thr_1";
+
+    fn out(seq: u64, v: Value) -> Record {
+        Record {
+            seq,
+            t: 0,
+            body: RecordBody::Out {
+                line: v.to_string(),
+            },
+        }
+    }
+
+    fn input(seq: u64, input: &Input) -> Record {
+        Record {
+            seq,
+            t: 0,
+            body: RecordBody::In {
+                id: input.id.clone(),
+                line: input.message.to_string(),
+                note: input.note.clone(),
+            },
+        }
+    }
+
+    /// A normalizer in a running turn `turn_1`.
+    fn running() -> CodexNormalizer {
+        let mut n = CodexNormalizer::new(THR, Path::new("/srv/app"));
+        let start = Input {
+            id: "p1".into(),
+            message: json!({"id": "atelier-prompt-1", "method": "turn/start",
+                            "params": {"threadId": THR, "input": []}}),
+            note: None,
+        };
+        assert_eq!(n.push(&input(1, &start)).len(), 1);
+        n.push(&out(
+            2,
+            json!({"id": "atelier-prompt-1", "result": {"turn": {"id": "turn_1"}}}),
+        ));
+        n
+    }
+
+    fn asked(evs: &[AgentEvent]) -> Vec<Interaction> {
+        evs.iter()
+            .filter_map(|e| match e {
+                AgentEvent::InteractionAsked(i) => Some(i.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn approvals_are_keyed_by_approval_id_else_by_item_id() {
+        let mut n = running();
+        n.push(&out(3, json!({"method": "item/started", "params": {"threadId": THR,
+            "item": {"type": "fileChange", "id": "call_1", "status": "inProgress",
+                     "changes": [{"path": "/srv/app/src/lib.rs", "kind": {"type": "add"}, "diff": ""}]}}})));
+        let evs = n.push(&out(
+            4,
+            json!({"id": 0, "method": "item/fileChange/requestApproval",
+                   "params": {"threadId": THR, "turnId": "turn_1", "itemId": "call_1"}}),
+        ));
+        let file = asked(&evs);
+        assert_eq!(file.len(), 1);
+        assert_eq!(file[0].id, "call_1");
+        assert_eq!(file[0].title, "Edit src/lib.rs");
+        assert!(
+            matches!(&file[0].kind, InteractionKind::Permission { tool, patterns, .. }
+            if tool == "edit" && patterns == &vec!["src/lib.rs".to_string()])
+        );
+
+        // Two approvals of one command item, told apart by their approval ids.
+        for (seq, rpc, approval) in [(5, 1, "apr_a"), (6, 2, "apr_b")] {
+            let evs = n.push(&out(
+                seq,
+                json!({"id": rpc, "method": "item/commandExecution/requestApproval",
+                       "params": {"threadId": THR, "turnId": "turn_1", "itemId": "call_2",
+                                  "approvalId": approval, "command": "cargo test",
+                                  "availableDecisions": ["accept", "decline", "cancel"]}}),
+            ));
+            let ask = asked(&evs);
+            assert_eq!(ask.len(), 1, "{approval}");
+            assert_eq!(ask[0].id, approval);
+            assert_eq!(ask[0].call_id.as_deref(), Some("call_2"));
+            // No acceptForSession offered: nothing to allow "always".
+            assert!(
+                matches!(&ask[0].kind, InteractionKind::Permission { always, .. } if always.is_empty())
+            );
+        }
+        let ids: Vec<String> = n.pending().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids, vec!["call_1", "apr_a", "apr_b"]);
+
+        // The answer goes to the request that asked, by its JSON-RPC id.
+        let reply = n
+            .answer(
+                "apr_b",
+                &Answer::Permission {
+                    reply: PermissionReply::Always,
+                    message: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(reply.len(), 1);
+        assert_eq!(
+            reply[0].message,
+            json!({"id": 2, "result": {"decision": "accept"}})
+        );
+        let evs = n.push(&input(7, &reply[0]));
+        assert_eq!(
+            evs,
+            vec![AgentEvent::InteractionResolved {
+                id: "apr_b".into(),
+                outcome: InteractionOutcome::Once
+            }]
+        );
+        assert!(matches!(
+            n.answer("apr_b", &Answer::Dismiss),
+            Err(RuntimeError::NotFound(_))
+        ));
+
+        // A bare reject halts: the interrupt first, with the outcome in its note.
+        let reply = n
+            .answer(
+                "apr_a",
+                &Answer::Permission {
+                    reply: PermissionReply::Reject,
+                    message: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(reply[0].message["method"], "turn/interrupt");
+        assert_eq!(
+            reply[0].message["params"],
+            json!({"threadId": THR, "turnId": "turn_1"})
+        );
+        assert_eq!(reply[1].message["result"], json!({"decision": "cancel"}));
+        let evs = n.push(&input(8, &reply[0]));
+        assert_eq!(
+            evs,
+            vec![AgentEvent::InteractionResolved {
+                id: "apr_a".into(),
+                outcome: InteractionOutcome::Rejected
+            }]
+        );
+        n.push(&input(9, &reply[1]));
+        let evs = n.push(&out(
+            10,
+            json!({"method": "turn/completed", "params": {"threadId": THR,
+            "turn": {"id": "turn_1", "status": "interrupted"}}}),
+        ));
+        assert!(evs.contains(&AgentEvent::InteractionResolved {
+            id: "call_1".into(),
+            outcome: InteractionOutcome::Cancelled
+        }));
+        assert_eq!(
+            evs.last(),
+            Some(&AgentEvent::TurnEnded {
+                reason: TurnEndReason::Completed,
+                error: None
+            })
+        );
+    }
+
+    #[test]
+    fn secret_questions_are_marked_and_their_answers_masked() {
+        let mut n = running();
+        let evs = n.push(&out(3, json!({"id": 7, "method": "item/tool/requestUserInput",
+            "params": {"threadId": THR, "turnId": "turn_1", "itemId": "call_9", "questions": [
+                {"id": "token", "header": "Token", "question": "Your registry token?",
+                 "isOther": false, "isSecret": true, "options": null},
+                {"id": "scope", "header": "", "question": "Which scope?", "isOther": false,
+                 "options": [{"label": "read", "description": "Read only"}, {"label": "write", "description": ""}]}
+            ]}})));
+        let ask = asked(&evs);
+        assert_eq!(ask.len(), 1);
+        assert_eq!(ask[0].id, "call_9");
+        assert_eq!(ask[0].title, "Your registry token?");
+        let InteractionKind::Question { questions } = &ask[0].kind else {
+            panic!("{ask:?}")
+        };
+        assert!(questions[0].secret && questions[0].custom);
+        assert_eq!(questions[0].header.as_deref(), Some("Token"));
+        assert!(!questions[1].secret && !questions[1].custom && !questions[1].multiple);
+        assert_eq!(questions[1].header, None);
+        assert_eq!(
+            questions[1].options[0].description.as_deref(),
+            Some("Read only")
+        );
+        assert_eq!(questions[1].options[1].description, None);
+
+        let free = n.answer(
+            "call_9",
+            &Answer::Question {
+                answers: vec![vec!["s3cr3t".into()], vec!["admin".into()]],
+            },
+        );
+        assert!(
+            matches!(&free, Err(RuntimeError::Protocol(m)) if m.contains("free text")),
+            "{free:?}"
+        );
+        let reply = n
+            .answer(
+                "call_9",
+                &Answer::Question {
+                    answers: vec![vec!["s3cr3t".into()], vec!["read".into()]],
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            reply[0].message,
+            json!({"id": 7, "result": {"answers": {"token": {"answers": ["s3cr3t"]},
+                                                   "scope": {"answers": ["read"]}}}})
+        );
+        let note = reply[0].note.as_ref().expect("note").to_string();
+        assert!(!note.contains("s3cr3t"), "{note}");
+        let evs = n.push(&input(4, &reply[0]));
+        assert_eq!(
+            evs,
+            vec![AgentEvent::InteractionResolved {
+                id: "call_9".into(),
+                outcome: InteractionOutcome::Answered {
+                    answers: vec![vec![MASK.into()], vec!["read".into()]]
+                }
+            }]
+        );
+        // Without its note (written by another client) the reply is read, still masked.
+        let mut m = running();
+        m.push(&out(
+            3,
+            json!({"id": 7, "method": "item/tool/requestUserInput",
+            "params": {"threadId": THR, "itemId": "call_9", "questions": [
+                {"id": "token", "question": "Token?", "isSecret": true}]}}),
+        ));
+        let evs = m.push(&input(
+            4,
+            &Input {
+                id: "x".into(),
+                message: json!({"id": 7, "result": {"answers": {"token": {"answers": ["s3cr3t"]}}}}),
+                note: None,
+            },
+        ));
+        assert_eq!(
+            evs,
+            vec![AgentEvent::InteractionResolved {
+                id: "call_9".into(),
+                outcome: InteractionOutcome::Answered {
+                    answers: vec![vec![MASK.into()]]
+                }
+            }]
+        );
+    }
+
+    #[test]
+    fn usage_is_the_turns_share_of_the_totals_and_failures_end_the_turn() {
+        let mut n = running();
+        let totals = |i: u64, c: u64, o: u64, r: u64| {
+            json!({"method": "thread/tokenUsage/updated", "params": {"threadId": THR, "tokenUsage": {
+                "total": {"inputTokens": i, "cachedInputTokens": c, "outputTokens": o,
+                          "reasoningOutputTokens": r, "totalTokens": i + o}}}})
+        };
+        n.push(&out(3, totals(1000, 200, 300, 100)));
+        // Another thread's news and unknown requests are not ours; the latter are refused.
+        assert!(n
+            .push(&out(
+                4,
+                json!({"method": "turn/completed", "params": {"threadId": "thr_other",
+                "turn": {"id": "t", "status": "completed"}}})
+            ))
+            .is_empty());
+        assert!(n
+            .push(&out(
+                5,
+                json!({"id": 3, "method": "item/tool/call", "params": {"threadId": THR}})
+            ))
+            .is_empty());
+        let auto = n.take_auto_replies();
+        assert_eq!(auto.len(), 1);
+        assert_eq!(auto[0].message["error"]["code"], -32601);
+        let evs = n.push(&out(
+            6,
+            json!({"method": "turn/completed", "params": {"threadId": THR,
+            "turn": {"id": "turn_1", "status": "completed"}}}),
+        ));
+        assert_eq!(
+            evs[0],
+            AgentEvent::Usage(Usage {
+                message_id: Some("turn_1".into()),
+                input_tokens: 800,
+                output_tokens: 200,
+                reasoning_tokens: 100,
+                cache_read: 200,
+                cache_write: 0,
+                cost_usd: None,
+            })
+        );
+
+        // The second turn reports only its own tokens, and fails.
+        let start = Input {
+            id: "p2".into(),
+            message: json!({"id": "atelier-prompt-2", "method": "turn/start",
+                            "params": {"threadId": THR, "input": []}}),
+            note: None,
+        };
+        n.push(&input(7, &start));
+        n.push(&out(8, totals(1500, 200, 350, 100)));
+        let evs = n.push(&out(
+            9,
+            json!({"method": "turn/completed", "params": {"threadId": THR,
+            "turn": {"id": "turn_2", "status": "failed",
+                     "error": {"message": "Unauthorized", "codexErrorInfo": "unauthorized"}}}}),
+        ));
+        assert!(evs.iter().any(|e| matches!(e, AgentEvent::Usage(u)
+            if u.input_tokens == 500 && u.output_tokens == 50 && u.cache_read == 0)));
+        assert_eq!(
+            evs.last(),
+            Some(&AgentEvent::TurnEnded {
+                reason: TurnEndReason::Error,
+                error: Some("Unauthorized".into())
+            })
+        );
+    }
+}
