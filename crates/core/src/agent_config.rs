@@ -27,7 +27,7 @@ const MAX_ENV_VALUE: usize = 32 * 1024;
 pub struct AgentConfig {
     #[serde(default)]
     pub runtime: RuntimeKind,
-    /// The agent's executable in the sandbox (default: `opencode` or `claude` on the
+    /// The agent's executable in the sandbox (default: `opencode`, `claude` or `codex` on the
     /// PATH, or the `fake-agent` next to the manager).
     #[serde(default)]
     pub binary: Option<String>,
@@ -83,6 +83,9 @@ pub enum RuntimeKind {
     Claude,
     /// Any Agent Client Protocol agent (`command`), run under `atelier-stdio-host`.
     Acp,
+    /// OpenAI Codex (`codex app-server`, pinned `@openai/codex@0.169.0`), run under
+    /// `atelier-stdio-host`.
+    Codex,
     /// The scenario-driven fake agent, speaking `protocol`.
     Fake,
 }
@@ -98,6 +101,8 @@ pub enum AgentProtocol {
     Claude,
     /// The Agent Client Protocol over stdio.
     Acp,
+    /// Codex's app-server JSON-RPC over stdio.
+    Codex,
 }
 
 impl AgentProtocol {
@@ -107,6 +112,7 @@ impl AgentProtocol {
             AgentProtocol::Opencode => "opencode",
             AgentProtocol::Claude => "claude",
             AgentProtocol::Acp => "acp",
+            AgentProtocol::Codex => "codex",
         }
     }
 
@@ -262,6 +268,7 @@ impl AgentConfig {
             RuntimeKind::Opencode => AgentProtocol::Opencode,
             RuntimeKind::Claude => AgentProtocol::Claude,
             RuntimeKind::Acp => AgentProtocol::Acp,
+            RuntimeKind::Codex => AgentProtocol::Codex,
             RuntimeKind::Fake => self.protocol.unwrap_or_default(),
         }
     }
@@ -296,11 +303,13 @@ impl AgentConfig {
                 field("scenario"),
                 "the fake runtime needs a scenario (YAML)",
             )),
-            (RuntimeKind::Opencode | RuntimeKind::Claude | RuntimeKind::Acp, Some(_)) => errors
-                .push(FieldError::new(
-                    field("scenario"),
-                    "only the fake runtime takes a scenario",
-                )),
+            (
+                RuntimeKind::Opencode | RuntimeKind::Claude | RuntimeKind::Acp | RuntimeKind::Codex,
+                Some(_),
+            ) => errors.push(FieldError::new(
+                field("scenario"),
+                "only the fake runtime takes a scenario",
+            )),
             _ => {}
         }
         if self.protocol.is_some() && self.runtime != RuntimeKind::Fake {
@@ -653,7 +662,7 @@ mod tests {
         assert_eq!(fields(json!([1])), ["agent_config"]);
         assert_eq!(fields(json!({"modle": "a/b"})), ["agent_config.modle"]);
         assert_eq!(
-            fields(json!({"runtime": "codex"})),
+            fields(json!({"runtime": "aider"})),
             ["agent_config.runtime"]
         );
         assert_eq!(
@@ -732,6 +741,15 @@ mod tests {
             protocol(json!({"runtime": "fake", "scenario": "s", "protocol": "acp"})),
             AgentProtocol::Acp
         );
+        assert_eq!(
+            protocol(json!({"runtime": "codex", "model": "openai/gpt-5.1-codex"})),
+            AgentProtocol::Codex
+        );
+        assert_eq!(
+            protocol(json!({"runtime": "fake", "scenario": "s", "protocol": "codex"})),
+            AgentProtocol::Codex
+        );
+        assert!(AgentProtocol::Codex.is_stdio());
         assert!(AgentProtocol::Claude.is_stdio() && !AgentProtocol::Opencode.is_stdio());
 
         for ok in [
@@ -739,6 +757,8 @@ mod tests {
             json!({"runtime": "claude", "binary": "/opt/claude/bin/claude"}),
             json!({"runtime": "acp", "command": ["opencode", "acp"]}),
             json!({"runtime": "fake", "scenario": "s", "protocol": "claude"}),
+            json!({"runtime": "codex"}),
+            json!({"runtime": "codex", "binary": "/opt/codex/bin/codex"}),
         ] {
             assert_eq!(fields(ok.clone()), Vec::<String>::new(), "{ok}");
         }
@@ -770,8 +790,20 @@ mod tests {
                 "agent_config.protocol",
             ),
             (
-                json!({"runtime": "fake", "scenario": "s", "protocol": "codex"}),
+                json!({"runtime": "fake", "scenario": "s", "protocol": "gemini"}),
                 "agent_config.protocol",
+            ),
+            (
+                json!({"runtime": "codex", "command": ["codex", "app-server"]}),
+                "agent_config.command",
+            ),
+            (
+                json!({"runtime": "codex", "protocol": "codex"}),
+                "agent_config.protocol",
+            ),
+            (
+                json!({"runtime": "codex", "scenario": "s"}),
+                "agent_config.scenario",
             ),
             (
                 json!({"runtime": "claude", "scenario": "s"}),

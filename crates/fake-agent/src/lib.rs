@@ -7,12 +7,14 @@
 //!   `drop_stream`, `wait_for_prompt`).
 //! - [`opencode`]: a fake `opencode serve` (HTTP + SSE), served by the `fake-agent`
 //!   binary.
-//! - [`claude`] and [`acp`]: fake Claude Code (stream-json + control protocol) and a fake
-//!   ACP agent (JSON-RPC), both over stdin/stdout (`fake-agent --protocol claude|acp`),
-//!   meant to run under `atelier-stdio-host` as the real agents do.
+//! - [`claude`], [`acp`] and [`codex`]: fake Claude Code (stream-json + control
+//!   protocol), a fake ACP agent (JSON-RPC) and a fake `codex app-server` (its JSON-RPC
+//!   dialect), all over stdin/stdout (`fake-agent --protocol claude|acp|codex`), meant
+//!   to run under `atelier-stdio-host` as the real agents do.
 
 pub mod acp;
 pub mod claude;
+pub mod codex;
 pub mod opencode;
 pub mod scenario;
 pub(crate) mod stdio;
@@ -30,5 +32,11 @@ pub async fn play_claude(scenario: Scenario, directory: std::path::PathBuf) {
 /// Plays `scenario` as an ACP agent over this process's stdin/stdout.
 pub async fn play_acp(scenario: Scenario, directory: std::path::PathBuf) {
     let wire = acp::AcpWire::new(&directory);
+    stdio::play(scenario, directory, wire).await
+}
+
+/// Plays `scenario` as `codex app-server` over this process's stdin/stdout.
+pub async fn play_codex(scenario: Scenario, directory: std::path::PathBuf) {
+    let wire = codex::CodexWire::new(&directory);
     stdio::play(scenario, directory, wire).await
 }

@@ -1,14 +1,14 @@
 //! `fake-agent`: a scripted coding agent that speaks the OpenCode 1.x server protocol,
-//! Claude Code's stream-json, or ACP.
+//! Claude Code's stream-json, ACP, or Codex's app-server JSON-RPC.
 //!
 //! ```text
 //! fake-agent --scenario scenarios/permission_once.yaml [--port 0] [--hostname 127.0.0.1]
 //!            [--directory DIR] [--password PW] [--no-replay]
-//! fake-agent --protocol claude|acp --scenario S.yaml [--directory DIR]
+//! fake-agent --protocol claude|acp|codex --scenario S.yaml [--directory DIR]
 //! ```
 //!
 //! As OpenCode it prints `opencode server listening on http://HOST:PORT` once it
-//! listens, like `opencode serve`. As Claude or ACP it speaks JSON lines over
+//! listens, like `opencode serve`. As Claude, ACP or Codex it speaks JSON lines over
 //! stdin/stdout (run it under `atelier-stdio-host`, as the real agents are). The scenario
 //! starts when a prompt arrives.
 
@@ -21,7 +21,7 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(
     name = "fake-agent",
-    about = "A scenario-driven fake coding agent (OpenCode 1.x server, Claude stream-json, ACP)"
+    about = "A scenario-driven fake coding agent (OpenCode 1.x server, Claude stream-json, ACP, Codex app-server)"
 )]
 struct Args {
     /// The YAML scenario to play.
@@ -41,7 +41,7 @@ struct Args {
     /// Behave like the real OpenCode 1.18.33: no SSE ids, `Last-Event-ID` ignored.
     #[arg(long)]
     no_replay: bool,
-    /// The protocol to speak: `opencode` (HTTP server), `claude` or `acp` (stdio).
+    /// The protocol to speak: `opencode` (HTTP server), `claude`, `acp` or `codex` (stdio).
     #[arg(long, default_value = "opencode")]
     protocol: String,
 }
@@ -49,9 +49,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if !matches!(args.protocol.as_str(), "opencode" | "claude" | "acp") {
+    if !matches!(
+        args.protocol.as_str(),
+        "opencode" | "claude" | "acp" | "codex"
+    ) {
         eprintln!(
-            "fake-agent: unsupported protocol {:?} (opencode, claude, acp)",
+            "fake-agent: unsupported protocol {:?} (opencode, claude, acp, codex)",
             args.protocol
         );
         return ExitCode::from(2);
@@ -77,6 +80,10 @@ async fn main() -> ExitCode {
         }
         "acp" => {
             atelier_fake_agent::play_acp(scenario, directory).await;
+            return ExitCode::SUCCESS;
+        }
+        "codex" => {
+            atelier_fake_agent::play_codex(scenario, directory).await;
             return ExitCode::SUCCESS;
         }
         _ => {}

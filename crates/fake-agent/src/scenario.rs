@@ -12,7 +12,7 @@
 //!   - ask_permission: {tool: edit, pattern: src/lib.rs, title: "Edit src/lib.rs"}
 //!   - edit_file: {path: src/lib.rs, content: "fn x() {}\n"}
 //!   - tool: {name: bash, input: {command: "cargo test"}, output: "ok"}
-//!   - ask_question: {questions: [{question: "Which DB?", options: [Postgres, SQLite], multiple: false, custom: true}]}
+//!   - ask_question: {questions: [{question: "Which DB?", options: [Postgres, SQLite], multiple: false, custom: true, secret: false}]}
 //!   - usage: {input: 1200, output: 300, cost: 0.0123}
 //!   - sleep_ms: 100
 //!   - drop_stream            # close every SSE connection once, then go on
@@ -173,6 +173,9 @@ pub struct QuestionSpec {
     pub multiple: bool,
     #[serde(default = "yes")]
     pub custom: bool,
+    /// The answer is a secret (only Codex's questions say so).
+    #[serde(default)]
+    pub secret: bool,
 }
 
 fn yes() -> bool {

@@ -1,4 +1,5 @@
-//! The scenario player shared by the stdio fakes ([`crate::claude`], [`crate::acp`]).
+//! The scenario player shared by the stdio fakes ([`crate::claude`], [`crate::acp`],
+//! [`crate::codex`]).
 //!
 //! It reads JSON lines from stdin and writes JSON lines to stdout, and plays a
 //! [`Scenario`] with the same semantics as the OpenCode fake: a turn starts with a

@@ -259,6 +259,10 @@ pub struct Question {
     /// Free text is accepted besides the options.
     #[serde(default = "yes")]
     pub custom: bool,
+    /// The answer is a secret (a password, a token): mask it while it is typed, and
+    /// keep it out of logs. The adapter reports it masked once answered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
 }
 
 fn yes() -> bool {
@@ -438,6 +442,7 @@ mod tests {
                         }],
                         multiple: false,
                         custom: true,
+                        secret: false,
                     }],
                 },
             }),

@@ -6,7 +6,7 @@
 //! stdio agent in `atelier-stdio-host`, and runs the result as a service.
 //!
 //! Each adapter keeps its own profile beside it (`opencode::profile`,
-//! `claude::profile`, `acp::profile`); the fake agent's is here.
+//! `claude::profile`, `acp::profile`, `codex::profile`); the fake agent's is here.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,8 +16,8 @@ use std::time::Duration;
 use atelier_core::agent_config::{AgentConfig, AgentProtocol, RuntimeKind};
 
 use crate::{
-    acp, claude, opencode, stdio_host, AgentRuntime, ModelRef, OpenCodeConfig, OpenCodeRuntime,
-    Result, RuntimeError, RuntimeOptions, SessionSpec,
+    acp, claude, codex, opencode, stdio_host, AgentRuntime, ModelRef, OpenCodeConfig,
+    OpenCodeRuntime, Result, RuntimeError, RuntimeOptions, SessionSpec,
 };
 
 /// What `opencode serve` (and the fake agent speaking its protocol) take as their
@@ -108,6 +108,7 @@ pub fn plan(config: &AgentConfig, ctx: &LaunchContext<'_>) -> Result<LaunchPlan>
         RuntimeKind::Opencode => opencode::profile::plan(config, ctx)?,
         RuntimeKind::Claude => claude::profile::plan(config, ctx)?,
         RuntimeKind::Acp => acp::profile::plan(config, ctx)?,
+        RuntimeKind::Codex => codex::profile::plan(config, ctx)?,
     };
     // The workspace's own variables come first; a profile only fills in defaults.
     for (k, v) in &config.env {
@@ -179,11 +180,11 @@ pub fn session_spec(
         agent: None,
         variant,
         // OpenCode reads the instructions from its config file; Claude Code takes them
-        // as an appended system prompt.
+        // as an appended system prompt, Codex as the thread's developer instructions.
         system: config
             .instructions
             .clone()
-            .filter(|_| protocol == AgentProtocol::Claude),
+            .filter(|_| matches!(protocol, AgentProtocol::Claude | AgentProtocol::Codex)),
         title,
     }
 }

@@ -14,19 +14,23 @@
 //!   the stdio control protocol (tool approvals, `AskUserQuestion`, `TodoWrite` → todos).
 //! - [`acp`] (`"acp"`): any Agent Client Protocol agent (Gemini CLI, Qwen Code,
 //!   `opencode acp`, Zed's Claude and Codex adapters).
+//! - [`codex`] (`"codex"`): OpenAI Codex, `codex app-server` (JSON-RPC over stdio,
+//!   pinned to `@openai/codex@0.169.0`): approvals keyed by `approvalId`, questions
+//!   from `item/tool/requestUserInput` (secret ones masked), plans → todos.
 //!
-//! Claude Code and ACP agents speak over stdio. In the sandbox they run under the
+//! Claude Code, ACP agents and Codex speak over stdio. In the sandbox they run under the
 //! `atelier-stdio-host` binary (its own crate; [`stdio_host`] is its wire and client), which keeps a numbered transcript
 //! of both directions and serves it over HTTP with SSE resume, so the manager reaches
 //! them like `opencode serve` and a restarted manager loses nothing: the stdio adapters
 //! ([`stdio::StdioRuntime`]) rebuild their state by replaying the transcript.
 //!
 //! Testing: the `fake-agent` binary (crate `atelier-fake-agent`) is a scenario-driven fake
-//! agent that speaks all three protocols, so every adapter runs offline against every
+//! agent that speaks all four protocols, so every adapter runs offline against every
 //! scenario (`tests/conformance.rs`, `tests/conformance_matrix.rs`).
 
 pub mod acp;
 pub mod claude;
+pub mod codex;
 pub mod event;
 pub mod launch;
 pub mod opencode;
@@ -166,7 +170,7 @@ pub enum RuntimeError {
     #[error("{field}: {message}")]
     Config { field: String, message: String },
     /// [`runtime_for`] was asked for an adapter that does not exist.
-    #[error("unknown runtime {0:?} (one of: opencode, claude, acp)")]
+    #[error("unknown runtime {0:?} (one of: opencode, claude, acp, codex)")]
     UnknownKind(String),
 }
 
@@ -209,21 +213,21 @@ impl ReconnectPolicy {
 }
 
 /// The adapters [`runtime_for`] knows.
-pub const RUNTIME_KINDS: &[&str] = &["opencode", "claude", "acp"];
+pub const RUNTIME_KINDS: &[&str] = &["opencode", "claude", "acp", "codex"];
 
 /// Connection options of [`runtime_for`].
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeOptions {
-    /// OpenCode: `OPENCODE_SERVER_PASSWORD` (Basic auth); Claude and ACP: the stdio
-    /// host's bearer token (`ATELIER_STDIO_HOST_TOKEN`).
+    /// OpenCode: `OPENCODE_SERVER_PASSWORD` (Basic auth); Claude, ACP and Codex: the
+    /// stdio host's bearer token (`ATELIER_STDIO_HOST_TOKEN`).
     pub secret: Option<String>,
     /// How event streams reconnect (the default when `None`).
     pub reconnect: Option<ReconnectPolicy>,
 }
 
-/// The adapter named `kind` (`"opencode"`, `"claude"`, `"acp"`) for the agent reached
-/// at `base_url`: `opencode serve` for OpenCode, the `atelier-stdio-host` running the
-/// agent for Claude Code and ACP agents.
+/// The adapter named `kind` (`"opencode"`, `"claude"`, `"acp"`, `"codex"`) for the
+/// agent reached at `base_url`: `opencode serve` for OpenCode, the `atelier-stdio-host`
+/// running the agent for Claude Code, ACP agents and Codex.
 pub fn runtime_for(
     kind: &str,
     base_url: &str,
@@ -236,13 +240,13 @@ pub fn runtime_for(
             cfg.password = options.secret.clone();
             Ok(Box::new(OpenCodeRuntime::new(cfg)?))
         }
-        "claude" | "acp" => {
+        "claude" | "acp" | "codex" => {
             let mut cfg = StdioConfig::new(base_url).with_reconnect(reconnect);
             cfg.token = options.secret.clone();
-            Ok(Box::new(if kind == "claude" {
-                claude::runtime(cfg)?
-            } else {
-                acp::runtime(cfg)?
+            Ok(Box::new(match kind {
+                "claude" => claude::runtime(cfg)?,
+                "acp" => acp::runtime(cfg)?,
+                _ => codex::runtime(cfg)?,
             }))
         }
         other => Err(RuntimeError::UnknownKind(other.to_string())),
@@ -330,8 +334,9 @@ mod tests {
                 .expect("runtime");
             assert_eq!(rt.kind(), *kind);
         }
-        match runtime_for("codex", "http://127.0.0.1:9", &RuntimeOptions::default()) {
-            Err(RuntimeError::UnknownKind(k)) => assert_eq!(k, "codex"),
+        assert!(RUNTIME_KINDS.contains(&"codex"));
+        match runtime_for("aider", "http://127.0.0.1:9", &RuntimeOptions::default()) {
+            Err(RuntimeError::UnknownKind(k)) => assert_eq!(k, "aider"),
             other => panic!("{:?}", other.map(|r| r.kind())),
         }
     }

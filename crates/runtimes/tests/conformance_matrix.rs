@@ -4,10 +4,13 @@
 //! - `claude`: the Claude Code adapter against `atelier-stdio-host -- fake-agent
 //!   --protocol claude`;
 //! - `acp`: the ACP adapter against `atelier-stdio-host -- fake-agent --protocol acp`;
+//! - `codex`: the Codex adapter against `atelier-stdio-host -- fake-agent --protocol
+//!   codex`;
 //!
-//! the stdio fakes run under the host exactly as `claude` or `gemini --acp` would. Each
+//! the stdio fakes run under the host exactly as `claude`, `gemini --acp` or `codex
+//! app-server` would. Each
 //! test asserts on the normalized events. Where a protocol cannot express something, the
-//! test asserts the documented fallback (see the `claude` and `acp` module docs).
+//! test asserts the documented fallback (see the `claude`, `acp` and `codex` module docs).
 
 mod support;
 use support::*;
@@ -31,6 +34,7 @@ enum Kind {
     OpenCode,
     Claude,
     Acp,
+    Codex,
 }
 
 impl Kind {
@@ -39,6 +43,7 @@ impl Kind {
             Kind::OpenCode => "opencode",
             Kind::Claude => "claude",
             Kind::Acp => "acp",
+            Kind::Codex => "codex",
         }
     }
 
@@ -186,7 +191,9 @@ impl Agent {
                 .iter()
                 .filter(|r| match &r.body {
                     RecordBody::In { line, .. } => {
-                        line.contains("\"session/prompt\"") || line.contains("\"type\":\"user\"")
+                        line.contains("\"session/prompt\"")
+                            || line.contains("\"type\":\"user\"")
+                            || line.contains("\"turn/start\"")
                     }
                     _ => false,
                 })
@@ -492,21 +499,33 @@ async fn question_answered(kind: Kind) {
         questions[0].options[1].description.as_deref(),
         Some("Zero setup")
     );
-    assert!(!questions[0].multiple && questions[1].multiple);
+    if kind == Kind::Codex {
+        // Codex questions have no multiple choice (an answer may still hold several).
+        assert!(!questions[0].multiple && !questions[1].multiple);
+    } else {
+        assert!(!questions[0].multiple && questions[1].multiple);
+    }
+    assert!(questions.iter().all(|q| !q.secret));
     match kind {
         // OpenCode keeps `custom` as asked.
         Kind::OpenCode => assert!(questions[0].custom && !questions[1].custom),
         // Claude always offers free text ("Other").
         Kind::Claude => assert!(questions[0].custom && questions[1].custom),
-        // An ACP form field is a choice or free text, never both.
-        Kind::Acp => {
-            assert!(!questions[0].custom && !questions[1].custom);
+        // An ACP form field is a choice or free text, never both; Codex says which
+        // (`isOther`). Free text for a choice only is refused.
+        Kind::Acp | Kind::Codex => {
+            if kind == Kind::Acp {
+                assert!(!questions[0].custom && !questions[1].custom);
+            } else {
+                assert!(questions[0].custom && !questions[1].custom);
+            }
             let free = rt
                 .answer(
                     &session,
                     &ask.id,
                     Answer::Question {
-                        answers: vec![vec!["MySQL".into()], vec!["auth".into()]],
+                        // ACP: the first question is a choice only; Codex: the second.
+                        answers: vec![vec!["MySQL".into()], vec!["crypto".into()]],
                     },
                 )
                 .await;
@@ -545,8 +564,8 @@ async fn question_answered(kind: Kind) {
         _ => None,
     });
     match kind {
-        // ACP questions are elicitations, not tool calls.
-        Kind::Acp => assert_eq!(output, None),
+        // ACP questions are elicitations and Codex's server requests, not tool calls.
+        Kind::Acp | Kind::Codex => assert_eq!(output, None),
         _ => {
             let output = output.expect("completed question tool");
             assert!(
@@ -569,7 +588,8 @@ async fn question_dismissed(kind: Kind) {
     );
     assert!(texts(&events).is_empty(), "{events:#?}");
     let failed = tool_calls(&events, "question", ToolStatus::Failed).len();
-    assert_eq!(failed, usize::from(kind != Kind::Acp), "{events:#?}");
+    let as_tool = !matches!(kind, Kind::Acp | Kind::Codex);
+    assert_eq!(failed, usize::from(as_tool), "{events:#?}");
     assert_eq!(turn_end(&events), (TurnEndReason::Completed, None));
     assert!(rt.pending(&session).await.expect("pending").is_empty());
 }
@@ -690,11 +710,12 @@ async fn todos_progress(kind: Kind) {
     assert_eq!(progress, vec![Some(0), Some(33), Some(100)]);
     let p = atelier_runtimes::TodoProgress::of(&lists[1]);
     assert_eq!(p.current.as_deref(), Some("Write the fix"));
-    // Claude's and ACP's todo lists have no cancelled status: the item is left out.
+    // Claude's, ACP's and Codex's todo lists have no cancelled status: the item is
+    // left out.
     let expected_len = if kind == Kind::OpenCode { 4 } else { 3 };
     assert_eq!(lists[0].len(), expected_len);
-    // Claude's todos have no priority.
-    let expected_priority = if kind == Kind::Claude {
+    // Claude's and Codex's todos have no priority.
+    let expected_priority = if matches!(kind, Kind::Claude | Kind::Codex) {
         None
     } else {
         Some("high")
@@ -742,10 +763,21 @@ async fn usage(kind: Kind) {
             u.cache_read,
             u.cache_write
         ),
-        (1200, 300, reasoning, 300, 20)
+        (
+            1200,
+            300,
+            reasoning,
+            300,
+            if kind == Kind::Codex { 0 } else { 20 }
+        )
     );
-    let cost = u.cost_usd.expect("cost");
-    assert!((cost - 0.0123).abs() < 1e-9, "{cost}");
+    if kind == Kind::Codex {
+        // Codex reports neither cost nor cache writes.
+        assert_eq!(u.cost_usd, None);
+    } else {
+        let cost = u.cost_usd.expect("cost");
+        assert!((cost - 0.0123).abs() < 1e-9, "{cost}");
+    }
     assert!(u.message_id.is_some());
 }
 
@@ -957,6 +989,9 @@ macro_rules! matrix {
         mod acp {
             $(#[tokio::test] async fn $test() { super::$test(super::Kind::Acp).await })*
         }
+        mod codex {
+            $(#[tokio::test] async fn $test() { super::$test(super::Kind::Codex).await })*
+        }
     };
 }
 
@@ -1064,4 +1099,88 @@ async fn claude_sessions_are_the_hosts_transcript_and_initialize_once() {
         .filter(|r| matches!(&r.body, RecordBody::In { line, .. } if line.contains("initialize")))
         .count();
     assert_eq!(inits, 1, "initialize is sent once per Claude process");
+}
+
+#[tokio::test]
+async fn codex_threads_ask_for_approvals_and_initialize_once() {
+    let agent = Agent::named(Kind::Codex, "multi_turn");
+    let rt = agent.runtime();
+    let spec = SessionSpec {
+        model: Some(ModelRef {
+            provider: "openai".into(),
+            model: "gpt-5.1-codex".into(),
+        }),
+        system: Some("Be brief.".into()),
+        ..agent.spec()
+    };
+    let a = rt.start_session(&spec).await.expect("session");
+    let b = rt.start_session(&agent.spec()).await.expect("session");
+    assert_eq!((a.id.as_str(), b.id.as_str()), ("thr_000001", "thr_000002"));
+    let sent: Vec<Value> = agent
+        .host()
+        .transcript(0)
+        .await
+        .expect("transcript")
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::In { line, .. } => serde_json::from_str(line).ok(),
+            _ => None,
+        })
+        .collect();
+    let methods: Vec<&str> = sent
+        .iter()
+        .filter_map(|v| v.get("method").and_then(Value::as_str))
+        .collect();
+    assert_eq!(
+        methods,
+        vec!["initialize", "initialized", "thread/start", "thread/start"]
+    );
+    assert!(sent.iter().all(|v| v.get("jsonrpc").is_none()));
+    let start = &sent[2]["params"];
+    assert_eq!(start["approvalPolicy"], "untrusted");
+    assert_eq!(start["sandbox"], "workspace-write");
+    assert_eq!(start["model"], "gpt-5.1-codex");
+    assert_eq!(start["modelProvider"], "openai");
+    assert_eq!(start["developerInstructions"], "Be brief.");
+    assert!(matches!(
+        rt.attach_session("thr_000002", &agent.spec()).await,
+        Ok(s) if s.id == "thr_000002"
+    ));
+}
+
+#[tokio::test]
+async fn codex_secret_questions_are_masked_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("secret.yaml");
+    std::fs::write(
+        &scenario,
+        "- ask_question: {questions: [{question: \"Registry token?\", secret: true}]}\n\
+         - say: \"Logged in.\"\n- finish\n",
+    )
+    .expect("write");
+    let agent = Agent::spawn(Kind::Codex, &scenario);
+    let (_rt, _s, _st, events) = one_turn(&agent, |_| {
+        Act::Answer(Answer::Question {
+            answers: vec![vec!["s3cr3t".into()]],
+        })
+    })
+    .await;
+    let asks = asked(&events);
+    let InteractionKind::Question { questions } = &asks[0].kind else {
+        panic!("{asks:?}")
+    };
+    assert!(questions[0].secret && questions[0].custom);
+    assert_eq!(
+        resolved(&events),
+        vec![(
+            asks[0].id.clone(),
+            InteractionOutcome::Answered {
+                answers: vec![vec![atelier_runtimes::codex::normalize::MASK.into()]]
+            }
+        )]
+    );
+    assert!(!serde_json::to_string(&events)
+        .expect("json")
+        .contains("s3cr3t"));
+    assert_eq!(texts(&events), vec!["Logged in."]);
 }

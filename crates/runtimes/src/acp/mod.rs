@@ -1350,6 +1350,7 @@ fn form_questions(line: &str) -> Option<(Vec<(String, &'static str)>, Vec<Questi
             question: description.or(title).unwrap_or(key).to_string(),
             header: title.filter(|_| description.is_some()).map(str::to_string),
             custom: options.is_empty(),
+            secret: false,
             options,
             multiple,
         });

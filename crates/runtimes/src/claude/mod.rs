@@ -559,6 +559,7 @@ impl ClaudeNormalizer {
                         .collect(),
                     multiple: q.get("multiSelect").and_then(Value::as_bool) == Some(true),
                     custom: true,
+                    secret: false,
                 })
                 .collect();
             return Interaction {

@@ -707,6 +707,7 @@ pub(crate) fn parse_questions(v: Option<&Value>) -> Vec<Question> {
                     .collect(),
                 multiple: q.get("multiple").and_then(Value::as_bool).unwrap_or(false),
                 custom: q.get("custom").and_then(Value::as_bool).unwrap_or(true),
+                secret: false,
             })
         })
         .collect()

@@ -3,8 +3,9 @@
 //! The agent runs as a supervised service of the sandbox's `atelier-agent`. What it runs
 //! comes from the workspace's [`AgentConfig`]: `opencode serve` (the pinned
 //! `opencode-ai@1.18.33` on the sandbox's PATH, or `binary`), Claude Code, an ACP agent
-//! (`command`), or the scripted fake agent speaking any of those protocols, for tests and
-//! demos. Claude Code and ACP agents talk over stdio, so they run under
+//! (`command`), Codex (`codex app-server`), or the scripted fake agent speaking any of
+//! those protocols, for tests and demos. Claude Code, ACP agents and Codex talk over
+//! stdio, so they run under
 //! `atelier-stdio-host`, which keeps their transcript and serves it over HTTP like
 //! `opencode serve`.
 //!
@@ -111,7 +112,7 @@ async fn manager_binary(
 /// mode and system prompt as launch flags.
 ///
 /// OpenCode (and the fake agent speaking its protocol) serve HTTP on the port
-/// themselves; Claude Code and ACP agents speak over stdio and run under
+/// themselves; Claude Code, ACP agents and Codex speak over stdio and run under
 /// `atelier-stdio-host`, which serves their transcript on the port.
 ///
 /// Either server demands `server_token` (see [`server_token`]): on the local driver every
