@@ -30,15 +30,48 @@
 pub mod dns;
 pub mod forward;
 
+/// The gateway services (host-service forwards, resolver) of each running sandbox of a
+/// driver; a sandbox's close when it stops or goes.
+#[derive(Debug, Default)]
+pub struct GatewayServices {
+    open: Mutex<HashMap<SandboxId, forward::HostForwards>>,
+}
+
+impl GatewayServices {
+    /// Opens `id`'s services under `policy`, replacing (closing) any it had.
+    pub fn open(
+        &self,
+        net: &NetnsManager,
+        id: &SandboxId,
+        policy: &NetworkSpec,
+    ) -> Result<(), VmmError> {
+        let services = net.open_services(id, policy)?;
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), services);
+        Ok(())
+    }
+
+    /// Closes `id`'s services; idempotent.
+    pub fn close(&self, id: &SandboxId) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+}
+
+use std::collections::HashMap;
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use atelier_core::network::{Egress, Ipv4Net, NetworkSpec, BLOCKED_NETS};
+use atelier_core::network::{Egress, Ipv4Net, NetworkSpec, BLOCKED_NETS, HOST_SERVICES_ADDRESS};
 use atelier_core::SandboxId;
 use atelier_proto::GuestNetwork;
 
@@ -373,6 +406,21 @@ impl NetnsManager {
                 self.runner.clone(),
             )
         })
+    }
+
+    /// Opens what the guest of `id` reaches at its gateway under `policy`: a forward for
+    /// each host service and the resolver. They run until the result is dropped.
+    pub fn open_services(
+        &self,
+        id: &SandboxId,
+        policy: &NetworkSpec,
+    ) -> Result<forward::HostForwards, VmmError> {
+        let netns = self.netns_path(id);
+        let mut forwards = forward::open(&netns, HOST_SERVICES_ADDRESS, &policy.host_services)?;
+        if let Some(resolver) = self.resolver(id, policy) {
+            forwards.push(resolver.serve(&netns, HOST_SERVICES_ADDRESS)?);
+        }
+        Ok(forwards)
     }
 
     /// The veth addresses of `slot`: host side, namespace side.

@@ -37,7 +37,6 @@ use crate::driver::{
 use crate::guest;
 use crate::image::{BootArtifacts, ImageResolver};
 use crate::images::initramfs::PROBE_MARKER;
-use crate::net::forward::HostForwards;
 use crate::net::{self, NetnsConfig, NetnsManager, SandboxNet};
 use crate::process;
 use crate::storage::SystemRunner;
@@ -67,7 +66,7 @@ pub struct QemuDriver {
     /// Runs `nc` for user-mode host services (each guest connection spawns one).
     busybox: Option<PathBuf>,
     /// The host-service forwards and resolvers of running sandboxes.
-    forwards: std::sync::Mutex<std::collections::HashMap<SandboxId, HostForwards>>,
+    gateway: net::GatewayServices,
 }
 
 /// Per-sandbox namespaces for QEMU, or why not (then user-mode networking, restricted).
@@ -289,7 +288,7 @@ impl QemuDriver {
             notes,
             net,
             busybox: find_busybox(),
-            forwards: Default::default(),
+            gateway: Default::default(),
         })
     }
 
@@ -345,31 +344,15 @@ impl QemuDriver {
 
     /// Opens the sandbox's host-service forwards (replacing any it had).
     fn open_forwards(&self, spec: &SandboxSpec) -> Result<(), VmmError> {
-        let Some(m) = &self.net else {
-            return Ok(());
-        };
-        let netns = m.netns_path(&spec.id);
-        let mut forwards = net::forward::open(
-            &netns,
-            atelier_core::network::HOST_SERVICES_ADDRESS,
-            &spec.network.host_services,
-        )?;
-        if let Some(resolver) = m.resolver(&spec.id, &spec.network) {
-            forwards.push(resolver.serve(&netns, atelier_core::network::HOST_SERVICES_ADDRESS)?);
+        match &self.net {
+            Some(m) => self.gateway.open(m, &spec.id, &spec.network),
+            None => Ok(()),
         }
-        self.forwards
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(spec.id.clone(), forwards);
-        Ok(())
     }
 
     /// Closes the forwards and removes the namespace of `id`; idempotent.
     fn tear_down_network(&self, id: &SandboxId) -> Result<(), VmmError> {
-        self.forwards
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.gateway.close(id);
         match &self.net {
             Some(m) => m.teardown(id),
             None => Ok(()),
