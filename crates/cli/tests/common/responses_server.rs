@@ -5,7 +5,8 @@
 //! item `response.output_item.added`, its deltas (`response.output_text.delta` for a
 //! message, `response.function_call_arguments.delta`/`.done` for a function call) and
 //! `response.output_item.done`, then `response.completed` with the usage. The test's
-//! script picks the reply from the request (usually from how many
+//! script picks the reply from the request (a call of a freeform tool the request offers,
+//! with a string as its arguments, streams as a `custom_tool_call`) (usually from how many
 //! `function_call_output` items its `input` holds, [`tool_results`]). `GET /v1/models`
 //! lists the one model; anything else is a harmless 404. Every request is recorded with
 //! its headers.
@@ -209,7 +210,18 @@ fn sse(data: Value) -> String {
     format!("event: {kind}\ndata: {data}\n\n")
 }
 
-fn stream(reply: &Reply, n: usize, model: &str) -> String {
+/// The names of the freeform (`"type": "custom"`) tools the request offers.
+pub fn custom_tools(req: &Value) -> Vec<String> {
+    req.get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|t| t.get("type").and_then(Value::as_str) == Some("custom"))
+        .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
+fn stream(req: &Value, reply: &Reply, n: usize, model: &str) -> String {
     let rid = format!("resp_scripted_{n:04}");
     let response = |status: &str, output: Value| {
         json!({"id": rid, "object": "response", "created_at": 1, "status": status,
@@ -220,46 +232,85 @@ fn stream(reply: &Reply, n: usize, model: &str) -> String {
     let item = match reply {
         Reply::Text(parts) => {
             let id = format!("msg_scripted_{n:04}");
-            body.push_str(&sse(json!({"type": "response.output_item.added", "output_index": 0,
+            body.push_str(&sse(
+                json!({"type": "response.output_item.added", "output_index": 0,
                 "item": {"id": id, "type": "message", "status": "in_progress",
-                         "role": "assistant", "content": []}})));
-            body.push_str(&sse(json!({"type": "response.content_part.added", "item_id": id,
+                         "role": "assistant", "content": []}}),
+            ));
+            body.push_str(&sse(
+                json!({"type": "response.content_part.added", "item_id": id,
                 "output_index": 0, "content_index": 0,
-                "part": {"type": "output_text", "text": "", "annotations": []}})));
+                "part": {"type": "output_text", "text": "", "annotations": []}}),
+            ));
             for p in parts {
-                body.push_str(&sse(json!({"type": "response.output_text.delta", "item_id": id,
-                    "output_index": 0, "content_index": 0, "delta": p})));
+                body.push_str(&sse(
+                    json!({"type": "response.output_text.delta", "item_id": id,
+                    "output_index": 0, "content_index": 0, "delta": p}),
+                ));
             }
             let text = parts.concat();
-            body.push_str(&sse(json!({"type": "response.output_text.done", "item_id": id,
-                "output_index": 0, "content_index": 0, "text": text})));
+            body.push_str(&sse(
+                json!({"type": "response.output_text.done", "item_id": id,
+                "output_index": 0, "content_index": 0, "text": text}),
+            ));
             json!({"id": id, "type": "message", "status": "completed", "role": "assistant",
                    "content": [{"type": "output_text", "text": text, "annotations": []}]})
+        }
+        Reply::ToolCall {
+            name,
+            arguments: Value::String(input),
+        } if custom_tools(req).contains(name) => {
+            // A freeform tool (Codex's `apply_patch`): its input is plain text.
+            let id = format!("ctc_scripted_{n:04}");
+            let call_id = format!("call_{n:04}");
+            body.push_str(&sse(
+                json!({"type": "response.output_item.added", "output_index": 0,
+                "item": {"id": id, "type": "custom_tool_call", "status": "in_progress",
+                         "call_id": call_id, "name": name, "input": ""}}),
+            ));
+            body.push_str(&sse(
+                json!({"type": "response.custom_tool_call_input.delta",
+                "item_id": id, "output_index": 0, "delta": input}),
+            ));
+            body.push_str(&sse(json!({"type": "response.custom_tool_call_input.done",
+                "item_id": id, "output_index": 0, "input": input})));
+            json!({"id": id, "type": "custom_tool_call", "status": "completed",
+                   "call_id": call_id, "name": name, "input": input})
         }
         Reply::ToolCall { name, arguments } => {
             let id = format!("fc_scripted_{n:04}");
             let call_id = format!("call_{n:04}");
             let args = arguments.to_string();
-            body.push_str(&sse(json!({"type": "response.output_item.added", "output_index": 0,
+            body.push_str(&sse(
+                json!({"type": "response.output_item.added", "output_index": 0,
                 "item": {"id": id, "type": "function_call", "status": "in_progress",
-                         "call_id": call_id, "name": name, "arguments": ""}})));
-            body.push_str(&sse(json!({"type": "response.function_call_arguments.delta",
-                "item_id": id, "output_index": 0, "delta": args})));
-            body.push_str(&sse(json!({"type": "response.function_call_arguments.done",
-                "item_id": id, "output_index": 0, "arguments": args})));
+                         "call_id": call_id, "name": name, "arguments": ""}}),
+            ));
+            body.push_str(&sse(
+                json!({"type": "response.function_call_arguments.delta",
+                "item_id": id, "output_index": 0, "delta": args}),
+            ));
+            body.push_str(&sse(
+                json!({"type": "response.function_call_arguments.done",
+                "item_id": id, "output_index": 0, "arguments": args}),
+            ));
             json!({"id": id, "type": "function_call", "status": "completed",
                    "call_id": call_id, "name": name, "arguments": args})
         }
     };
-    body.push_str(&sse(json!({"type": "response.output_item.done", "output_index": 0,
-                              "item": item})));
+    body.push_str(&sse(
+        json!({"type": "response.output_item.done", "output_index": 0,
+                              "item": item}),
+    ));
     let mut done = response("completed", json!([item]));
     done["usage"] = json!({
         "input_tokens": INPUT_TOKENS, "input_tokens_details": {"cached_tokens": 0},
         "output_tokens": OUTPUT_TOKENS, "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS
     });
-    body.push_str(&sse(json!({"type": "response.completed", "response": done})));
+    body.push_str(&sse(
+        json!({"type": "response.completed", "response": done}),
+    ));
     body
 }
 
@@ -283,7 +334,7 @@ async fn responses(
         .to_owned();
     (
         [("content-type", "text/event-stream")],
-        stream(&reply, n, &model),
+        stream(&req, &reply, n, &model),
     )
         .into_response()
 }
