@@ -11,73 +11,17 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::git::{git, origin};
 use common::model_server::{self, ModelServer, Reply};
+use common::npm;
 use common::{eventually, Manager};
 use serde_json::json;
 
-const OPENCODE_VERSION: &str = "1.18.33";
-
-fn cache_dir() -> Option<PathBuf> {
-    if let Ok(d) = std::env::var("ATELIER_OPENCODE_CACHE") {
-        return Some(PathBuf::from(d));
-    }
-    let home = std::env::var_os("HOME")?;
-    Some(
-        PathBuf::from(home)
-            .join(".cache/atelier")
-            .join(format!("opencode-{OPENCODE_VERSION}")),
-    )
-}
-
-fn version_of(bin: &Path) -> Option<String> {
-    let out = Command::new(bin).arg("--version").output().ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
 /// The pinned `opencode` binary, installed with npm on first use.
 fn opencode_binary() -> Result<PathBuf, String> {
-    let dir = cache_dir().ok_or("no HOME to keep the npm cache in")?;
-    let bin = dir.join("node_modules/.bin/opencode");
-    if bin.exists() && version_of(&bin).as_deref() == Some(OPENCODE_VERSION) {
-        return Ok(bin);
-    }
-    let npm = Command::new("npm")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !npm {
-        return Err("npm is not installed".into());
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let out = Command::new("npm")
-        .arg("install")
-        .arg("--prefix")
-        .arg(&dir)
-        .args([
-            &format!("opencode-ai@{OPENCODE_VERSION}"),
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-        ])
-        .output()
-        .map_err(|e| format!("npm install failed to start: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "npm install opencode-ai@{OPENCODE_VERSION} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    match version_of(&bin) {
-        Some(v) if v == OPENCODE_VERSION => Ok(bin),
-        other => Err(format!("installed opencode reports version {other:?}")),
-    }
+    npm::OPENCODE.binary()
 }
 
 /// A workspace `app` whose OpenCode (`bin`) uses `provider` as `scripted`, with the key
@@ -89,7 +33,7 @@ fn opencode_workspace(
     provider: serde_json::Value,
     state: &Path,
 ) -> serde_json::Value {
-    let home = cache_dir().expect("cache dir").join("home");
+    let home = npm::OPENCODE.cache_dir().expect("cache dir").join("home");
     json!({
         "name": "app",
         "repos": [{"url": url}],

@@ -1,8 +1,11 @@
 //! Starts real `atelier serve` processes on ephemeral ports with temporary data dirs.
 #![allow(dead_code)]
 
+pub mod anthropic_server;
 pub mod git;
 pub mod model_server;
+pub mod npm;
+pub mod responses_server;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -323,4 +326,54 @@ pub async fn read_sse(
         }
     }
     events
+}
+
+/// Drives task `id` to review, answering what it asks on the way: every permission once,
+/// every question with `answer` (one label). Returns the task in review and every ask,
+/// as the attention feed showed it, in the order they came.
+pub async fn answer_until_review(
+    api: &Api,
+    id: &str,
+    answer: &str,
+    within: Duration,
+) -> Result<(serde_json::Value, Vec<serde_json::Value>), String> {
+    let deadline = Instant::now() + within;
+    let mut asks: Vec<serde_json::Value> = Vec::new();
+    loop {
+        let task = api.get(&format!("/tasks/{id}")).await.body;
+        match task["status"].as_str() {
+            Some("review") => return Ok((task, asks)),
+            Some("failed") => return Err(format!("the task failed: {task}")),
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the task did not reach review: {task}"));
+        }
+        let feed = api.get("/attention").await.body;
+        let open: Vec<serde_json::Value> = feed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["task_id"] == id)
+            .cloned()
+            .collect();
+        for ask in open {
+            if asks.iter().any(|a| a["id"] == ask["id"]) {
+                continue;
+            }
+            let body = match ask["kind"].as_str() {
+                Some("question") => serde_json::json!({"kind": "question", "answers": [[answer]]}),
+                _ => serde_json::json!({"kind": "permission", "reply": "once"}),
+            };
+            let ask_id = ask["id"].as_str().unwrap_or_default().to_owned();
+            let r = api
+                .post(&format!("/attention/{id}/{ask_id}/answer"), body)
+                .await;
+            if r.status != 204 {
+                return Err(format!("answering {ask} got {}: {}", r.status, r.body));
+            }
+            asks.push(ask);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -664,19 +664,69 @@ impl CodexNormalizer {
     }
 }
 
-/// A command as one line (Codex sends a string; older servers an argv).
+/// A command as one line (Codex sends a string; older servers an argv), without the
+/// login shell Codex wraps it in: the model's `echo hi` reaches the wire as
+/// `/bin/bash -lc "echo hi"`, and the human is asked about `echo hi`.
 fn command_text(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) => Some(s.clone()),
-        Value::Array(parts) => Some(
-            parts
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
-        _ => None,
+    let line = match v? {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => return None,
+    };
+    Some(unwrap_shell(&line).unwrap_or(line))
+}
+
+/// The script of `<shell> -lc <one word>` (or `-c`), unquoted as a POSIX shell would.
+pub fn unwrap_shell(line: &str) -> Option<String> {
+    let (shell, rest) = line.split_once(' ')?;
+    let name = shell.rsplit('/').next()?;
+    if !matches!(name, "bash" | "sh" | "zsh" | "dash") {
+        return None;
     }
+    let (flag, word) = rest.split_once(' ')?;
+    if !matches!(flag, "-lc" | "-c") {
+        return None;
+    }
+    shell_word(word)
+}
+
+/// One POSIX shell word (single quotes, double quotes, backslashes) unquoted; `None` when
+/// `word` is more than one word or not closed.
+fn shell_word(word: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = word.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => loop {
+                match chars.next()? {
+                    '\'' => break,
+                    c => out.push(c),
+                }
+            },
+            '"' => loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => match chars.next()? {
+                        c @ ('$' | '`' | '"' | '\\') => out.push(c),
+                        '\n' => {}
+                        c => {
+                            out.push('\\');
+                            out.push(c);
+                        }
+                    },
+                    c => out.push(c),
+                }
+            },
+            '\\' => out.push(chars.next()?),
+            c if c.is_whitespace() => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
 }
 
 /// The paths a `fileChange` item changes.
@@ -930,6 +980,32 @@ impl WireNormalizer for CodexNormalizer {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn commands_lose_the_login_shell_codex_wraps_them_in() {
+        // As the real Codex 0.169 sends the model's `sh -c 'echo checked-$((6*7))'`.
+        let wire = r#"/bin/bash -lc "sh -c 'echo checked-"'$((6*7))'"'""#;
+        assert_eq!(
+            command_text(Some(&json!(wire))).as_deref(),
+            Some("sh -c 'echo checked-$((6*7))'")
+        );
+        assert_eq!(
+            unwrap_shell(r#"bash -c "echo \"hi\" \$HOME""#).as_deref(),
+            Some(r#"echo "hi" $HOME"#)
+        );
+        assert_eq!(
+            command_text(Some(&json!(["/bin/zsh", "-lc", "ls"]))).as_deref(),
+            Some("ls")
+        );
+        // Not one quoted word, or not a shell: kept as it is.
+        for line in [
+            "/bin/bash -lc echo hi",
+            "python3 -c 'print(1)'",
+            "bash -lc 'open",
+        ] {
+            assert_eq!(command_text(Some(&json!(line))).as_deref(), Some(line));
+        }
+    }
 
     const THR: &str = "thr_1";
 

@@ -8,6 +8,10 @@
 //! - each provider with a `base_url` → `-c model_providers.<id>={name, base_url,
 //!   env_key, wire_api = "responses"}`; the key stays in the agent's environment, named
 //!   by `env_key` (the provider's `api_key_env`);
+//! - always `-c tools.update_plan={ enabled = true }` and `-c
+//!   features.default_mode_request_user_input=true`: without them Codex 0.169 offers the
+//!   model neither its plan tool (`update_plan`, Atelier's todos) nor, outside its Plan
+//!   collaboration mode, `request_user_input` (Atelier's questions);
 //! - `instructions` → the thread's developer instructions (`thread/start
 //!   developerInstructions`, through the session's `system`), not the first prompt.
 //!
@@ -20,6 +24,12 @@ use atelier_core::agent_config::AgentConfig;
 
 use crate::launch::{LaunchContext, LaunchPlan, Program};
 use crate::{Result, RuntimeError};
+
+/// Overrides every Codex gets: the tools Atelier's todos and questions come from.
+pub const ALWAYS: &[(&str, &str)] = &[
+    ("tools.update_plan", "{ enabled = true }"),
+    ("features.default_mode_request_user_input", "true"),
+];
 
 /// Providers Codex knows without a `model_providers` entry.
 pub const BUILT_IN_PROVIDERS: &[&str] = &["openai", "oss", "ollama", "lmstudio"];
@@ -45,7 +55,10 @@ pub fn plan(config: &AgentConfig, _ctx: &LaunchContext<'_>) -> Result<LaunchPlan
 
 /// The `config.toml` overrides for `config`, as (dotted key, TOML value).
 pub fn overrides(config: &AgentConfig) -> Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
+    let mut out: Vec<(String, String)> = ALWAYS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     for (id, p) in &config.providers {
         let field = format!("agent_config.providers.{id}");
         if !bare_key(id) {
@@ -140,9 +153,17 @@ mod tests {
         let session = crate::SessionSpec::default();
         let bare = AgentConfig::from_value(&json!({"runtime": "codex"})).unwrap();
         let p = plan(&bare, &ctx(&session)).unwrap();
+        let always = [
+            "-c",
+            "tools.update_plan={ enabled = true }",
+            "-c",
+            "features.default_mode_request_user_input=true",
+        ];
+        let mut bare_args: Vec<String> = always.iter().map(|s| s.to_string()).collect();
+        bare_args.push("app-server".into());
         assert_eq!(
             (p.program.clone(), p.args.clone()),
-            (Program::Path("codex".into()), vec!["app-server".to_owned()])
+            (Program::Path("codex".into()), bare_args)
         );
         assert_eq!(p.password_env(), crate::stdio_host::TOKEN_ENV);
 
@@ -157,8 +178,9 @@ mod tests {
         .unwrap();
         let p = plan(&cfg, &ctx(&session)).unwrap();
         assert_eq!(p.program, Program::Path("/opt/codex/bin/codex".into()));
+        assert_eq!(&p.args[..4], &always[..]);
         assert_eq!(
-            p.args,
+            p.args[4..],
             vec![
                 "-c",
                 "model_providers.local={ name = \"Local \\\"vLLM\\\"\", \
@@ -177,7 +199,7 @@ mod tests {
             AgentConfig::from_value(&json!({"runtime": "codex", "model": "openai/gpt-5.1-codex"}))
                 .unwrap();
         assert_eq!(
-            overrides(&openai).unwrap(),
+            overrides(&openai).unwrap()[ALWAYS.len()..],
             vec![
                 ("model".to_string(), "\"gpt-5.1-codex\"".to_string()),
                 ("model_provider".to_string(), "\"openai\"".to_string())
