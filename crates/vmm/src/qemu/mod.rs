@@ -602,10 +602,14 @@ impl QemuDriver {
                 .arg(format!("vhost-vsock-device,guest-cid={cid}"));
         }
         if machine.shares_memory() {
-            cmd.arg("-object").arg(format!(
-                "memory-backend-memfd,id=mem,size={}M,share=on",
-                machine.memory_mib
-            ));
+            // virtiofsd maps the guest's memory, and speaks only modern virtio (microvm's
+            // virtio-mmio devices are legacy unless told otherwise).
+            cmd.arg("-object")
+                .arg(format!(
+                    "memory-backend-memfd,id=mem,size={}M,share=on",
+                    machine.memory_mib
+                ))
+                .args(["-global", "virtio-mmio.force-legacy=false"]);
         }
         let microvm = if machine.shares_memory() {
             "microvm,memory-backend=mem"
@@ -1270,6 +1274,10 @@ mod tests {
         assert!(devices.contains(&"virtio-9p-device,fsdev=share0,mount_tag=share0"));
         assert!(devices.contains(&"virtio-9p-device,fsdev=share1,mount_tag=share1"));
         assert_eq!(values(&a, "-M"), ["microvm"], "no shared memory for 9p");
+        assert!(
+            values(&a, "-global").is_empty(),
+            "9p works on legacy virtio"
+        );
         assert!(values(&a, "-object").is_empty());
         assert!(values(&a, "-chardev").is_empty());
     }
@@ -1294,6 +1302,7 @@ mod tests {
             ["memory-backend-memfd,id=mem,size=1024M,share=on"]
         );
         assert_eq!(values(&a, "-M"), ["microvm,memory-backend=mem"]);
+        assert_eq!(values(&a, "-global"), ["virtio-mmio.force-legacy=false"]);
         assert!(values(&a, "-fsdev").is_empty());
         assert_eq!(
             virtiofsd_args(&machine.shares[0], dir),
@@ -1316,6 +1325,7 @@ mod tests {
         machine.shares.clear();
         let a = args(&d.command(&machine, Path::new("/d"), Transport::Tcp { port: 1 }));
         assert_eq!(values(&a, "-M"), ["microvm"]);
+        assert!(values(&a, "-global").is_empty());
         assert!(!a
             .iter()
             .any(|x| x.contains("share") && !x.contains("share=on")));
