@@ -190,7 +190,7 @@ pub struct CreateSandbox {
     /// driver, image and machine size), else boot cold; `true` requires one (409 if
     /// none fits); `false` always boots cold.
     pub prebuild: Option<bool>,
-    /// Host folders shared into the sandbox (at most [`SharedFolder::MAX`]). A sandbox with
+    /// Host folders shared into the sandbox (at most 8). A sandbox with
     /// any boots cold: a prebuild's snapshot cannot carry a host folder.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shared_folders: Vec<SharedFolder>,
