@@ -85,7 +85,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(
             Router::new()
                 .route(&p("/terminal"), get(crate::pty::terminal_h))
-                .with_state(crate::pty::Sessions::new(state.procs.active.clone())),
+                .with_state(crate::pty::Sessions::new(
+                    state.procs.active.clone(),
+                    state.procs.sandbox_env.clone(),
+                )),
         )
         .fallback(fallback_h)
         .method_not_allowed_fallback(method_not_allowed_h)

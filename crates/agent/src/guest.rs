@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use atelier_proto::{AgentAddr, GuestConfig, GUEST_CONFIG_DISK_BYTES};
+use atelier_proto::{AgentAddr, GuestConfig, GuestMount, GuestMountFs, GUEST_CONFIG_DISK_BYTES};
 
 /// Reads the NUL-padded JSON of the config disk (or file).
 pub fn read(path: &Path) -> Result<GuestConfig, String> {
@@ -43,8 +43,10 @@ pub fn agent_config(cfg: &GuestConfig) -> Result<crate::Config, String> {
     })
 }
 
-/// Sets the machine up; run once, by PID 1, before anything else starts.
-pub fn set_up_machine(cfg: &GuestConfig) {
+/// Sets the machine up; run once, by PID 1, before anything else starts. Fails only
+/// when a shared folder cannot be mounted: a sandbox without the folder it was given
+/// must not look healthy.
+pub fn set_up_machine(cfg: &GuestConfig) -> Result<(), String> {
     use nix::mount::{mount, MsFlags};
     let tmpfs = |target: &str, mode: &str| {
         let _ = std::fs::create_dir_all(target);
@@ -101,6 +103,50 @@ pub fn set_up_machine(cfg: &GuestConfig) {
         // SAFETY: PID 1 runs this before any other thread exists.
         std::env::set_var(k, v);
     }
+    cfg.mounts.iter().try_for_each(mount_shared)
+}
+
+/// What `mount(2)` is given for a shared folder: source (its tag), file system type,
+/// flags and options.
+pub fn mount_args(m: &GuestMount) -> (&str, &'static str, nix::mount::MsFlags, Option<String>) {
+    use nix::mount::MsFlags;
+    let mut flags = MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
+    if m.read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    match m.fs {
+        GuestMountFs::Virtiofs => (m.tag.as_str(), "virtiofs", flags, None),
+        GuestMountFs::NineP => (
+            m.tag.as_str(),
+            "9p",
+            flags,
+            Some(format!(
+                "trans=virtio,version=9p2000.L,msize={NINE_P_MSIZE}"
+            )),
+        ),
+    }
+}
+
+/// 9p's largest message: 512 KiB, what virtio's ring carries in one go.
+const NINE_P_MSIZE: u32 = 512 * 1024;
+
+/// Mounts one shared folder at its path (made first if missing).
+fn mount_shared(m: &GuestMount) -> Result<(), String> {
+    let (source, fstype, flags, data) = mount_args(m);
+    std::fs::create_dir_all(&m.path).map_err(|e| format!("creating {}: {e}", m.path))?;
+    nix::mount::mount(
+        Some(source),
+        m.path.as_str(),
+        Some(fstype),
+        flags,
+        data.as_deref(),
+    )
+    .map_err(|e| {
+        format!(
+            "mounting the shared folder {source} ({fstype}) at {}: {e}",
+            m.path
+        )
+    })
 }
 
 /// Puts `/etc/<name>` on tmpfs: a file under `/run/atelier/etc` (starting with the root
@@ -309,6 +355,30 @@ mod tests {
     }
 
     #[test]
+    fn shared_folders_mount_by_tag_with_their_file_system() {
+        use nix::mount::MsFlags;
+        let mut m = GuestMount {
+            fs: GuestMountFs::NineP,
+            tag: "share0".into(),
+            path: "/workspace".into(),
+            read_only: false,
+        };
+        let (source, fstype, flags, data) = mount_args(&m);
+        assert_eq!((source, fstype), ("share0", "9p"));
+        assert_eq!(
+            data.as_deref(),
+            Some("trans=virtio,version=9p2000.L,msize=524288")
+        );
+        assert!(!flags.contains(MsFlags::MS_RDONLY));
+        assert!(flags.contains(MsFlags::MS_NODEV | MsFlags::MS_NOSUID));
+        m.fs = GuestMountFs::Virtiofs;
+        m.read_only = true;
+        let (source, fstype, flags, data) = mount_args(&m);
+        assert_eq!((source, fstype, data), ("share0", "virtiofs", None));
+        assert!(flags.contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
     fn reads_nul_padded_json_and_derives_the_agent_config() {
         let cfg = GuestConfig {
             hostname: "box".into(),
@@ -317,6 +387,7 @@ mod tests {
             clock_epoch_ms: 1,
             network: None,
             env: Default::default(),
+            mounts: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("config.img");

@@ -136,7 +136,7 @@ fn resolve_config(cli: Cli) -> Result<Config, String> {
     if let Some(path) = &cli.guest_config {
         let guest_cfg = guest::read(path)?;
         if std::process::id() == 1 {
-            guest::set_up_machine(&guest_cfg);
+            guest::set_up_machine(&guest_cfg)?;
         }
         return guest::agent_config(&guest_cfg);
     }

@@ -22,9 +22,13 @@ pub struct ProcessContext {
     pub passwd: PathBuf,
     /// Process groups of running execs, killed when the agent shuts down.
     pub active: ActiveGroups,
-    /// The sandbox's own environment (`PUT /v1/env`), under each request's `env`.
-    pub sandbox_env: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
+    /// The sandbox's own environment (`PUT /v1/env`), under each request's `env`; the
+    /// terminal's shells start from it too.
+    pub sandbox_env: SandboxEnv,
 }
+
+/// The sandbox's own environment, shared by commands and terminals.
+pub type SandboxEnv = Arc<std::sync::RwLock<BTreeMap<String, String>>>;
 
 impl ProcessContext {
     pub fn new(roots: Arc<Roots>) -> Self {

@@ -7,7 +7,7 @@
 //! reattaches with the session id. One client is attached at a time; a new attachment
 //! takes the session over and the previous socket is closed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Q;
 use crate::error::{ApiError, ApiResult};
-use crate::process::{kill_group, ActiveGroups, GroupRegistration};
+use crate::process::{kill_group, ActiveGroups, GroupRegistration, SandboxEnv};
 use crate::users;
 
 /// How long a shell nobody is attached to keeps running.
@@ -49,6 +49,8 @@ const HANGUP_GRACE: Duration = Duration::from_secs(2);
 pub struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
     active: ActiveGroups,
+    /// The sandbox's environment (its workspace's secrets…), which every new shell gets.
+    sandbox_env: SandboxEnv,
     detached_ttl: Duration,
     me: Weak<Sessions>,
 }
@@ -115,15 +117,20 @@ fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 impl Sessions {
-    pub fn new(active: ActiveGroups) -> Arc<Self> {
-        Self::with_ttl(active, DETACHED_TTL)
+    pub fn new(active: ActiveGroups, sandbox_env: SandboxEnv) -> Arc<Self> {
+        Self::with_ttl(active, sandbox_env, DETACHED_TTL)
     }
 
     /// Like [`new`](Self::new) with another lifetime for detached sessions.
-    pub fn with_ttl(active: ActiveGroups, detached_ttl: Duration) -> Arc<Self> {
+    pub fn with_ttl(
+        active: ActiveGroups,
+        sandbox_env: SandboxEnv,
+        detached_ttl: Duration,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             map: Mutex::new(HashMap::new()),
             active,
+            sandbox_env,
             detached_ttl,
             me: me.clone(),
         })
@@ -246,7 +253,12 @@ impl Sessions {
             .map_err(|e| ApiError::internal(format!("sizing the pty: {e}")))?;
         let shell = login_shell();
         let home = home_dir();
-        let child = shell_command(&shell, &home)
+        let env = self
+            .sandbox_env
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let child = shell_command(&shell, &home, &env)
             .spawn(pts)
             .map_err(|e| ApiError::internal(format!("starting {}: {e}", shell.display())))?;
         let pid = child
@@ -410,8 +422,13 @@ fn passwd_entry() -> Option<users::PasswdEntry> {
     users::lookup(&uid.to_string()).ok().flatten()
 }
 
-/// The shell, as a login shell, in a login-like environment.
-fn shell_command(shell: &Path, home: &Path) -> pty_process::Command {
+/// The shell, as a login shell, in a login-like environment with the sandbox's own
+/// (`env`) on top.
+fn shell_command(
+    shell: &Path,
+    home: &Path,
+    env: &BTreeMap<String, String>,
+) -> pty_process::Command {
     let name = shell
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -440,6 +457,7 @@ fn shell_command(shell: &Path, home: &Path) -> pty_process::Command {
             "LANG",
             std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
         )
+        .envs(env)
         .current_dir(home)
 }
 
@@ -614,7 +632,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_detached_session_expires_and_its_shell_is_hung_up() {
-        let sessions = Sessions::with_ttl(ActiveGroups::default(), Duration::from_millis(300));
+        let sessions = Sessions::with_ttl(
+            ActiveGroups::default(),
+            Default::default(),
+            Duration::from_millis(300),
+        );
         let attachment = sessions.open(80, 24, None).await.unwrap();
         let id = attachment.session_id().to_owned();
         let pid = attachment.session.pid;
@@ -642,6 +664,33 @@ mod tests {
         let next = sessions.open(80, 24, Some(&id)).await.unwrap();
         assert!(!next.resumed());
         assert_ne!(next.session_id(), id);
+    }
+
+    #[tokio::test]
+    async fn a_new_shell_gets_the_sandbox_environment() {
+        let env: SandboxEnv = Default::default();
+        let sessions = Sessions::with_ttl(ActiveGroups::default(), env.clone(), DETACHED_TTL);
+        env.write()
+            .unwrap()
+            .insert("ATELIER_TEST_SECRET".into(), "s3cr3t-value".into());
+        let mut attachment = sessions.open(80, 24, None).await.unwrap();
+        attachment
+            .session
+            .input
+            .lock()
+            .await
+            .write_all(b"echo \"[$ATELIER_TEST_SECRET]\"; exit 0\n")
+            .await
+            .unwrap();
+        let mut output = String::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !output.contains("[s3cr3t-value]") {
+            match tokio::time::timeout_at(deadline, attachment.events.recv()).await {
+                Ok(Some(Event::Output(b))) => output.push_str(&String::from_utf8_lossy(&b)),
+                Ok(Some(Event::Exit(_))) | Ok(None) | Err(_) => break,
+            }
+        }
+        assert!(output.contains("[s3cr3t-value]"), "{output}");
     }
 
     #[test]

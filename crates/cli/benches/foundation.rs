@@ -37,6 +37,7 @@ async fn seed(data: &std::path::Path, n: usize) {
             image: "dev".into(),
             agent_token: atelier_core::id::random_token(),
             prebuild_id: None,
+            shared_folders: vec![],
         };
         store.insert_sandbox(&new, None).await.unwrap();
     }

@@ -62,6 +62,8 @@ enum Command {
     /// Manage sandboxes and run commands in them.
     #[command(subcommand, alias = "sb")]
     Sandbox(commands::sandbox::SandboxCommand),
+    /// A shell in a fresh sandbox with a host folder at /workspace (destroyed on exit).
+    Dev(commands::dev::DevArgs),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +106,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
         Command::System => commands::system::run(&client, &out).await,
         Command::Workspace(cmd) => commands::workspace::run(cmd, &client, &out).await,
         Command::Sandbox(cmd) => commands::sandbox::run(cmd, &client, &out).await,
+        Command::Dev(args) => commands::dev::run(args, &client, &out).await,
         Command::Image(cmd) => commands::image::run(cmd, &client, &out).await,
         Command::Prebuild(cmd) => commands::prebuild::run(cmd, &client, &out).await,
         Command::Task(cmd) => commands::task::run(cmd, &client, &out).await,

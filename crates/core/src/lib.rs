@@ -19,7 +19,9 @@ pub use event::{Event, EventKind};
 pub use id::{SandboxId, WorkspaceId};
 pub use network::{Egress, HostService, NetworkSpec};
 pub use prebuild::{Prebuild, PrebuildState};
-pub use sandbox::{Operation, Outcome, Resources, Sandbox, SandboxState, TransitionError};
+pub use sandbox::{
+    Operation, Outcome, Resources, Sandbox, SandboxState, SharedFolder, TransitionError,
+};
 pub use task::{Effort, Task, TaskSpec, TaskStatus};
 pub use validate::{FieldError, ValidationErrors};
 pub use workspace::{Workspace, WorkspacePatch, WorkspaceSpec};

@@ -190,6 +190,105 @@ pub struct CreateSandbox {
     /// driver, image and machine size), else boot cold; `true` requires one (409 if
     /// none fits); `false` always boots cold.
     pub prebuild: Option<bool>,
+    /// Host folders shared into the sandbox (at most 8). A sandbox with
+    /// any boots cold: a prebuild's snapshot cannot carry a host folder.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_folders: Vec<SharedFolder>,
+}
+
+/// A directory of the manager's host shared into a sandbox, live: what either side
+/// writes the other sees at once. Only that directory is exposed, nothing above it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SharedFolder {
+    /// An existing directory on the manager's host, as an absolute path.
+    #[schema(example = "/srv/app")]
+    pub host_path: String,
+    /// Where the sandbox sees it: an absolute path, not `/` nor under a system
+    /// directory (`/proc`, `/sys`, `/dev`, `/run`, `/tmp`, `/etc`, `/usr`, `/bin`…).
+    #[schema(example = "/workspace")]
+    pub guest_path: String,
+    /// Mounted read-only in the sandbox.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl SharedFolder {
+    /// Most folders one sandbox may have.
+    pub const MAX: usize = 8;
+
+    /// Guest paths a folder may not cover: the system's own trees.
+    const RESERVED: [&'static str; 13] = [
+        "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run", "/sbin", "/sys",
+        "/tmp", "/usr", "/var",
+    ];
+
+    /// Checks the shape of every folder (`field` names the list, e.g. `shared_folders`):
+    /// absolute, normal paths without commas (they separate hypervisor options), distinct
+    /// guest paths. Whether the host directory exists is the caller's to check, on the
+    /// host that will share it.
+    pub fn validate_all(field: &str, folders: &[SharedFolder], errors: &mut ValidationErrors) {
+        if folders.len() > Self::MAX {
+            errors.push(FieldError::new(
+                field,
+                format!("at most {} folders, got {}", Self::MAX, folders.len()),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, f) in folders.iter().enumerate() {
+            let at = |name: &str| format!("{field}[{i}].{name}");
+            if let Err(why) = normal_absolute(&f.host_path) {
+                errors.push(FieldError::new(at("host_path"), why));
+            }
+            match normal_absolute(&f.guest_path) {
+                Err(why) => errors.push(FieldError::new(at("guest_path"), why)),
+                Ok(()) if f.guest_path == "/" => {
+                    errors.push(FieldError::new(at("guest_path"), "must not be /"))
+                }
+                Ok(()) => {
+                    let reserved = Self::RESERVED.iter().find(|r| {
+                        f.guest_path == **r || f.guest_path.starts_with(&format!("{r}/"))
+                    });
+                    if let Some(r) = reserved {
+                        errors.push(FieldError::new(
+                            at("guest_path"),
+                            format!("must not be under the system directory {r}"),
+                        ));
+                    } else if !seen.insert(f.guest_path.trim_end_matches('/').to_owned()) {
+                        errors.push(FieldError::new(
+                            at("guest_path"),
+                            format!("{} is shared twice", f.guest_path),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Ok` for an absolute path made of plain components (no `.`, `..`, empty parts or
+/// commas), at most 1024 bytes.
+fn normal_absolute(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("must be an absolute path, got {path:?}"));
+    }
+    if path.len() > 1024 {
+        return Err("must be at most 1024 bytes".into());
+    }
+    if path.contains(',') || path.contains('\0') {
+        return Err("must not contain a comma or a NUL byte".into());
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed
+        .split('/')
+        .skip(1)
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(format!(
+            "must be a normal path (no empty, `.` or `..` parts), got {path:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// CPU, memory and disk given to a sandbox.
@@ -354,6 +453,53 @@ mod tests {
             assert_eq!(errors.is_empty(), ok, "{name:?}");
         }
     }
+
+    fn folder(host: &str, guest: &str) -> SharedFolder {
+        SharedFolder {
+            host_path: host.into(),
+            guest_path: guest.into(),
+            read_only: false,
+        }
+    }
+
+    fn folder_errors(folders: &[SharedFolder]) -> Vec<String> {
+        let mut errors = ValidationErrors::default();
+        SharedFolder::validate_all("shared_folders", folders, &mut errors);
+        errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn shared_folders_need_normal_absolute_paths_outside_the_system() {
+        assert!(folder_errors(&[folder("/srv/app", "/workspace")]).is_empty());
+        assert!(folder_errors(&[folder("/srv/app/", "/home/dev/src/")]).is_empty());
+        let errors = folder_errors(&[
+            folder("srv/app", "/workspace"),
+            folder("/srv/a,b", "workspace"),
+            folder("/srv/../etc", "/"),
+            folder("/srv/app", "/etc/app"),
+            folder("/srv/app", "/proc"),
+            folder("/srv/app", "/data"),
+            folder("/srv/other", "/data/"),
+        ]);
+        assert_eq!(
+            errors,
+            [
+                "shared_folders[0].host_path: must be an absolute path, got \"srv/app\"",
+                "shared_folders[1].host_path: must not contain a comma or a NUL byte",
+                "shared_folders[1].guest_path: must be an absolute path, got \"workspace\"",
+                "shared_folders[2].host_path: must be a normal path (no empty, `.` or `..` parts), got \"/srv/../etc\"",
+                "shared_folders[2].guest_path: must not be /",
+                "shared_folders[3].guest_path: must not be under the system directory /etc",
+                "shared_folders[4].guest_path: must not be under the system directory /proc",
+                "shared_folders[6].guest_path: /data/ is shared twice",
+            ]
+        );
+        let many = vec![folder("/srv/app", "/w"); SharedFolder::MAX + 1];
+        assert!(folder_errors(&many)[0].starts_with("shared_folders: at most 8 folders"));
+    }
 }
 
 /// A sandbox as the API shows it.
@@ -372,6 +518,9 @@ pub struct Sandbox {
     /// The prebuild it was cloned from; `None` for a sandbox that booted cold.
     #[serde(default)]
     pub prebuild_id: Option<String>,
+    /// Host folders shared into it.
+    #[serde(default)]
+    pub shared_folders: Vec<SharedFolder>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }

@@ -576,6 +576,32 @@ pub struct GuestConfig {
     /// Extra environment for the agent and everything it runs.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Host folders to mount, before anything else runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<GuestMount>,
+}
+
+/// A host folder the guest mounts at boot, found by its device's mount tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestMount {
+    pub fs: GuestMountFs,
+    /// The mount tag the device announces (`share0`, `share1`…).
+    pub tag: String,
+    /// Where it is mounted, absolute.
+    pub path: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// How a shared folder reaches the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GuestMountFs {
+    /// virtio-fs, served on the host by `virtiofsd`.
+    #[serde(rename = "virtiofs")]
+    Virtiofs,
+    /// 9p over virtio (`virtio-9p-device`), served by the hypervisor itself.
+    #[serde(rename = "9p")]
+    NineP,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Sandboxes: records, state transitions (compare-and-set, with their event), and the
 //! host resources each one owns.
 
-use atelier_core::sandbox::{Resources, Sandbox};
+use atelier_core::sandbox::{Resources, Sandbox, SharedFolder};
 use atelier_core::{Event, EventKind, SandboxId, SandboxState, WorkspaceId};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
@@ -22,6 +22,8 @@ pub struct NewSandbox {
     pub agent_token: String,
     /// The prebuild to clone (its driver must be `driver`); `None` boots cold.
     pub prebuild_id: Option<String>,
+    /// Host folders shared into it (checked by the caller).
+    pub shared_folders: Vec<SharedFolder>,
 }
 
 /// A sandbox with what only the manager sees: its driver handle and agent token.
@@ -54,7 +56,7 @@ pub struct HostResource {
 
 const COLUMNS: &str =
     "id, name, workspace_id, state, error, driver, vcpus, memory_mib, disk_mib, image, runtime, \
-                       agent_token, prebuild_id, created_at, updated_at";
+                       agent_token, prebuild_id, shared_folders, created_at, updated_at";
 
 impl Store {
     /// Records a new sandbox in `creating`, with its creation event. An idempotency key
@@ -76,9 +78,12 @@ impl Store {
         }
         let id = SandboxId::generate();
         let at = now();
+        let shared_folders = serde_json::to_string(&new.shared_folders)
+            .map_err(|e| StoreError::Corrupt(format!("shared folders: {e}")))?;
         sqlx::query(
             "INSERT INTO sandboxes (id, name, workspace_id, state, error, driver, vcpus, memory_mib, disk_mib, image, \
-             runtime, agent_token, prebuild_id, created_at, updated_at) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
+             runtime, agent_token, prebuild_id, shared_folders, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)",
         )
         .bind(id.as_str())
         .bind(&new.name)
@@ -91,6 +96,7 @@ impl Store {
         .bind(&new.image)
         .bind(self.sealer.seal(new.agent_token.as_bytes()))
         .bind(new.prebuild_id.as_deref())
+        .bind(shared_folders)
         .bind(at)
         .bind(at)
         .execute(&mut *tx)
@@ -304,6 +310,9 @@ fn sandbox_from_row(row: &SqliteRow) -> Result<Sandbox> {
         .get::<&str, _>("state")
         .parse()
         .map_err(|e: String| StoreError::Corrupt(format!("sandbox {id}: {e}")))?;
+    let shared_folders: Vec<SharedFolder> =
+        serde_json::from_str(row.get::<&str, _>("shared_folders"))
+            .map_err(|e| StoreError::Corrupt(format!("sandbox {id}: shared folders: {e}")))?;
     Ok(Sandbox {
         id: SandboxId::from_trusted(id.clone()),
         name: row.get("name"),
@@ -320,6 +329,7 @@ fn sandbox_from_row(row: &SqliteRow) -> Result<Sandbox> {
         },
         image: row.get("image"),
         prebuild_id: row.get("prebuild_id"),
+        shared_folders,
         created_at: row.get::<DateTime<Utc>, _>("created_at"),
         updated_at: row.get::<DateTime<Utc>, _>("updated_at"),
     })
@@ -339,6 +349,7 @@ mod tests {
             image: "dev".into(),
             agent_token: "tok-secret".into(),
             prebuild_id: None,
+            shared_folders: vec![],
         }
     }
 
@@ -478,6 +489,34 @@ mod tests {
         );
         s.forget_resource(&res).await.unwrap();
         assert!(s.host_resources(None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn shared_folders_are_kept_with_the_sandbox() {
+        let (s, _d) = store().await;
+        let folders = vec![SharedFolder {
+            host_path: "/srv/app".into(),
+            guest_path: "/workspace".into(),
+            read_only: true,
+        }];
+        let (r, _) = s
+            .insert_sandbox(
+                &NewSandbox {
+                    shared_folders: folders.clone(),
+                    ..new("a")
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.sandbox.shared_folders, folders);
+        let (plain, _) = s.insert_sandbox(&new("b"), None).await.unwrap();
+        assert!(plain.sandbox.shared_folders.is_empty());
+        let listed = s
+            .list_sandbox_views(&SandboxFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(listed[0].shared_folders, folders);
     }
 
     #[tokio::test]

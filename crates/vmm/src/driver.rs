@@ -64,6 +64,9 @@ pub struct SandboxSpec {
     pub restore_token: Option<String>,
     /// What the sandbox may reach (its workspace's policy; the default for others).
     pub network: atelier_core::NetworkSpec,
+    /// Host folders shared into it (host paths absolute and resolved), mounted before
+    /// anything runs. Only drivers whose [`Driver::shares_folders`] is `Ok` get any.
+    pub shared_folders: Vec<atelier_core::SharedFolder>,
 }
 
 /// A running sandbox captured by [`Driver::snapshot`]: memory and device state plus its
@@ -219,6 +222,14 @@ pub trait Driver: Send + Sync + 'static {
 
     fn kind(&self) -> DriverKind {
         self.info().kind
+    }
+
+    /// `Ok` when this driver can share host folders into its sandboxes, else why not.
+    fn shares_folders(&self) -> Result<(), String> {
+        Err(format!(
+            "the {} driver cannot share host folders",
+            self.kind()
+        ))
     }
 
     /// Host resources (kind, identifier) the sandbox will own. The server records them

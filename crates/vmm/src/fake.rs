@@ -195,6 +195,16 @@ impl Driver for FakeDriver {
         vec![("fake-disk".into(), id.to_string())]
     }
 
+    /// As the real driver of its kind: all but Firecracker share host folders.
+    fn shares_folders(&self) -> Result<(), String> {
+        match self.kind {
+            DriverKind::Firecracker => {
+                Err("the firecracker driver cannot share host folders".into())
+            }
+            DriverKind::Local | DriverKind::Qemu => Ok(()),
+        }
+    }
+
     async fn launch(&self, spec: &SandboxSpec) -> Result<Runtime, VmmError> {
         self.call(FakeOp::Launch, &spec.id)?;
         let mut s = self.state();

@@ -32,6 +32,7 @@ pub fn guest_config(
         clock_epoch_ms: crate::now_ms(),
         network,
         env: spec.env.clone(),
+        mounts: vec![],
     }
 }
 
@@ -160,6 +161,7 @@ mod tests {
             clock_epoch_ms: 1_700_000_000_000,
             network: None,
             env,
+            mounts: vec![],
         }
     }
 

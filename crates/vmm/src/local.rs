@@ -84,12 +84,41 @@ impl LocalDriver {
             .map_err(VmmError::io(format!("writing {}", token_path.display())))?;
         f.write_all(spec.agent_token.as_bytes())
             .map_err(VmmError::io("writing the agent token"))?;
+        for folder in &spec.shared_folders {
+            link_shared_folder(&dir.join("root"), folder)?;
+        }
         Ok(dir)
     }
 
     async fn kill_everything_of(&self, id: &SandboxId, runtime: Option<&Runtime>) {
         process::stop_sandbox_processes(runtime, &[&self.dir(id)], Duration::from_secs(5)).await;
     }
+}
+
+/// Shares a host folder into a sandbox's root: there is no machine to mount it in, so
+/// `<root>/<guest path>` becomes a symbolic link to it (replacing a link left there).
+fn link_shared_folder(root: &Path, folder: &atelier_core::SharedFolder) -> Result<(), VmmError> {
+    let link = root.join(folder.guest_path.trim_start_matches('/'));
+    if let Some(parent) = link.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(VmmError::io(format!("creating {}", parent.display())))?;
+    }
+    match std::fs::symlink_metadata(&link) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(&link)
+            .map_err(VmmError::io(format!("replacing {}", link.display())))?,
+        Ok(_) => {
+            return Err(VmmError::Io {
+                context: format!("sharing {}", folder.host_path),
+                source: std::io::Error::other(format!(
+                    "{} already exists in the sandbox",
+                    folder.guest_path
+                )),
+            })
+        }
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(&folder.host_path, &link)
+        .map_err(VmmError::io(format!("linking {}", link.display())))
 }
 
 fn log_tail(path: &Path) -> String {
@@ -100,6 +129,11 @@ fn log_tail(path: &Path) -> String {
 impl Driver for LocalDriver {
     fn sandboxes_dir(&self) -> &Path {
         &self.sandboxes_dir
+    }
+
+    /// As links in the sandbox's root (the shell starts there): no isolation to cross.
+    fn shares_folders(&self) -> Result<(), String> {
+        Ok(())
     }
 
     fn info(&self) -> DriverInfo {

@@ -3021,6 +3021,11 @@ export interface components {
              *     none fits); `false` always boots cold.
              */
             prebuild?: boolean | null;
+            /**
+             * @description Host folders shared into the sandbox (at most 8). A sandbox with
+             *     any boots cold: a prebuild's snapshot cannot carry a host folder.
+             */
+            shared_folders?: components["schemas"]["SharedFolder"][];
             /** Format: int32 */
             vcpus?: number | null;
             /** @description Workspace id or name; its resources and image are the defaults. */
@@ -3503,6 +3508,8 @@ export interface components {
             /** @description The prebuild it was cloned from; `None` for a sandbox that booted cold. */
             prebuild_id?: string | null;
             resources: components["schemas"]["Resources"];
+            /** @description Host folders shared into it. */
+            shared_folders?: components["schemas"]["SharedFolder"][];
             state: components["schemas"]["SandboxState"];
             /** Format: date-time */
             updated_at: string;
@@ -3600,6 +3607,25 @@ export interface components {
             /** @description The prompt sent to the agent, with `{{…}}` variables. */
             prompt: string;
             title: string;
+        };
+        /**
+         * @description A directory of the manager's host shared into a sandbox, live: what either side
+         *     writes the other sees at once. Only that directory is exposed, nothing above it.
+         */
+        SharedFolder: {
+            /**
+             * @description Where the sandbox sees it: an absolute path, not `/` nor under a system
+             *     directory (`/proc`, `/sys`, `/dev`, `/run`, `/tmp`, `/etc`, `/usr`, `/bin`…).
+             * @example /workspace
+             */
+            guest_path: string;
+            /**
+             * @description An existing directory on the manager's host, as an absolute path.
+             * @example /srv/app
+             */
+            host_path: string;
+            /** @description Mounted read-only in the sandbox. */
+            read_only?: boolean;
         };
         StartPrebuild: {
             /**

@@ -1,3 +1,4 @@
+pub mod dev;
 pub mod image;
 pub mod prebuild;
 pub mod sandbox;

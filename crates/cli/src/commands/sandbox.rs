@@ -227,7 +227,9 @@ pub async fn run(
             return finish(r?, out);
         }
         SandboxCommand::Exec(args) => return exec(args, client, out).await,
-        SandboxCommand::Shell(args) => return shell::run(args, client).await,
+        SandboxCommand::Shell(args) => {
+            return shell::attach(&args.id, args.session.as_deref(), client).await
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -355,9 +357,9 @@ fn exit_code(status: &ExitStatus) -> ExitCode {
     ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
 }
 
-/// `atelier sandbox shell`: the local terminal, in raw mode, wired to a shell in the
-/// sandbox over the manager's terminal WebSocket.
-mod shell {
+/// `atelier sandbox shell` (and `atelier dev`): the local terminal, in raw mode, wired to
+/// a shell in the sandbox over the manager's terminal WebSocket.
+pub(crate) mod shell {
     use std::io::{IsTerminal, Read, Write};
     use std::process::ExitCode;
 
@@ -367,7 +369,6 @@ mod shell {
     use tokio_tungstenite::tungstenite::client::ClientRequestBuilder;
     use tokio_tungstenite::tungstenite::{self, Message};
 
-    use super::ShellArgs;
     use crate::client::{Client, ClientError};
     use crate::commands::workspace::encode;
 
@@ -454,20 +455,23 @@ mod shell {
         rx
     }
 
-    pub async fn run(args: ShellArgs, client: &Client) -> Result<ExitCode, ClientError> {
+    /// Opens (or, with `session`, reattaches to) a shell in sandbox `id` and relays the
+    /// local terminal to it; returns the shell's exit code.
+    pub async fn attach(
+        id: &str,
+        session: Option<&str>,
+        client: &Client,
+    ) -> Result<ExitCode, ClientError> {
         if !std::io::stdin().is_terminal() {
             eprintln!(
-                "atelier: stdin is not a terminal; `sandbox shell` is interactive \
+                "atelier: stdin is not a terminal; the shell is interactive \
                  (use `atelier sandbox exec` from scripts)"
             );
             return Ok(ExitCode::from(2));
         }
         let (cols, rows) = size();
-        let mut path = format!(
-            "/sandboxes/{}/terminal?cols={cols}&rows={rows}",
-            encode(&args.id)
-        );
-        if let Some(s) = &args.session {
+        let mut path = format!("/sandboxes/{}/terminal?cols={cols}&rows={rows}", encode(id));
+        if let Some(s) = session {
             path.push_str(&format!("&session={}", encode(s)));
         }
         // The client's own request carries the URL and the token.
@@ -548,8 +552,7 @@ mod shell {
                 eprintln!("\r\natelier: the connection to the shell was lost");
                 if let Some(sid) = session {
                     eprintln!(
-                        "atelier: it keeps running for 5 minutes: atelier sandbox shell {} --session {sid}",
-                        args.id
+                        "atelier: it keeps running for 5 minutes: atelier sandbox shell {id} --session {sid}"
                     );
                 }
                 Ok(ExitCode::FAILURE)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use atelier_agent_client::AgentClient;
 use atelier_core::sandbox::Outcome;
-use atelier_core::sandbox::{validate_name, CreateSandbox};
+use atelier_core::sandbox::{validate_name, CreateSandbox, SharedFolder};
 use atelier_core::workspace::validate_image;
 use atelier_core::{
     FieldError, Operation, Resources, Sandbox, SandboxId, SandboxState, ValidationErrors,
@@ -181,6 +181,7 @@ impl Lifecycle {
             agent_token: rec.agent_token.clone(),
             env: BTreeMap::new(),
             restore_token: None,
+            shared_folders: s.shared_folders.clone(),
         }
     }
 
@@ -260,11 +261,18 @@ impl Lifecycle {
                 "needs a workspace: prebuilds belong to workspaces",
             ));
         }
+        let shared_folders = self.check_shared_folders(&req.shared_folders, &mut errors);
+        if req.prebuild == Some(true) && !req.shared_folders.is_empty() {
+            errors.push(FieldError::new(
+                "prebuild",
+                "a sandbox with shared folders boots cold: a prebuild cannot carry them",
+            ));
+        }
         errors.finish()?;
 
         let driver = self.inner.default.kind().to_string();
         let prebuild = match (&workspace, req.prebuild) {
-            (Some(w), None | Some(true)) => {
+            (Some(w), None | Some(true)) if shared_folders.is_empty() => {
                 store
                     .fitting_prebuild(&w.id, &driver, &image, &resources)
                     .await?
@@ -282,8 +290,44 @@ impl Lifecycle {
             image,
             agent_token: atelier_core::id::random_token(),
             prebuild_id: prebuild.map(|p| p.prebuild.id),
+            shared_folders,
         };
         self.create(new, idempotency).await
+    }
+
+    /// The shared folders of a request, each host directory resolved (symbolic links
+    /// followed) on this host; what is wrong goes into `errors` under `shared_folders`.
+    fn check_shared_folders(
+        &self,
+        folders: &[SharedFolder],
+        errors: &mut ValidationErrors,
+    ) -> Vec<SharedFolder> {
+        if folders.is_empty() {
+            return vec![];
+        }
+        let before = errors.iter().count();
+        SharedFolder::validate_all("shared_folders", folders, errors);
+        if let Err(why) = self.inner.default.shares_folders() {
+            errors.push(FieldError::new("shared_folders", why));
+        }
+        if errors.iter().count() > before {
+            return vec![];
+        }
+        let mut resolved = Vec::with_capacity(folders.len());
+        for (i, f) in folders.iter().enumerate() {
+            match resolve_host_dir(&f.host_path) {
+                Ok(host_path) => resolved.push(SharedFolder {
+                    host_path,
+                    guest_path: f.guest_path.trim_end_matches('/').to_owned(),
+                    read_only: f.read_only,
+                }),
+                Err(why) => errors.push(FieldError::new(
+                    format!("shared_folders[{i}].host_path"),
+                    why,
+                )),
+            }
+        }
+        resolved
     }
 
     /// Records a new sandbox and brings it up in the background. A retried request with
@@ -471,6 +515,12 @@ impl Lifecycle {
                 state: rec.sandbox.state,
                 needs: "only a running sandbox can be captured",
             });
+        }
+        if !rec.sandbox.shared_folders.is_empty() {
+            return Err(VmmError::Snapshot(format!(
+                "sandbox {id} shares host folders, which a snapshot cannot carry"
+            ))
+            .into());
         }
         let runtime = rec.runtime_or_error()?;
         let next = rec.sandbox.state.begin(Operation::Stop)?;
@@ -851,6 +901,26 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// A host directory to share, resolved (symbolic links followed), or why it cannot be.
+fn resolve_host_dir(path: &str) -> Result<String, String> {
+    let resolved = std::fs::canonicalize(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{path} does not exist on the manager's host"),
+        _ => format!("cannot resolve {path}: {e}"),
+    })?;
+    if !resolved.is_dir() {
+        return Err(format!("{path} is not a directory"));
+    }
+    if resolved == std::path::Path::new("/") {
+        return Err("the host's root directory cannot be shared".into());
+    }
+    match resolved.to_str() {
+        Some(s) if !s.contains(',') => Ok(s.to_owned()),
+        _ => Err(format!(
+            "{path} resolves to a path that is not UTF-8 or holds a comma"
+        )),
+    }
 }
 
 /// Turns a workspace name into a DNS label.

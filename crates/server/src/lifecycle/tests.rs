@@ -65,6 +65,7 @@ pub(crate) fn new_sandbox(name: &str) -> NewSandbox {
         image: "base".into(),
         agent_token: "t".repeat(32),
         prebuild_id: None,
+        shared_folders: vec![],
     }
 }
 
@@ -407,4 +408,101 @@ async fn reconcile_finishes_or_rolls_back_every_interrupted_state() {
     let again = b.lifecycle.reconcile().await.unwrap();
     assert!(again.failed.is_empty() && again.rolled_back.is_empty() && again.finished.is_empty());
     assert_eq!(again.adopted.len(), 2);
+}
+
+fn sharing(host: &str) -> atelier_core::sandbox::CreateSandbox {
+    atelier_core::sandbox::CreateSandbox {
+        shared_folders: vec![atelier_core::SharedFolder {
+            host_path: host.into(),
+            guest_path: "/workspace/".into(),
+            read_only: false,
+        }],
+        ..Default::default()
+    }
+}
+
+fn invalid_fields(e: LifecycleError) -> Vec<String> {
+    match e {
+        LifecycleError::Invalid(errors) => errors
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.message))
+            .collect(),
+        other => panic!("not a validation error: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_shared_folder_is_resolved_on_the_host_and_kept_with_its_sandbox() {
+    let b = bench().await;
+    let host = tempfile::tempdir().unwrap();
+    let link = b._dir.path().join("link-to-src");
+    std::os::unix::fs::symlink(host.path(), &link).unwrap();
+    let (sandbox, _) = b
+        .lifecycle
+        .create_sandbox(&sharing(link.to_str().unwrap()), None)
+        .await
+        .unwrap();
+    let real = std::fs::canonicalize(host.path()).unwrap();
+    assert_eq!(sandbox.shared_folders.len(), 1);
+    assert_eq!(sandbox.shared_folders[0].host_path, real.to_str().unwrap());
+    assert_eq!(sandbox.shared_folders[0].guest_path, "/workspace");
+    assert_eq!(sandbox.prebuild_id, None);
+}
+
+#[tokio::test]
+async fn a_shared_folder_that_is_missing_or_malformed_is_refused_by_field() {
+    let b = bench().await;
+    let missing = b._dir.path().join("nope");
+    let e = b
+        .lifecycle
+        .create_sandbox(&sharing(missing.to_str().unwrap()), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        invalid_fields(e),
+        [format!(
+            "shared_folders[0].host_path: {} does not exist on the manager's host",
+            missing.display()
+        )]
+    );
+    let e = b
+        .lifecycle
+        .create_sandbox(&sharing("relative/dir"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        invalid_fields(e),
+        ["shared_folders[0].host_path: must be an absolute path, got \"relative/dir\""]
+    );
+    let host = tempfile::tempdir().unwrap();
+    let mut cold = sharing(host.path().to_str().unwrap());
+    cold.prebuild = Some(true);
+    let fields = invalid_fields(b.lifecycle.create_sandbox(&cold, None).await.unwrap_err());
+    assert!(
+        fields
+            .iter()
+            .any(|f| f.starts_with("prebuild: a sandbox with shared folders boots cold")),
+        "{fields:?}"
+    );
+    assert!(b
+        .store
+        .list_sandboxes(&Default::default())
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_driver_that_cannot_share_folders_refuses_them() {
+    let (dir, store, _, _, bus) = fake_services().await;
+    let fc: Arc<dyn Driver> = Arc::new(FakeDriver::new(DriverKind::Firecracker));
+    let lifecycle = Lifecycle::new(store, fc.clone(), vec![fc], bus, BOOT_TIMEOUT, 0);
+    let e = lifecycle
+        .create_sandbox(&sharing(dir.path().to_str().unwrap()), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        invalid_fields(e),
+        ["shared_folders: the firecracker driver cannot share host folders"]
+    );
 }

@@ -266,6 +266,7 @@ impl Prebuilds {
             image: spec.base_image.clone(),
             agent_token: atelier_core::id::random_token(),
             prebuild_id: None,
+            shared_folders: vec![],
         };
         let (sandbox, _) = self.inner.lifecycle.create(new, None).await?;
         self.inner

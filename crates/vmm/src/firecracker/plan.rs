@@ -257,6 +257,7 @@ mod tests {
             env: [("K".to_owned(), "v".to_owned())].into(),
             restore_token: None,
             network: Default::default(),
+            shared_folders: vec![],
         };
         let network = GuestNetwork {
             address: "172.16.0.2/30".into(),

@@ -20,6 +20,11 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_console",
     "virtio_rng",
     "vmw_vsock_virtio_transport",
+    // Shared folders: virtio-fs (needs fuse), and 9p where the kernel has it (Debian's
+    // cloud kernel does not; names a kernel lacks are skipped).
+    "virtiofs",
+    "9pnet_virtio",
+    "9p",
 ];
 
 /// What `/init` prints, then powers off, when the kernel command line has `atelier.probe`

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use atelier_agent_client::AgentClient;
 use atelier_core::SandboxId;
-use atelier_proto::{AgentAddr, GuestNetwork, GUEST_AGENT_PORT};
+use atelier_proto::{AgentAddr, GuestMount, GuestMountFs, GuestNetwork, GUEST_AGENT_PORT};
 use serde::{Deserialize, Serialize};
 
 use crate::driver::{
@@ -67,6 +67,81 @@ pub struct QemuDriver {
     busybox: Option<PathBuf>,
     /// The host-service forwards and resolvers of running sandboxes.
     gateway: net::GatewayServices,
+    /// How host folders are shared: virtio-fs with this `virtiofsd`, else 9p.
+    virtiofsd: Option<PathBuf>,
+}
+
+/// `virtiofsd`: `ATELIER_VIRTIOFSD` (empty or `none`: use 9p), else on PATH, else where
+/// Debian's QEMU and the virtiofsd package put it.
+fn find_virtiofsd() -> Option<PathBuf> {
+    if let Some(v) = std::env::var_os("ATELIER_VIRTIOFSD") {
+        return (!v.is_empty() && v != "none").then(|| PathBuf::from(v));
+    }
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .map(|d| d.join("virtiofsd"))
+        .chain([
+            PathBuf::from("/usr/libexec/virtiofsd"),
+            PathBuf::from("/usr/lib/qemu/virtiofsd"),
+        ])
+        .find(|p| p.is_file())
+}
+
+/// A host folder as a machine shares it: through which file system, under which tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    pub fs: GuestMountFs,
+    /// The device's mount tag (and id): `share0`, `share1`…
+    pub tag: String,
+    pub host_path: PathBuf,
+    pub guest_path: String,
+    pub read_only: bool,
+}
+
+impl Share {
+    /// The shares of `folders`, through `virtiofs` (or 9p without it), tagged in order.
+    fn of(folders: &[atelier_core::SharedFolder], virtiofs: bool) -> Vec<Share> {
+        folders
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Share {
+                fs: if virtiofs {
+                    GuestMountFs::Virtiofs
+                } else {
+                    GuestMountFs::NineP
+                },
+                tag: format!("share{i}"),
+                host_path: PathBuf::from(&f.host_path),
+                guest_path: f.guest_path.clone(),
+                read_only: f.read_only,
+            })
+            .collect()
+    }
+
+    /// The vhost-user socket of a virtio-fs share, in the sandbox's directory.
+    fn socket(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("{}.sock", self.tag))
+    }
+
+    /// What the guest mounts.
+    fn guest_mount(&self) -> GuestMount {
+        GuestMount {
+            fs: self.fs,
+            tag: self.tag.clone(),
+            path: self.guest_path.clone(),
+            read_only: self.read_only,
+        }
+    }
+}
+
+/// True when the kernel's config (beside it, as Debian ships it) says it has no 9p: its
+/// guests cannot mount a 9p share.
+fn kernel_lacks_9p(bzimage: &Path) -> bool {
+    let Some(name) = bzimage.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let config = bzimage.with_file_name(name.replacen("vmlinuz", "config", 1));
+    std::fs::read_to_string(config).is_ok_and(|c| c.contains("# CONFIG_NET_9P is not set"))
 }
 
 /// Per-sandbox namespaces for QEMU, or why not (then user-mode networking, restricted).
@@ -280,6 +355,14 @@ impl QemuDriver {
             sandboxes_dir.display()
         )))?;
         let net = qemu_networks(data_dir, &mut notes);
+        let virtiofsd = find_virtiofsd();
+        notes.push(match &virtiofsd {
+            Some(v) => format!(
+                "qemu: shared folders: virtio-fs ({}, one per folder)",
+                v.display()
+            ),
+            None => "qemu: shared folders: 9p (virtio-9p-device); no virtiofsd found".into(),
+        });
         Ok(Self {
             sandboxes_dir,
             binary,
@@ -289,6 +372,7 @@ impl QemuDriver {
             net,
             busybox: find_busybox(),
             gateway: Default::default(),
+            virtiofsd,
         })
     }
 
@@ -322,7 +406,73 @@ impl QemuDriver {
             } else {
                 vec![]
             },
+            shares: Share::of(&spec.shared_folders, self.virtiofsd.is_some()),
         }
+    }
+
+    /// Starts one `virtiofsd` per virtio-fs share of `machine`, each serving only its
+    /// folder on a socket in `dir`, and waits for the sockets. They end with the VM
+    /// (when QEMU hangs up) and are stopped with its directory's processes otherwise.
+    async fn start_virtiofsd(&self, machine: &Machine, dir: &Path) -> Result<(), VmmError> {
+        let Some(binary) = &self.virtiofsd else {
+            return Ok(());
+        };
+        for share in machine
+            .shares
+            .iter()
+            .filter(|s| s.fs == GuestMountFs::Virtiofs)
+        {
+            let socket = share.socket(dir);
+            let _ = std::fs::remove_file(&socket);
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("virtiofsd-{}.log", share.tag)))
+                .map_err(VmmError::io("opening virtiofsd's log"))?;
+            let log_err = log
+                .try_clone()
+                .map_err(VmmError::io("duplicating the log handle"))?;
+            let mut cmd = Command::new(binary);
+            cmd.args(virtiofsd_args(share, dir))
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log_err)
+                .current_dir(dir);
+            let netns_file = process::detach_into_netns(&mut cmd, None)
+                .map_err(VmmError::io("starting virtiofsd"))?;
+            let spawned = cmd.spawn();
+            drop(netns_file);
+            let mut child = spawned.map_err(VmmError::io(format!(
+                "starting {} (for the shared folder {})",
+                binary.display(),
+                share.host_path.display()
+            )))?;
+            let started = Instant::now();
+            while !socket.exists() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(VmmError::Io {
+                        context: format!("virtiofsd for {}", share.host_path.display()),
+                        source: std::io::Error::other(format!(
+                            "exited with {status}: {}",
+                            tail(&dir.join(format!("virtiofsd-{}.log", share.tag)))
+                        )),
+                    });
+                }
+                if started.elapsed() > Duration::from_secs(10) {
+                    let _ = child.kill();
+                    return Err(VmmError::Io {
+                        context: format!("virtiofsd for {}", share.host_path.display()),
+                        source: std::io::Error::other("its socket did not appear within 10s"),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            std::thread::Builder::new()
+                .name(format!("reap-{}", child.id()))
+                .spawn(move || child.wait())
+                .map_err(VmmError::io("starting the reaper thread"))?;
+        }
+        Ok(())
     }
 
     /// Makes the sandbox's namespace (when this driver uses them).
@@ -434,7 +584,22 @@ impl QemuDriver {
             cmd.arg("-device")
                 .arg(format!("vhost-vsock-device,guest-cid={cid}"));
         }
-        cmd.args(["-M", "microvm", "-accel", accel, "-cpu", &machine.cpu])
+        if machine.shares_memory() {
+            // virtiofsd maps the guest's memory, and speaks only modern virtio (microvm's
+            // virtio-mmio devices are legacy unless told otherwise).
+            cmd.arg("-object")
+                .arg(format!(
+                    "memory-backend-memfd,id=mem,size={}M,share=on",
+                    machine.memory_mib
+                ))
+                .args(["-global", "virtio-mmio.force-legacy=false"]);
+        }
+        let microvm = if machine.shares_memory() {
+            "microvm,memory-backend=mem"
+        } else {
+            "microvm"
+        };
+        cmd.args(["-M", microvm, "-accel", accel, "-cpu", &machine.cpu])
             .args([
                 "-m",
                 &machine.memory_mib.to_string(),
@@ -474,6 +639,7 @@ impl QemuDriver {
                 "-device",
                 "virtio-rng-device",
             ])
+            .args(share_args(machine, dir))
             .arg("-qmp")
             .arg(format!(
                 "unix:{},server=on,wait=off",
@@ -510,6 +676,71 @@ pub struct Machine {
     /// rebuilds.
     #[serde(default)]
     pub host_services: Vec<u16>,
+    /// Host folders shared into the guest. A machine with any is never captured.
+    #[serde(default)]
+    pub shares: Vec<Share>,
+}
+
+/// `virtiofsd`'s arguments for `share`: its socket in `dir`, only its folder, no cache
+/// (what either side writes, the other sees at once), in its own namespaces.
+fn virtiofsd_args(share: &Share, dir: &Path) -> Vec<String> {
+    vec![
+        format!("--socket-path={}", share.socket(dir).display()),
+        "-o".into(),
+        format!("source={}", share.host_path.display()),
+        "-o".into(),
+        "cache=none".into(),
+        "-o".into(),
+        "sandbox=namespace".into(),
+    ]
+}
+
+/// The QEMU arguments of `machine`'s shares: a 9p device (`-fsdev local`, the guest's
+/// owners and modes kept in extended attributes, never applied to the host's files) or
+/// a vhost-user-fs device on its `virtiofsd` socket, per folder.
+fn share_args(machine: &Machine, dir: &Path) -> Vec<String> {
+    let mut args = vec![];
+    for share in &machine.shares {
+        match share.fs {
+            GuestMountFs::NineP => {
+                let ro = if share.read_only { ",readonly=on" } else { "" };
+                args.extend([
+                    "-fsdev".into(),
+                    format!(
+                        "local,id={tag},path={path},security_model=mapped-xattr{ro}",
+                        tag = share.tag,
+                        path = share.host_path.display()
+                    ),
+                    "-device".into(),
+                    format!(
+                        "virtio-9p-device,fsdev={tag},mount_tag={tag}",
+                        tag = share.tag
+                    ),
+                ]);
+            }
+            GuestMountFs::Virtiofs => args.extend([
+                "-chardev".into(),
+                format!(
+                    "socket,id={},path={}",
+                    share.tag,
+                    share.socket(dir).display()
+                ),
+                "-device".into(),
+                format!(
+                    "vhost-user-fs-device,chardev={tag},tag={tag}",
+                    tag = share.tag
+                ),
+            ]),
+        }
+    }
+    args
+}
+
+impl Machine {
+    /// virtio-fs needs the guest's memory shared with `virtiofsd`.
+    fn shares_memory(&self) -> bool {
+        self.shares.iter().any(|s| s.fs == GuestMountFs::Virtiofs)
+    }
 }
 
 /// How the host reaches the guest's agent.
@@ -592,6 +823,7 @@ fn write_config_disk(
     spec: &SandboxSpec,
     transport: Transport,
     network: GuestNetwork,
+    shares: &[Share],
 ) -> Result<(), VmmError> {
     let listen = match transport {
         Transport::Tcp { .. } | Transport::Routed { .. } => {
@@ -599,7 +831,8 @@ fn write_config_disk(
         }
         Transport::Vsock { .. } => format!("vsock:{}:{GUEST_AGENT_PORT}", u32::MAX),
     };
-    let cfg = guest::guest_config(spec, listen, Some(network));
+    let mut cfg = guest::guest_config(spec, listen, Some(network));
+    cfg.mounts = shares.iter().map(Share::guest_mount).collect();
     guest::write_config_disk(&dir.join("config.img"), &cfg)
 }
 
@@ -729,6 +962,10 @@ impl Driver for QemuDriver {
         &self.sandboxes_dir
     }
 
+    fn shares_folders(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// QEMU's disks are always qcow2 overlays, whatever the filesystem.
     fn storage(&self) -> StorageChoice {
         StorageChoice {
@@ -789,16 +1026,35 @@ impl Driver for QemuDriver {
                 });
             }
         }
+        if self.virtiofsd.is_none()
+            && !spec.shared_folders.is_empty()
+            && kernel_lacks_9p(&artifacts.bzimage)
+        {
+            return Err(VmmError::NotAvailable {
+                driver: DriverKind::Qemu,
+                reason: format!(
+                    "shared folders need virtiofsd on the host (apt-get install virtiofsd),                      or a guest kernel with 9p, which {} lacks (CONFIG_NET_9P)",
+                    artifacts.bzimage.display()
+                ),
+            });
+        }
         let net = self.set_up_network(spec)?;
-        let launched = (|| {
+        let launched = async {
             let transport = pick_transport(&spec.id, net.as_ref())?;
             let machine = self.machine(
                 spec,
                 &artifacts,
                 matches!(transport, Transport::Vsock { .. }),
             );
-            write_config_disk(&dir, spec, transport, self.guest_network(&machine))?;
+            write_config_disk(
+                &dir,
+                spec,
+                transport,
+                self.guest_network(&machine),
+                &machine.shares,
+            )?;
             write_machine(&dir, &machine)?;
+            self.start_virtiofsd(&machine, &dir).await?;
             let cmd = self.command(&machine, &dir, transport);
             let runtime = self.spawn(
                 cmd,
@@ -808,7 +1064,8 @@ impl Driver for QemuDriver {
             )?;
             self.open_forwards(spec)?;
             Ok(runtime)
-        })();
+        }
+        .await;
         if launched.is_err() {
             process::stop_sandbox_processes(None, &[&dir], Duration::from_secs(5)).await;
             let _ = self.tear_down_network(&spec.id);
@@ -903,6 +1160,204 @@ impl Driver for QemuDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct NoImages;
+
+    impl ImageResolver for NoImages {
+        fn resolve(&self, image: &str) -> Result<BootArtifacts, VmmError> {
+            Err(VmmError::Corrupt(format!("no image {image} in unit tests")))
+        }
+    }
+
+    fn driver(virtiofsd: Option<&str>) -> QemuDriver {
+        QemuDriver {
+            sandboxes_dir: PathBuf::from("/srv/data/sandboxes"),
+            binary: PathBuf::from("qemu-system-x86_64"),
+            images: Arc::new(NoImages),
+            accel: AccelChoice {
+                accel: Accel::Tcg,
+                reason: "unit test".into(),
+            },
+            notes: vec![],
+            net: None,
+            busybox: None,
+            gateway: Default::default(),
+            virtiofsd: virtiofsd.map(PathBuf::from),
+        }
+    }
+
+    fn folders() -> Vec<atelier_core::SharedFolder> {
+        vec![
+            atelier_core::SharedFolder {
+                host_path: "/srv/app".into(),
+                guest_path: "/workspace".into(),
+                read_only: false,
+            },
+            atelier_core::SharedFolder {
+                host_path: "/srv/data".into(),
+                guest_path: "/data".into(),
+                read_only: true,
+            },
+        ]
+    }
+
+    fn machine_of(driver: &QemuDriver) -> Machine {
+        let spec = SandboxSpec {
+            id: SandboxId::from_trusted("sabc".into()),
+            name: "dev".into(),
+            resources: atelier_core::Resources {
+                vcpus: 1,
+                memory_mib: 1024,
+                disk_mib: 1024,
+            },
+            image: "minimal".into(),
+            agent_token: "t".repeat(32),
+            env: Default::default(),
+            restore_token: None,
+            network: Default::default(),
+            shared_folders: folders(),
+        };
+        let artifacts = BootArtifacts {
+            bzimage: "/srv/k/vmlinuz".into(),
+            vmlinux: "/srv/k/vmlinux".into(),
+            initramfs: "/srv/k/initramfs.img".into(),
+            rootfs: "/srv/k/rootfs.ext4".into(),
+        };
+        driver.machine(&spec, &artifacts, false)
+    }
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The value following each occurrence of `flag`.
+    fn values<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn without_virtiofsd_folders_are_9p_devices_exposing_only_themselves() {
+        let d = driver(None);
+        let machine = machine_of(&d);
+        let dir = Path::new("/srv/data/sandboxes/sabc");
+        let a = args(&d.command(&machine, dir, Transport::Tcp { port: 4100 }));
+        assert_eq!(
+            values(&a, "-fsdev"),
+            [
+                "local,id=share0,path=/srv/app,security_model=mapped-xattr",
+                "local,id=share1,path=/srv/data,security_model=mapped-xattr,readonly=on",
+            ]
+        );
+        let devices = values(&a, "-device");
+        assert!(devices.contains(&"virtio-9p-device,fsdev=share0,mount_tag=share0"));
+        assert!(devices.contains(&"virtio-9p-device,fsdev=share1,mount_tag=share1"));
+        assert_eq!(values(&a, "-M"), ["microvm"], "no shared memory for 9p");
+        assert!(
+            values(&a, "-global").is_empty(),
+            "9p works on legacy virtio"
+        );
+        assert!(values(&a, "-object").is_empty());
+        assert!(values(&a, "-chardev").is_empty());
+    }
+
+    #[test]
+    fn with_virtiofsd_folders_are_vhost_user_fs_devices_over_shared_memory() {
+        let d = driver(Some("/usr/libexec/virtiofsd"));
+        let machine = machine_of(&d);
+        let dir = Path::new("/srv/data/sandboxes/sabc");
+        let a = args(&d.command(&machine, dir, Transport::Tcp { port: 4100 }));
+        assert_eq!(
+            values(&a, "-chardev"),
+            [
+                "socket,id=share0,path=/srv/data/sandboxes/sabc/share0.sock",
+                "socket,id=share1,path=/srv/data/sandboxes/sabc/share1.sock",
+            ]
+        );
+        let devices = values(&a, "-device");
+        assert!(devices.contains(&"vhost-user-fs-device,chardev=share0,tag=share0"));
+        assert_eq!(
+            values(&a, "-object"),
+            ["memory-backend-memfd,id=mem,size=1024M,share=on"]
+        );
+        assert_eq!(values(&a, "-M"), ["microvm,memory-backend=mem"]);
+        assert_eq!(values(&a, "-global"), ["virtio-mmio.force-legacy=false"]);
+        assert!(values(&a, "-fsdev").is_empty());
+        assert_eq!(
+            virtiofsd_args(&machine.shares[0], dir),
+            [
+                "--socket-path=/srv/data/sandboxes/sabc/share0.sock",
+                "-o",
+                "source=/srv/app",
+                "-o",
+                "cache=none",
+                "-o",
+                "sandbox=namespace",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_machine_without_folders_is_unchanged() {
+        let d = driver(Some("/usr/libexec/virtiofsd"));
+        let mut machine = machine_of(&d);
+        machine.shares.clear();
+        let a = args(&d.command(&machine, Path::new("/d"), Transport::Tcp { port: 1 }));
+        assert_eq!(values(&a, "-M"), ["microvm"]);
+        assert!(values(&a, "-global").is_empty());
+        assert!(!a
+            .iter()
+            .any(|x| x.contains("share") && !x.contains("share=on")));
+        assert!(values(&a, "-object").is_empty());
+    }
+
+    #[test]
+    fn the_guest_is_told_to_mount_each_share_by_its_tag() {
+        let d = driver(None);
+        let machine = machine_of(&d);
+        let mounts: Vec<GuestMount> = machine.shares.iter().map(Share::guest_mount).collect();
+        assert_eq!(
+            mounts,
+            [
+                GuestMount {
+                    fs: GuestMountFs::NineP,
+                    tag: "share0".into(),
+                    path: "/workspace".into(),
+                    read_only: false,
+                },
+                GuestMount {
+                    fs: GuestMountFs::NineP,
+                    tag: "share1".into(),
+                    path: "/data".into(),
+                    read_only: true,
+                },
+            ]
+        );
+        let json = serde_json::to_value(&mounts[0]).unwrap();
+        assert_eq!(json["fs"], "9p");
+        let d = driver(Some("/usr/libexec/virtiofsd"));
+        assert_eq!(
+            machine_of(&d).shares[0].guest_mount().fs,
+            GuestMountFs::Virtiofs
+        );
+    }
+
+    #[test]
+    fn a_kernel_config_without_9p_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let bz = dir.path().join("vmlinuz-6.1.0-57-cloud-amd64");
+        assert!(!kernel_lacks_9p(&bz), "no config: unknown, so not refused");
+        std::fs::write(
+            dir.path().join("config-6.1.0-57-cloud-amd64"),
+            "CONFIG_VIRTIO_FS=m\n# CONFIG_NET_9P is not set\n",
+        )
+        .unwrap();
+        assert!(kernel_lacks_9p(&bz));
+    }
 
     #[test]
     fn kernel_args_carry_the_tsc_frequency_under_emulation() {

@@ -133,6 +133,11 @@ impl QemuDriver {
             return Err(snap_err("the sandbox is not running"));
         }
         let machine = read_machine(&runtime.dir)?;
+        if !machine.shares.is_empty() {
+            return Err(snap_err(
+                "the sandbox shares host folders, which a snapshot cannot carry",
+            ));
+        }
         let files = [
             MEMORY_FILE,
             DISK_FILE,
@@ -375,7 +380,13 @@ impl QemuDriver {
             let transport = transport_of_kind(&spec.id, snap.machine.vsock, net.as_ref())?;
             // The restored agent read its config at boot and never again; the disk is
             // there because the machine has it (and for a later cold start).
-            write_config_disk(&dir, spec, transport, self.guest_network(&snap.machine))?;
+            write_config_disk(
+                &dir,
+                spec,
+                transport,
+                self.guest_network(&snap.machine),
+                &snap.machine.shares,
+            )?;
             write_machine(&dir, &snap.machine)?;
             let memory = snapshot
                 .memory

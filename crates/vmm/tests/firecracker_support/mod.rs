@@ -70,6 +70,7 @@ pub fn spec() -> SandboxSpec {
         env: BTreeMap::from([("GREETING".into(), "hello".into())]),
         restore_token: None,
         network: Default::default(),
+        shared_folders: vec![],
     }
 }
 

@@ -87,6 +87,7 @@ pub fn spec(name: &str) -> SandboxSpec {
         env: BTreeMap::new(),
         restore_token: None,
         network: Default::default(),
+        shared_folders: vec![],
     }
 }
 
