@@ -657,7 +657,7 @@ async fn agent_config_errors_name_the_field() {
     let api = m.client();
     for (config, field) in [
         (json!({"model": "gpt"}), "agent_config.model"),
-        (json!({"runtime": "codex"}), "agent_config.runtime"),
+        (json!({"runtime": "aider"}), "agent_config.runtime"),
         (json!({"runtime": "acp"}), "agent_config.command"),
         (
             json!({"runtime": "acp", "command": "gemini --acp"}),
