@@ -182,16 +182,7 @@ async fn asks_answers_and_keeps_the_branch(protocol: Option<&str>) {
         .await;
     assert_eq!(r.status, 204, "{}", r.body);
 
-    let (a, i) = (api.clone(), id.clone());
-    let task = eventually(Duration::from_secs(60), "the task to reach review", || {
-        let (api, id) = (a.clone(), i.clone());
-        async move {
-            let t = api.get(&format!("/tasks/{id}")).await.body;
-            assert_ne!(t["status"], "failed", "{t}");
-            (t["status"] == "review").then_some(t)
-        }
-    })
-    .await;
+    let task = api.review(&id, Duration::from_secs(60)).await;
     assert_eq!(task["progress"], 100);
     assert_eq!(task["changes"][0]["path"], "NOTES.md", "{task}");
     assert_eq!(task["usage"]["input_tokens"], 1200);
@@ -486,16 +477,7 @@ async fn killed_manager_resumes(protocol: Option<&str>) {
         "the resumed agent takes the answer: {}",
         r.body
     );
-    let (a, i) = (api.clone(), id.clone());
-    let task = eventually(Duration::from_secs(60), "the task to reach review", || {
-        let (api, id) = (a.clone(), i.clone());
-        async move {
-            let t = api.get(&format!("/tasks/{id}")).await.body;
-            assert_ne!(t["status"], "failed", "{t}");
-            (t["status"] == "review").then_some(t)
-        }
-    })
-    .await;
+    let task = api.review(&id, Duration::from_secs(60)).await;
     assert_eq!(task["changes"][0]["path"], "NOTES.md");
     let timeline = api.get(&format!("/tasks/{id}/events")).await.body;
     let events = timeline.as_array().unwrap();

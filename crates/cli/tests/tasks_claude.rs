@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::anthropic_server::{self as anthropic, AnthropicServer, Reply};
-use common::git::{git, origin};
+use common::git::origin;
 use common::{answer_until_review, npm, Manager};
 use serde_json::{json, Value};
 
@@ -236,18 +236,8 @@ async fn a_real_claude_task_asks_edits_plans_and_reaches_review() {
     // Done: the commit stays in the preserved branch.
     let r = api.post(&format!("/tasks/{id}/done"), json!({})).await;
     assert_eq!(r.body["status"], "done", "{}", r.body);
-    let mirror = std::fs::read_dir(m.data_dir.join("mirrors"))
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
-    let git_dir = mirror.to_str().unwrap();
     assert_eq!(
-        git(
-            &mirror,
-            &["--git-dir", git_dir, "show", &format!("{branch}:NOTES.md")]
-        ),
+        common::mirrored_file(&m.data_dir, &branch, "NOTES.md"),
         "Good day to you.\n"
     );
 }

@@ -187,16 +187,7 @@ async fn a_real_opencode_task_edits_asks_and_reaches_review() {
         .await;
     assert_eq!(r.status, 204, "{}", r.body);
 
-    let (a, i) = (api.clone(), id.clone());
-    let task = eventually(Duration::from_secs(240), "the task to reach review", || {
-        let (api, id) = (a.clone(), i.clone());
-        async move {
-            let t = api.get(&format!("/tasks/{id}")).await.body;
-            assert_ne!(t["status"], "failed", "{t}");
-            (t["status"] == "review").then_some(t)
-        }
-    })
-    .await;
+    let task = api.review(&id, Duration::from_secs(240)).await;
     assert_eq!(task["changes"][0]["path"], "NOTES.md", "{task}");
     assert!(
         task["summary"]
@@ -413,16 +404,7 @@ async fn a_proxied_provider_keeps_the_key_on_the_host() {
         .await;
     assert_eq!(t.status, 201, "{}", t.body);
     let id = t.body["id"].as_str().unwrap().to_owned();
-    let (a, i) = (api.clone(), id.clone());
-    let task = eventually(Duration::from_secs(240), "the task to reach review", || {
-        let (api, id) = (a.clone(), i.clone());
-        async move {
-            let t = api.get(&format!("/tasks/{id}")).await.body;
-            assert_ne!(t["status"], "failed", "{t}");
-            (t["status"] == "review").then_some(t)
-        }
-    })
-    .await;
+    let task = api.review(&id, Duration::from_secs(240)).await;
     assert_eq!(task["changes"][0]["path"], "NOTES.md", "{task}");
 
     // The provider got the real key on every call; the agent held only a placeholder.

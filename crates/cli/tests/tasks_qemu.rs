@@ -115,16 +115,7 @@ async fn a_task_runs_in_a_microvm_and_its_branch_survives_it() {
         .await;
     assert_eq!(r.status, 204, "{}", r.body);
 
-    let (a, i) = (api.clone(), id.clone());
-    let task = eventually(Duration::from_secs(600), "the task to reach review", || {
-        let (api, id) = (a.clone(), i.clone());
-        async move {
-            let t = api.get(&format!("/tasks/{id}")).await.body;
-            assert_ne!(t["status"], "failed", "{t}");
-            (t["status"] == "review").then_some(t)
-        }
-    })
-    .await;
+    let task = api.review(&id, Duration::from_secs(600)).await;
     assert_eq!(task["changes"][0]["path"], "NOTES.md", "{task}");
     assert_eq!(task["progress"], 100, "{task}");
 

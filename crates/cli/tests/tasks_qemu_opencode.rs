@@ -13,7 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::git::{git, served_origin};
+use common::git::served_origin;
 use common::model_server::{self, ModelServer, Reply};
 use common::{eventually, Manager};
 use serde_json::json;
@@ -200,16 +200,7 @@ async fn a_real_opencode_in_a_prebuild_clone_edits_asks_and_keeps_the_key_on_the
         )
         .await;
     assert_eq!(r.status, 204, "{}", r.body);
-    let (a, i) = (api.clone(), id.clone());
-    let task = eventually(Duration::from_secs(900), "the task to reach review", || {
-        let (api, id) = (a.clone(), i.clone());
-        async move {
-            let t = api.get(&format!("/tasks/{id}")).await.body;
-            assert_ne!(t["status"], "failed", "{t}");
-            (t["status"] == "review").then_some(t)
-        }
-    })
-    .await;
+    let task = api.review(&id, Duration::from_secs(900)).await;
     assert_eq!(task["changes"][0]["path"], "NOTES.md", "{task}");
 
     // Every model call came through the proxy, which swapped the real key in; the agent
@@ -252,18 +243,8 @@ async fn a_real_opencode_in_a_prebuild_clone_edits_asks_and_keeps_the_key_on_the
         }
     })
     .await;
-    let mirror = std::fs::read_dir(data.join("mirrors"))
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
-    let git_dir = mirror.to_str().unwrap();
     assert_eq!(
-        git(
-            &mirror,
-            &["--git-dir", git_dir, "show", &format!("{branch}:NOTES.md")]
-        ),
+        common::mirrored_file(&data, &branch, "NOTES.md"),
         "Good day to you.\n"
     );
 }

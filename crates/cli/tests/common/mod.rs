@@ -237,6 +237,16 @@ pub struct Reply {
 }
 
 impl Api {
+    /// Waits for task `id` to reach review (failing at once if it fails); returns it.
+    pub async fn review(&self, id: &str, within: Duration) -> serde_json::Value {
+        eventually(within, "the task to reach review", || async {
+            let t = self.get(&format!("/tasks/{id}")).await.body;
+            assert_ne!(t["status"], "failed", "{t}");
+            (t["status"] == "review").then_some(t)
+        })
+        .await
+    }
+
     pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
@@ -376,4 +386,24 @@ pub async fn answer_until_review(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The contents of `path` on `branch` in the (one) host-side mirror of the manager whose
+/// data directory is `data_dir`.
+pub fn mirrored_file(data_dir: &Path, branch: &str, path: &str) -> String {
+    let mirror = std::fs::read_dir(data_dir.join("mirrors"))
+        .expect("the mirrors")
+        .flatten()
+        .next()
+        .expect("a mirror")
+        .path();
+    git::git(
+        &mirror,
+        &[
+            "--git-dir",
+            mirror.to_str().unwrap(),
+            "show",
+            &format!("{branch}:{path}"),
+        ],
+    )
 }
