@@ -677,3 +677,69 @@ async fn the_fake_refuses_bodies_the_spec_does_not_allow() {
     );
     server.abort();
 }
+
+/// Runs `cmd` on the host; panics with its stderr on failure, returns its stdout.
+fn host(cmd: &[&str]) -> String {
+    let out = std::process::Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn a_named_host_service_is_forwarded_into_the_sandbox_namespace_and_closed_with_it() {
+    atelier_testkit::require!(atelier_testkit::missing(&[("ip", "iproute2")])
+        .or_else(|| { (!atelier_testkit::is_root()).then(|| "namespaces need root".to_string()) }));
+    let b = Bench::new();
+    let d = b.driver(false, "", Some(Arc::new(NetRecorder::default())));
+    // A service on the host's loopback, which answers every connection with a line.
+    let service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = service.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = service.accept().await {
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut c, b"hello from the host\n").await;
+        }
+    });
+    let mut s = spec();
+    s.network.host_services = vec![atelier_core::network::HostService { port, name: None }];
+    // The namespace the scripted runner only records, made for real, with the gateway's
+    // address (on tap0 in a real sandbox) on its loopback.
+    let ns = format!("atelier-{}", s.id);
+    host(&["ip", "netns", "add", &ns]);
+    host(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    host(&["ip", "-n", &ns, "addr", "add", "172.16.0.1/32", "dev", "lo"]);
+    let inside = |ns: String| async move {
+        tokio::process::Command::new("timeout")
+            .args(["5", "ip", "netns", "exec", &ns, "bash", "-c"])
+            .arg(format!(
+                "exec 3<>/dev/tcp/172.16.0.1/{port} && head -n 1 <&3"
+            ))
+            .output()
+            .await
+            .unwrap()
+    };
+
+    let rt = launch_ready(&d, &s).await;
+    let out = inside(ns.clone()).await;
+    let reached = String::from_utf8_lossy(&out.stdout).into_owned();
+    d.destroy(&s.id, Some(&rt)).await.unwrap();
+    let after = inside(ns.clone()).await;
+    host(&["ip", "netns", "del", &ns]);
+    assert_eq!(
+        reached,
+        "hello from the host\n",
+        "the guest's side reaches the host service at the gateway: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !after.status.success(),
+        "the forward closes with the sandbox: {}",
+        String::from_utf8_lossy(&after.stdout)
+    );
+}

@@ -141,6 +141,8 @@ pub struct FirecrackerDriver {
     pub(super) sandboxes_dir: PathBuf,
     /// Sandbox networks, when [`FirecrackerConfig::netns`] asks for them and the host can.
     pub(super) net: Option<NetnsManager>,
+    /// The host-service forwards of running sandboxes.
+    gateway: net::GatewayServices,
     /// What `atelier system` should know beyond the configured notes.
     notes: Vec<String>,
 }
@@ -202,6 +204,7 @@ impl FirecrackerDriver {
             config,
             sandboxes_dir,
             net,
+            gateway: Default::default(),
             notes,
         })
     }
@@ -328,7 +331,14 @@ impl FirecrackerDriver {
             });
         }
         match (&self.net, with_network) {
-            (Some(m), true) => m.setup(id, policy).map(Some),
+            (Some(m), true) => {
+                let net = m.setup(id, policy)?;
+                if let Err(e) = self.gateway.open(m, id, policy) {
+                    let _ = m.teardown(id);
+                    return Err(e);
+                }
+                Ok(Some(net))
+            }
             (None, true) => Err(VmmError::NotAvailable {
                 driver: DriverKind::Firecracker,
                 reason: "this sandbox needs a network namespace, and this driver makes none \
@@ -341,6 +351,7 @@ impl FirecrackerDriver {
 
     /// Removes the sandbox's network namespace, if it has one; idempotent.
     pub(super) fn tear_down_network(&self, id: &SandboxId) -> Result<(), VmmError> {
+        self.gateway.close(id);
         match &self.net {
             Some(m) => m.teardown(id),
             None => Ok(()),
@@ -673,6 +684,16 @@ impl Driver for FirecrackerDriver {
         blocking(move || clean_up_stopped(&config, &paths, &sid)).await?;
         // A stopped sandbox needs no network; the next launch makes it again.
         self.tear_down_network(id)
+    }
+
+    async fn adopt(&self, spec: &SandboxSpec, _runtime: &Runtime) -> Result<(), VmmError> {
+        // The forwards lived in the previous manager process; the namespace outlived it.
+        match &self.net {
+            Some(m) if m.netns_path(&spec.id).exists() => {
+                self.gateway.open(m, &spec.id, &spec.network)
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn destroy(&self, id: &SandboxId, runtime: Option<&Runtime>) -> Result<(), VmmError> {
