@@ -96,6 +96,18 @@ impl AgentClient {
         rows: u16,
         session: Option<&str>,
     ) -> Result<TerminalStream, Error> {
+        self.open_terminal_in(cols, rows, session, None).await
+    }
+
+    /// Like [`open_terminal`](Self::open_terminal); a new shell starts in `cwd` (absolute,
+    /// or relative to the sandbox's root) instead of the home directory.
+    pub async fn open_terminal_in(
+        &self,
+        cols: u16,
+        rows: u16,
+        session: Option<&str>,
+        cwd: Option<&str>,
+    ) -> Result<TerminalStream, Error> {
         let auth = self.inner.auth.clone().map_err(Error::Http)?;
         let auth = auth
             .to_str()
@@ -109,6 +121,9 @@ impl AgentClient {
         let mut pq = format!("{API_PREFIX}/terminal?cols={cols}&rows={rows}");
         if let Some(s) = session {
             pq.push_str(&format!("&session={}", q(s)));
+        }
+        if let Some(c) = cwd {
+            pq.push_str(&format!("&cwd={}", q(c)));
         }
         let uri: http::Uri = format!("ws://{host}{pq}")
             .parse()

@@ -88,6 +88,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .with_state(crate::pty::Sessions::new(
                     state.procs.active.clone(),
                     state.procs.sandbox_env.clone(),
+                    state.procs.roots.clone(),
                 )),
         )
         .fallback(fallback_h)

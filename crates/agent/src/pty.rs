@@ -30,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Q;
 use crate::error::{ApiError, ApiResult};
-use crate::process::{kill_group, ActiveGroups, GroupRegistration, SandboxEnv};
+use crate::files::Roots;
+use crate::process::{kill_group, resolve_cwd, ActiveGroups, GroupRegistration, SandboxEnv};
 use crate::users;
 
 /// How long a shell nobody is attached to keeps running.
@@ -51,6 +52,8 @@ pub struct Sessions {
     active: ActiveGroups,
     /// The sandbox's environment (its workspace's secrets…), which every new shell gets.
     sandbox_env: SandboxEnv,
+    /// The file roots: a shell's working directory is resolved against the first.
+    roots: Arc<Roots>,
     detached_ttl: Duration,
     me: Weak<Sessions>,
 }
@@ -117,20 +120,22 @@ fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 impl Sessions {
-    pub fn new(active: ActiveGroups, sandbox_env: SandboxEnv) -> Arc<Self> {
-        Self::with_ttl(active, sandbox_env, DETACHED_TTL)
+    pub fn new(active: ActiveGroups, sandbox_env: SandboxEnv, roots: Arc<Roots>) -> Arc<Self> {
+        Self::with_ttl(active, sandbox_env, roots, DETACHED_TTL)
     }
 
     /// Like [`new`](Self::new) with another lifetime for detached sessions.
     pub fn with_ttl(
         active: ActiveGroups,
         sandbox_env: SandboxEnv,
+        roots: Arc<Roots>,
         detached_ttl: Duration,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             map: Mutex::new(HashMap::new()),
             active,
             sandbox_env,
+            roots,
             detached_ttl,
             me: me.clone(),
         })
@@ -153,8 +158,21 @@ impl Sessions {
         self.len() == 0
     }
 
-    /// Reattaches session `id` if it still exists, else starts a new shell.
+    /// Reattaches session `id` if it still exists, else starts a new shell in the home
+    /// directory.
     pub async fn open(&self, cols: u16, rows: u16, id: Option<&str>) -> ApiResult<Attachment> {
+        self.open_in(cols, rows, id, None).await
+    }
+
+    /// Like [`open`](Self::open); a new shell starts in `cwd` (absolute, or relative to the
+    /// first root, as for commands) instead of the home directory.
+    pub async fn open_in(
+        &self,
+        cols: u16,
+        rows: u16,
+        id: Option<&str>,
+        cwd: Option<&str>,
+    ) -> ApiResult<Attachment> {
         let me = self
             .arc()
             .ok_or_else(|| ApiError::internal("the agent is shutting down"))?;
@@ -166,7 +184,8 @@ impl Sessions {
             }
             return Ok(attachment);
         }
-        let session = me.spawn(cols, rows)?;
+        let cwd = cwd.map(|c| resolve_cwd(&self.roots, Some(c))).transpose()?;
+        let session = me.spawn(cols, rows, cwd)?;
         Ok(me.attach(session, false))
     }
 
@@ -246,7 +265,12 @@ impl Sessions {
         }
     }
 
-    fn spawn(self: &Arc<Self>, cols: u16, rows: u16) -> ApiResult<Arc<Session>> {
+    fn spawn(
+        self: &Arc<Self>,
+        cols: u16,
+        rows: u16,
+        cwd: Option<PathBuf>,
+    ) -> ApiResult<Arc<Session>> {
         let (pty, pts) =
             pty_process::open().map_err(|e| ApiError::internal(format!("opening a pty: {e}")))?;
         pty.resize(pty_process::Size::new(rows, cols))
@@ -259,6 +283,7 @@ impl Sessions {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let child = shell_command(&shell, &home, &env)
+            .current_dir(cwd.as_deref().unwrap_or(&home))
             .spawn(pts)
             .map_err(|e| ApiError::internal(format!("starting {}: {e}", shell.display())))?;
         let pid = child
@@ -487,6 +512,8 @@ pub struct TerminalQuery {
     cols: Option<String>,
     rows: Option<String>,
     session: Option<String>,
+    /// Where a new shell starts (default: the home directory).
+    cwd: Option<String>,
 }
 
 fn size_param(name: &str, value: Option<&str>) -> ApiResult<u16> {
@@ -522,7 +549,10 @@ pub async fn terminal_h(
         ));
     }
     let ws = ws.map_err(|rej| ApiError::new(rej.status(), "upgrade_required", rej.body_text()))?;
-    let attachment = sessions.open(cols, rows, session.as_deref()).await?;
+    let cwd = q.cwd.filter(|c| !c.is_empty());
+    let attachment = sessions
+        .open_in(cols, rows, session.as_deref(), cwd.as_deref())
+        .await?;
     Ok(ws.on_upgrade(move |socket| serve_attachment(socket, attachment)))
 }
 
@@ -635,6 +665,7 @@ mod tests {
         let sessions = Sessions::with_ttl(
             ActiveGroups::default(),
             Default::default(),
+            slash(),
             Duration::from_millis(300),
         );
         let attachment = sessions.open(80, 24, None).await.unwrap();
@@ -666,10 +697,60 @@ mod tests {
         assert_ne!(next.session_id(), id);
     }
 
+    fn slash() -> Arc<Roots> {
+        Arc::new(Roots::new(&[PathBuf::from("/")]).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_new_shell_starts_where_it_is_asked_to_and_nowhere_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let roots = Arc::new(Roots::new(&[dir.path().to_path_buf()]).unwrap());
+        std::fs::create_dir(dir.path().join("workspace")).unwrap();
+        let sessions = Sessions::with_ttl(
+            ActiveGroups::default(),
+            Default::default(),
+            roots,
+            DETACHED_TTL,
+        );
+        let e = sessions
+            .open_in(80, 24, None, Some("missing"))
+            .await
+            .err()
+            .expect("a missing directory is refused");
+        assert!(
+            e.body.error.message.contains("does not exist"),
+            "{}",
+            e.body.error.message
+        );
+        let mut attachment = sessions
+            .open_in(80, 24, None, Some("workspace"))
+            .await
+            .unwrap();
+        attachment
+            .session
+            .input
+            .lock()
+            .await
+            .write_all(b"echo \"[$(pwd)]\"; exit 0\n")
+            .await
+            .unwrap();
+        let want = format!("[{}]", dir.path().join("workspace").display());
+        let mut output = String::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !output.contains(&want) {
+            match tokio::time::timeout_at(deadline, attachment.events.recv()).await {
+                Ok(Some(Event::Output(b))) => output.push_str(&String::from_utf8_lossy(&b)),
+                Ok(Some(Event::Exit(_))) | Ok(None) | Err(_) => break,
+            }
+        }
+        assert!(output.contains(&want), "{output}");
+    }
+
     #[tokio::test]
     async fn a_new_shell_gets_the_sandbox_environment() {
         let env: SandboxEnv = Default::default();
-        let sessions = Sessions::with_ttl(ActiveGroups::default(), env.clone(), DETACHED_TTL);
+        let sessions =
+            Sessions::with_ttl(ActiveGroups::default(), env.clone(), slash(), DETACHED_TTL);
         env.write()
             .unwrap()
             .insert("ATELIER_TEST_SECRET".into(), "s3cr3t-value".into());

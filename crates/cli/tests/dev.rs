@@ -208,8 +208,8 @@ async fn atelier_dev_shares_the_folder_live_gives_the_secrets_as_env_and_exits_w
     );
     let screen = pane.wait_for("is at /workspace", BOOT);
     let id = announced_id(&screen);
-    pane.type_line("echo READY-$((6 * 7))");
-    pane.wait_for("READY-42", BOOT);
+    pane.type_line("echo READY-$((6 * 7)) \"[$(pwd)]\"");
+    pane.wait_for("READY-42 [/workspace]", BOOT);
     eprintln!(
         "atelier dev: a shell answered {:?} after the command started",
         started.elapsed()

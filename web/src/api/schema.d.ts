@@ -1843,6 +1843,11 @@ export interface paths {
                      *     still alive; otherwise a new shell starts.
                      */
                     session?: string;
+                    /**
+                     * @description Where a new shell starts: absolute, or relative to the sandbox's root (default:
+                     *     the home directory). A directory that does not exist is refused (422).
+                     */
+                    cwd?: string;
                 };
                 header?: never;
                 path: {
@@ -1886,7 +1891,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description A bad `cols`, `rows` or `session` */
+                /** @description A bad `cols`, `rows`, `session` or `cwd` */
                 422: {
                     headers: {
                         [name: string]: unknown;

@@ -90,7 +90,10 @@ pub async fn run(args: DevArgs, client: &Client, out: &Output) -> Result<ExitCod
             sandbox.name,
             folder.display()
         );
-        shell::attach(sandbox.id.as_str(), None, client).await
+        // Relative to the sandbox's root: `/workspace` in a VM, the link to the folder
+        // in a `local` sandbox's directory.
+        let cwd = GUEST_PATH.trim_start_matches('/');
+        shell::attach(sandbox.id.as_str(), None, Some(cwd), client).await
     } else {
         eprintln!(
             "atelier: sandbox {} did not start ({}): {}",

@@ -228,7 +228,7 @@ pub async fn run(
         }
         SandboxCommand::Exec(args) => return exec(args, client, out).await,
         SandboxCommand::Shell(args) => {
-            return shell::attach(&args.id, args.session.as_deref(), client).await
+            return shell::attach(&args.id, args.session.as_deref(), None, client).await
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -460,6 +460,7 @@ pub(crate) mod shell {
     pub async fn attach(
         id: &str,
         session: Option<&str>,
+        cwd: Option<&str>,
         client: &Client,
     ) -> Result<ExitCode, ClientError> {
         if !std::io::stdin().is_terminal() {
@@ -473,6 +474,9 @@ pub(crate) mod shell {
         let mut path = format!("/sandboxes/{}/terminal?cols={cols}&rows={rows}", encode(id));
         if let Some(s) = session {
             path.push_str(&format!("&session={}", encode(s)));
+        }
+        if let Some(c) = cwd {
+            path.push_str(&format!("&cwd={}", encode(c)));
         }
         // The client's own request carries the URL and the token.
         let template = client

@@ -60,6 +60,9 @@ pub struct TerminalQuery {
     /// Reattach to this session (the id of an earlier `session` message) if its shell is
     /// still alive; otherwise a new shell starts.
     pub session: Option<String>,
+    /// Where a new shell starts: absolute, or relative to the sandbox's root (default:
+    /// the home directory). A directory that does not exist is refused (422).
+    pub cwd: Option<String>,
 }
 
 impl TerminalQuery {
@@ -80,6 +83,16 @@ impl TerminalQuery {
         };
         range("cols", self.cols)?;
         range("rows", self.rows)?;
+        if self
+            .cwd
+            .as_ref()
+            .is_some_and(|c| c.len() > 1024 || c.contains('\0'))
+        {
+            return Err(ApiError::invalid(
+                "cwd",
+                "must be a path of at most 1024 bytes without NUL",
+            ));
+        }
         if let Some(s) = &self.session {
             if !valid_terminal_session(s) {
                 return Err(ApiError::invalid(
@@ -108,7 +121,7 @@ impl TerminalQuery {
         (status = 401, description = "No valid token (header or subprotocol)", body = ErrorBody),
         (status = 404, description = "No such sandbox", body = ErrorBody),
         (status = 409, description = "The sandbox is not running", body = ErrorBody),
-        (status = 422, description = "A bad `cols`, `rows` or `session`", body = ErrorBody),
+        (status = 422, description = "A bad `cols`, `rows`, `session` or `cwd`", body = ErrorBody),
         (status = 426, description = "Not a WebSocket request", body = ErrorBody),
         (status = 502, description = "The sandbox's agent could not open a terminal", body = ErrorBody)))]
 pub async fn terminal(
@@ -131,7 +144,7 @@ pub async fn terminal(
     })?;
     // Opened before answering 101, so that a failure is still an ordinary error answer.
     let upstream = agent
-        .open_terminal(q.cols, q.rows, q.session.as_deref())
+        .open_terminal_in(q.cols, q.rows, q.session.as_deref(), q.cwd.as_deref())
         .await?;
     Ok(ws
         .protocols([TERMINAL_SUBPROTOCOL])
@@ -226,6 +239,7 @@ mod tests {
             cols,
             rows,
             session: session.map(str::to_owned),
+            cwd: None,
         };
         assert!(q(80, 24, Some("abc-123")).check().is_ok());
         let e = q(0, 24, None).check().unwrap_err();
@@ -234,5 +248,11 @@ mod tests {
         assert_eq!(e.details["fields"][0]["field"], "rows");
         let e = q(80, 24, Some("a b")).check().unwrap_err();
         assert_eq!(e.details["fields"][0]["field"], "session");
+        let long = TerminalQuery {
+            cwd: Some("w".repeat(1025)),
+            ..q(80, 24, None)
+        };
+        let e = long.check().unwrap_err();
+        assert_eq!(e.details["fields"][0]["field"], "cwd");
     }
 }
