@@ -91,18 +91,7 @@ async fn a_task_runs_in_a_microvm_and_its_branch_survives_it() {
     let id = t.body["id"].as_str().unwrap().to_owned();
     let branch = t.body["branch"].as_str().unwrap().to_owned();
 
-    let (a, i) = (api.clone(), id.clone());
-    let ask = eventually(Duration::from_secs(600), "the question", || {
-        let (api, id) = (a.clone(), i.clone());
-        async move {
-            let t = api.get(&format!("/tasks/{id}")).await.body;
-            assert_ne!(t["status"], "failed", "{t}");
-            let feed = api.get("/attention").await.body;
-            feed.as_array()
-                .and_then(|f| f.iter().find(|x| x["task_id"] == id.as_str()).cloned())
-        }
-    })
-    .await;
+    let ask = api.first_ask(&id, Duration::from_secs(600)).await;
     let task = api.get(&format!("/tasks/{id}")).await.body;
     let sandbox = task["sandbox_id"].as_str().unwrap().to_owned();
     let s = api.get(&format!("/sandboxes/{sandbox}")).await.body;

@@ -137,18 +137,7 @@ async fn a_real_opencode_in_a_prebuild_clone_edits_asks_and_keeps_the_key_on_the
     let id = t.body["id"].as_str().unwrap().to_owned();
     let branch = t.body["branch"].as_str().unwrap().to_owned();
 
-    let (a, i) = (api.clone(), id.clone());
-    let ask = eventually(Duration::from_secs(900), "the question", || {
-        let (api, id) = (a.clone(), i.clone());
-        async move {
-            let t = api.get(&format!("/tasks/{id}")).await.body;
-            assert_ne!(t["status"], "failed", "{t}");
-            let feed = api.get("/attention").await.body;
-            feed.as_array()
-                .and_then(|f| f.iter().find(|x| x["task_id"] == id.as_str()).cloned())
-        }
-    })
-    .await;
+    let ask = api.first_ask(&id, Duration::from_secs(900)).await;
     println!("dispatch to the question: {:?}", dispatched.elapsed());
     assert_eq!(ask["kind"], "question", "{ask}");
     let task = api.get(&format!("/tasks/{id}")).await.body;

@@ -247,6 +247,19 @@ impl Api {
         .await
     }
 
+    /// Waits for the first ask of task `id` in the attention feed (failing at once if
+    /// the task fails); returns it.
+    pub async fn first_ask(&self, id: &str, within: Duration) -> serde_json::Value {
+        eventually(within, "the question", || async {
+            let t = self.get(&format!("/tasks/{id}")).await.body;
+            assert_ne!(t["status"], "failed", "{t}");
+            let feed = self.get("/attention").await.body;
+            feed.as_array()
+                .and_then(|f| f.iter().find(|x| x["task_id"] == id).cloned())
+        })
+        .await
+    }
+
     pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
