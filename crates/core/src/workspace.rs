@@ -89,6 +89,9 @@ pub struct DevCommand {
     pub command: String,
     #[schema(example = 5173)]
     pub port: u16,
+    /// Whether the port's preview opens without signing in (default: only with the token).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
 }
 
 /// Secret values, as sent by the user.
@@ -605,11 +608,13 @@ mod tests {
                 name: "web".into(),
                 command: "x".into(),
                 port: 80,
+                public: false,
             },
             DevCommand {
                 name: "web".into(),
                 command: "".into(),
                 port: 80,
+                public: true,
             },
         ];
         s.secrets.env = vec![EnvSecret {

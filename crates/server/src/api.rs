@@ -115,6 +115,7 @@ fn api_routes(max_file_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(prebuilds::logs))
         .routes(routes!(storage::sandbox_disk))
         .routes(routes!(ports::link))
+        .routes(routes!(ports::previews))
         .merge(uploads)
 }
 
@@ -162,6 +163,7 @@ pub fn router(state: AppState, opts: &ServeOptions) -> Router {
         "/api/v1/openapi.json",
         get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc_json) }),
     )
+    .route("/api/v1/tls/ask", get(crate::preview::tls_ask))
     .route("/swagger", get(swagger_page))
     .route("/swagger/", get(swagger_page))
     .route("/swagger/{asset}", get(swagger_asset))
@@ -185,6 +187,10 @@ pub fn router(state: AppState, opts: &ServeOptions) -> Router {
         ApiError::internal("the manager hit a bug; see its log").into_response()
     }))
     .layer(middleware::from_fn(crate::web::dashboard))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        crate::preview::by_host,
+    ))
     .with_state(state)
 }
 

@@ -16,6 +16,8 @@ use crate::AppState;
 pub fn is_public(path: &str) -> bool {
     path == "/api/v1/health"
         || path == "/api/v1/openapi.json"
+        // A TLS front asks whether a name is ours; the answer names no secret.
+        || path == "/api/v1/tls/ask"
         || path == "/swagger"
         || path.starts_with("/swagger/")
         // Preview links carry their own capability (a ticket minted with the token).

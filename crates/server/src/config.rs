@@ -26,6 +26,18 @@ pub struct FileConfig {
     pub images: ImagesConfig,
     #[serde(default)]
     pub firecracker: FirecrackerFileConfig,
+    #[serde(default)]
+    pub preview: PreviewFileConfig,
+}
+
+/// `[preview]`: where sandbox ports open in a browser.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewFileConfig {
+    /// The dashboard's public URL, e.g. `https://example.com` (default: the listen address).
+    pub public_url: Option<String>,
+    /// Parent domain of preview origins, `<port>-<sandbox>.<domain>` (default `localhost`).
+    pub domain: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod coding_agent;
 pub mod config;
+mod dev_services;
 mod error;
 mod events;
 mod extract;
@@ -15,6 +16,7 @@ pub mod forward;
 mod lifecycle;
 mod model_proxy;
 mod prebuild;
+pub mod preview;
 mod routes;
 mod tasks;
 mod web;
@@ -57,6 +59,8 @@ pub struct ServeOptions {
     pub max_running_tasks: usize,
     /// How often every ready prebuild is checked against its repos.
     pub prebuild_check_every: Duration,
+    /// Where previews of sandbox ports live.
+    pub preview: preview::PreviewSettings,
 }
 
 impl ServeOptions {
@@ -95,6 +99,15 @@ impl ServeOptions {
             prebuild_check_every: Duration::from_secs(
                 file.prebuild_check_secs.unwrap_or(600).max(1),
             ),
+            preview: {
+                let p = preview::PreviewSettings {
+                    domain: file.preview.domain.clone(),
+                    public_url: file.preview.public_url.clone(),
+                };
+                p.validate()
+                    .map_err(|(field, message)| format!("{field}: {message}"))?;
+                p
+            },
             data_dir,
         })
     }
@@ -138,8 +151,8 @@ pub struct AppState {
     images: Arc<atelier_vmm::images::ImageStore>,
     tasks: tasks::Tasks,
     prebuilds: prebuild::Prebuilds,
-    /// Preview links to sandbox ports (`/p/{ticket}/`).
-    previews: routes::ports::PreviewTickets,
+    /// Preview origins of sandbox ports, and the key of their grants.
+    previews: preview::Previews,
     /// How clones are made (kind, why), detected at start-up.
     storage: Arc<atelier_vmm::StorageChoice>,
     /// Why each driver was or was not taken.
@@ -253,6 +266,15 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
     );
     tasks.recover().await;
     tokio::spawn(tasks.clone().run_scheduler());
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    let grant_key =
+        preview::GrantKey::load_or_create(&data_dir.join("preview.key")).map_err(dir_err)?;
     let state = AppState {
         store: store.clone(),
         bus,
@@ -264,18 +286,11 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(
         images: selected.images.clone(),
         tasks: tasks.clone(),
         prebuilds,
-        previews: Default::default(),
+        previews: preview::Previews::new(grant_key, &opts.preview, addr),
         storage: Arc::new(selected.default.storage()),
         driver_notes: Arc::new(selected.reasons.clone()),
     };
     let app = api::router(state, &opts);
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            addr: opts.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(ServeError::Serve)?;
     // Handlers go in before anyone is told we listen: a SIGTERM right after must be graceful.
     let signals = Signals::install().map_err(ServeError::Serve)?;
     on_ready(Ready {

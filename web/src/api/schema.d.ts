@@ -1293,6 +1293,8 @@ export interface paths {
                     id: string;
                     /** @description 1-65535 */
                     port: number;
+                    /** @description Where `open_url` lands on the preview origin (default `/`). */
+                    path: string | null;
                 };
                 cookie?: never;
             };
@@ -1332,6 +1334,51 @@ export interface paths {
                 };
             };
         };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sandboxes/{id}/previews": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The previews of a sandbox: one per dev command of its workspace. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Preview"][];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -3047,6 +3094,8 @@ export interface components {
              * @example 5173
              */
             port: number;
+            /** @description Whether the port's preview opens without signing in (default: only with the token). */
+            public?: boolean;
         };
         DirListing: {
             /** @description Entries sorted by name. */
@@ -3412,10 +3461,27 @@ export interface components {
             /** @description Every prebuild of the workspace, newest first. */
             history: components["schemas"]["Prebuild"][];
         };
+        /** @description A dev command of the sandbox's workspace, where it opens, and how it runs. */
+        Preview: {
+            command: string;
+            /** @description The dev command's name (its service is `dev-<name>`). */
+            name: string;
+            /** Format: int32 */
+            port: number;
+            /** @description Opens without signing in. */
+            public: boolean;
+            service?: null | components["schemas"]["ServiceState"];
+            /** @description The port's own origin. */
+            url: string;
+        };
         PreviewLink: {
             /** Format: date-time */
             expires_at: string;
-            /** @description Path on this manager (`/p/<ticket>/`) that shows the sandbox's port. */
+            /** @description Signs a browser in to `preview_url` and lands on `path`; valid for one minute. */
+            open_url: string;
+            /** @description The port's own origin (`http://<port>-<sandbox>.<preview-domain>/`). */
+            preview_url: string;
+            /** @description Path on this manager (`/p/<grant>/`) that shows the sandbox's port. */
             url: string;
         };
         /**

@@ -175,10 +175,13 @@ pub async fn run(
                 },
             );
         }
-        SandboxCommand::Show { id } => show(
-            &client.get(&format!("/sandboxes/{}", encode(&id))).await?,
-            out,
-        ),
+        SandboxCommand::Show { id } => {
+            let sandbox: Sandbox = client.get(&format!("/sandboxes/{}", encode(&id))).await?;
+            let previews: Vec<serde_json::Value> = client
+                .get(&format!("/sandboxes/{}/previews", encode(&id)))
+                .await?;
+            show_with_previews(&sandbox, &previews, out);
+        }
         SandboxCommand::Stop { id } => {
             let spinner = out.spinner(format!("stopping {id}…"));
             let r = client
@@ -261,6 +264,34 @@ fn show(s: &Sandbox, out: &Output) {
     println!("  created     {} ago", age(s.created_at));
     if let Some(e) = &s.error {
         println!("  error       {e}");
+    }
+}
+
+/// `sandbox show`: the sandbox, then where each dev command of its workspace opens.
+fn show_with_previews(s: &Sandbox, previews: &[serde_json::Value], out: &Output) {
+    if out.json {
+        let mut value = serde_json::to_value(s).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.insert("previews".into(), previews.to_vec().into());
+        }
+        out.json(&value);
+        return;
+    }
+    show(s, out);
+    for p in previews {
+        let text = |k: &str| p[k].as_str().unwrap_or_default().to_owned();
+        let state = p["service"].as_str().unwrap_or("not started");
+        let public = if p["public"].as_bool() == Some(true) {
+            ", public"
+        } else {
+            ""
+        };
+        println!(
+            "  preview     {} :{}  {}  ({state}{public})",
+            text("name"),
+            p["port"],
+            text("url")
+        );
     }
 }
 

@@ -14,6 +14,11 @@ pub struct ServeArgs {
     /// Hypervisor driver: auto, local, qemu or firecracker [default: auto].
     #[arg(long, env = "ATELIER_DRIVER")]
     driver: Option<String>,
+    /// The public name of this manager behind a TLS front (Caddy): the dashboard at
+    /// https://DOMAIN, previews at https://<port>-<sandbox>.preview.DOMAIN
+    /// [default: `[preview]` in config.toml, else plain HTTP on the listen address].
+    #[arg(long, env = "ATELIER_DOMAIN", value_name = "DOMAIN")]
+    domain: Option<String>,
     /// Log filter (e.g. `info`, `atelier_server=debug`).
     #[arg(long, env = "ATELIER_LOG", default_value = "info")]
     log: String,
@@ -32,6 +37,15 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> Result<(), ClientError> 
         .map_err(|e| ClientError::Serve(format!("bad config file: {e}")))?;
     if let Some(listen) = args.listen {
         opts.listen = listen;
+    }
+    if let Some(domain) = &args.domain {
+        opts.preview.public_url = Some(format!("https://{domain}"));
+        if opts.preview.domain.is_none() {
+            opts.preview.domain = Some(format!("preview.{domain}"));
+        }
+        opts.preview.validate().map_err(|(field, message)| {
+            ClientError::Usage(format!("--domain: {field}: {message}"))
+        })?;
     }
     if let Some(driver) = args.driver {
         opts.driver = driver.parse().map_err(ClientError::Usage)?;

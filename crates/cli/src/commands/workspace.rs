@@ -57,6 +57,9 @@ pub struct Fields {
     /// Dev server: NAME:PORT:COMMAND; repeatable.
     #[arg(long = "dev", value_name = "NAME:PORT:COMMAND")]
     dev: Vec<String>,
+    /// A dev port whose preview opens without signing in (repeatable).
+    #[arg(long = "public", value_name = "PORT")]
+    public: Vec<u16>,
     /// Secret env var: NAME=VALUE (or NAME to read the value from your environment); repeatable.
     #[arg(long = "secret", value_name = "NAME=VALUE")]
     secrets: Vec<String>,
@@ -228,9 +231,19 @@ impl Fields {
                     name: name.into(),
                     command: command.into(),
                     port,
+                    public: self.public.contains(&port),
                 });
             }
+            if let Some(p) = self
+                .public
+                .iter()
+                .find(|p| !devs.iter().any(|d| d.port == **p))
+            {
+                return Err(usage(format!("--public {p}: no --dev names that port")));
+            }
             patch.dev_commands = Some(devs);
+        } else if !self.public.is_empty() {
+            return Err(usage("--public needs the --dev commands it marks".into()));
         }
         let mut secrets = SecretsSpec::default();
         for s in &self.secrets {
@@ -329,7 +342,11 @@ fn show(w: &Workspace, out: &Output) {
         println!("  init        {c}");
     }
     for d in &w.dev_commands {
-        println!("  dev         {} :{}  {}", d.name, d.port, d.command);
+        let public = if d.public { " (public)" } else { "" };
+        println!(
+            "  dev         {} :{}{public}  {}",
+            d.name, d.port, d.command
+        );
     }
     for s in &w.secrets {
         println!("  secret      {} ({:?}) {}", s.name, s.kind, s.preview);

@@ -422,6 +422,18 @@ impl Lifecycle {
         if let Some(workspace) = &rec.sandbox.workspace_id {
             let agent = driver.agent(&runtime, &rec.agent_token)?;
             self.deliver_secrets(&agent, workspace).await?;
+            // A dev server that does not start leaves the sandbox usable: its service
+            // shows why.
+            let spec = self.inner.store.workspace_spec(workspace).await?;
+            match crate::dev_services::ensure_in_first_repo(&agent, &spec).await {
+                Ok(started) if !started.is_empty() => {
+                    tracing::info!(sandbox = %id, services = ?started, "started the dev commands")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "could not start the dev commands")
+                }
+            }
         }
         Ok(())
     }

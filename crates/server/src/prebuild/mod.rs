@@ -383,7 +383,16 @@ impl Prebuilds {
             }
         }
 
-        // 3. The coding agent, started once so that its first start is captured too.
+        // 3. The dev servers, so that clones have them warm.
+        let started = crate::dev_services::ensure(&agent, &spec.dev_commands, &cwd)
+            .await
+            .map_err(|e| PrebuildError::step("starting the dev commands")(e.to_string()))?;
+        if !started.is_empty() {
+            self.log(id, &format!("==> started {}\n", started.join(", ")))
+                .await;
+        }
+
+        // 4. The coding agent, started once so that its first start is captured too.
         if let Some(first) = commits.first() {
             let repo_dir = format!("{workdir}/{}", first.path);
             let local = !self.inner.lifecycle.driver().info().isolated;
@@ -397,7 +406,7 @@ impl Prebuilds {
             }
         }
 
-        // 4. The capture.
+        // 5. The capture.
         self.log(id, "==> capturing the sandbox\n").await;
         self.capture(id, sandbox).await
     }

@@ -1,74 +1,53 @@
-//! Preview links: a dev server inside a sandbox, opened in a browser.
+//! Opening a sandbox's port (a dev server) in a browser; see [`crate::preview`].
 //!
-//! `POST /api/v1/sandboxes/{id}/ports/{port}/link` (with the token) mints a random,
-//! expiring ticket for one port of one sandbox; `/p/{ticket}/…` then proxies plain HTTP
-//! to that port through an agent tunnel (so it works inside a VM without guest
-//! networking). The ticket is the capability — a browser tab cannot send the API token —
-//! and it opens nothing else. Tickets live in the manager's memory: a restart forgets
-//! them, and a new link is one click away.
+//! `POST /api/v1/sandboxes/{id}/ports/{port}/link` (with the token) gives the port's own
+//! origin, a one-minute sign-in URL for it, and a signed `/p/<grant>/` path on the
+//! manager's origin that proxies plain HTTP to the port. The grants are the capability —
+//! a browser tab cannot send the API token — and they open nothing else.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use atelier_core::SandboxId;
-use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
-use hyper_util::rt::TokioIo;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::sandbox_id;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiQuery;
+use crate::preview::{GrantKind, LINK_TTL_SECS};
 use crate::AppState;
 
 type ErrorBody = atelier_proto::ErrorBody;
 
-/// How long a preview link works.
-const TICKET_TTL: Duration = Duration::from_secs(12 * 60 * 60);
-
-/// What a ticket opens: one port of one sandbox, until it expires.
-type Target = (SandboxId, u16, Instant);
-
-#[derive(Clone, Default)]
-pub struct PreviewTickets(Arc<Mutex<HashMap<String, Target>>>);
-
-impl PreviewTickets {
-    fn mint(&self, sandbox: SandboxId, port: u16) -> String {
-        let ticket = atelier_core::id::random_token();
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        map.retain(|_, (_, _, expires)| *expires > now);
-        map.insert(ticket.clone(), (sandbox, port, now + TICKET_TTL));
-        ticket
-    }
-
-    fn resolve(&self, ticket: &str) -> Option<(SandboxId, u16)> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(ticket)
-            .filter(|(_, _, expires)| *expires > Instant::now())
-            .map(|(s, p, _)| (s.clone(), *p))
-    }
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PreviewLink {
-    /// Path on this manager (`/p/<ticket>/`) that shows the sandbox's port.
+    /// Path on this manager (`/p/<grant>/`) that shows the sandbox's port.
     pub url: String,
+    /// The port's own origin (`http://<port>-<sandbox>.<preview-domain>/`).
+    pub preview_url: String,
+    /// Signs a browser in to `preview_url` and lands on `path`; valid for one minute.
+    pub open_url: String,
     pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LinkQuery {
+    /// Where `open_url` lands on the preview origin (default `/`).
+    path: Option<String>,
 }
 
 /// A link that opens a sandbox's port (a dev server) in a browser, without the token.
 #[utoipa::path(post, path = "/api/v1/sandboxes/{id}/ports/{port}/link", tag = "sandboxes",
-    params(("id" = String, Path), ("port" = u16, Path, description = "1-65535")),
+    params(("id" = String, Path), ("port" = u16, Path, description = "1-65535"), LinkQuery),
     responses((status = 201, body = PreviewLink), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn link(
     State(state): State<AppState>,
     Path((id, port)): Path<(String, String)>,
+    ApiQuery(query): ApiQuery<LinkQuery>,
 ) -> ApiResult<(StatusCode, Json<PreviewLink>)> {
     let id = sandbox_id(&id)?;
     let port: u16 = port
@@ -78,16 +57,70 @@ pub async fn link(
         .ok_or_else(|| ApiError::invalid("port", "must be between 1 and 65535"))?;
     // Only a running sandbox can serve anything.
     state.lifecycle.agent(&id).await?;
-    let ticket = state.previews.mint(id, port);
-    let expires = chrono::Utc::now()
-        + chrono::Duration::from_std(TICKET_TTL).unwrap_or(chrono::Duration::hours(12));
+    let previews = &state.previews;
+    let path = query.path.unwrap_or_else(|| "/".into());
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(LINK_TTL_SECS);
     Ok((
         StatusCode::CREATED,
         Json(PreviewLink {
-            url: format!("/p/{ticket}/"),
+            url: previews.link(&id, port),
+            preview_url: previews.url_of(&id, port),
+            open_url: previews.handoff_url(&id, port, &path),
             expires_at: expires,
         }),
     ))
+}
+
+/// A dev command of the sandbox's workspace, where it opens, and how it runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Preview {
+    /// The dev command's name (its service is `dev-<name>`).
+    pub name: String,
+    pub port: u16,
+    pub command: String,
+    /// Opens without signing in.
+    pub public: bool,
+    /// The port's own origin.
+    pub url: String,
+    /// The service's state; absent while the sandbox is not running or the service was
+    /// never started.
+    pub service: Option<atelier_proto::ServiceState>,
+}
+
+/// The previews of a sandbox: one per dev command of its workspace.
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}/previews", tag = "sandboxes",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Vec<Preview>), (status = 404, body = ErrorBody)))]
+pub async fn previews(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<Preview>>> {
+    let id = sandbox_id(&id)?;
+    let rec = state.store.get_sandbox(&id).await?;
+    let Some(workspace) = &rec.sandbox.workspace_id else {
+        return Ok(Json(vec![]));
+    };
+    let spec = state.store.workspace_spec(workspace).await?;
+    let services = match state.lifecycle.agent(&id).await {
+        Ok(agent) => agent.services().await.unwrap_or_default(),
+        Err(_) => vec![],
+    };
+    let list = spec
+        .dev_commands
+        .iter()
+        .map(|d| {
+            let service = crate::dev_services::service_name(d);
+            Preview {
+                name: d.name.clone(),
+                port: d.port,
+                command: d.command.clone(),
+                public: d.public,
+                url: state.previews.url_of(&id, d.port),
+                service: services.iter().find(|s| s.name == service).map(|s| s.state),
+            }
+        })
+        .collect();
+    Ok(Json(list))
 }
 
 /// `/p/{ticket}` → `/p/{ticket}/`, so that relative links resolve under the ticket.
@@ -113,39 +146,19 @@ async fn proxy(
     req: Request,
 ) -> ApiResult<Response> {
     let ticket = params.get("ticket").map(String::as_str).unwrap_or_default();
-    let (sandbox, port) = state
+    let grant = state
         .previews
-        .resolve(ticket)
+        .key()
+        .verify(ticket, GrantKind::Link, chrono::Utc::now().timestamp())
         .ok_or_else(|| ApiError::not_found("preview link (unknown or expired)"))?;
-    let agent = state.lifecycle.agent(&sandbox).await?;
-    let tunnel = agent.open_tunnel(port).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tunnel))
-        .await
-        .map_err(|e| ApiError::bad_gateway(format!("talking HTTP to port {port}: {e}")))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-
+    let agent = state.lifecycle.agent(&grant.sandbox).await?;
     let rest = params.get("rest").map(String::as_str).unwrap_or_default();
-    let (mut parts, body) = req.into_parts();
-    let path_and_query = match parts.uri.query() {
+    let path_and_query = match req.uri().query() {
         Some(q) => format!("/{rest}?{q}"),
         None => format!("/{rest}"),
     };
-    parts.uri = path_and_query
-        .parse::<Uri>()
-        .map_err(|e| ApiError::invalid("path", e.to_string()))?;
-    parts.version = axum::http::Version::HTTP_11;
-    if let Ok(host) = HeaderValue::from_str(&format!("127.0.0.1:{port}")) {
-        parts.headers.insert(header::HOST, host);
-    }
+    let mut req = req;
     // Ours, not the dev server's.
-    parts.headers.remove(header::AUTHORIZATION);
-    parts.headers.remove(header::CONNECTION);
-    let upstream = sender
-        .send_request(axum::http::Request::from_parts(parts, body))
-        .await
-        .map_err(|e| ApiError::bad_gateway(format!("port {port} did not answer: {e}")))?;
-    let (parts, body) = upstream.into_parts();
-    Ok(Response::from_parts(parts, Body::new(body)))
+    req.headers_mut().remove(axum::http::header::AUTHORIZATION);
+    crate::preview::forward(&agent, grant.port, req, &path_and_query, "http").await
 }

@@ -426,6 +426,7 @@ impl Tasks {
         if rec.parent_id.is_some() {
             let _ = agent.delete(&source, false).await;
         }
+        crate::dev_services::ensure_in_first_repo(&agent, &spec).await?;
         let local = !self.inner.lifecycle.driver().info().isolated;
         let mut config = AgentConfig::from_value(&spec.agent_config)
             .map_err(|e| TaskError::invalid(e.field, e.message))?;
