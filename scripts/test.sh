@@ -64,6 +64,7 @@ web_log="$target/test-web.log"
 if command -v npm >/dev/null; then
   (cd web && npm test --silent) 2>&1 | tee -a "$web_log" || failed+=("dashboard unit tests")
   (cd web && node e2e/run.mjs) 2>&1 | tee -a "$web_log" || failed+=("dashboard e2e")
+  (cd web && node e2e/previews.mjs) 2>&1 | tee -a "$web_log" || failed+=("preview e2e")
 fi
 
 # The summary: every skipped test with its reason, then the counts. A skipped test
@@ -79,9 +80,9 @@ rust_passed=$(last_number passed "$rust_log" 'tests run:|test result:')
 rust_failed=$(last_number '(failed|timed out)' "$rust_log" 'tests run:|test result:')
 web_passed=$(last_number passed "$web_log" '^ *Tests ')
 web_failed=$(last_number failed "$web_log" '^ *Tests ')
-e2e_passed=$(grep -c '^ok: dashboard flow' "$web_log" || true)
+e2e_passed=$(grep -cE '^ok: (dashboard|preview) flow' "$web_log" || true)
 skipped=$(grep -c . "$ATELIER_SKIP_LOG" || true)
-rust_skipped=$(grep -vc '^web' "$ATELIER_SKIP_LOG" || true)
+rust_skipped=$(grep -vcE '^(web|preview) e2e' "$ATELIER_SKIP_LOG" || true)
 documented=$(grep -c $'\tdocumented\t' "$ATELIER_SKIP_LOG" || true)
 passed=$(( rust_passed - rust_skipped + web_passed + e2e_passed ))
 failed_count=$(( rust_failed + web_failed + (${#failed[@]} > 0 && rust_failed + web_failed == 0 ? 1 : 0) ))

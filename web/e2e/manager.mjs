@@ -44,9 +44,14 @@ export function pushCommit(dir, message) {
   git(work, "push", "--quiet", join(dir, "origin.git"), "HEAD:main");
 }
 
-export async function startManager(bin) {
+/** `config` is the text of the data directory's config.toml, if any. */
+export async function startManager(bin, { config } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "atelier-e2e-"));
   const dataDir = join(dir, "data");
+  if (config) {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    writeFileSync(join(dataDir, "config.toml"), config);
+  }
   const child = spawn(bin, ["serve", "--driver", "local", "--data-dir", dataDir, "--listen", "127.0.0.1:0"], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },

@@ -1,7 +1,7 @@
 import { createRootRoute, createRoute, createRouter } from "@tanstack/react-router";
 import { App } from "./App";
 import { MissionControl } from "./pages/MissionControl";
-import { SandboxDetail, Sandboxes } from "./pages/Sandboxes";
+import { OpenPreview, SandboxDetail, Sandboxes } from "./pages/Sandboxes";
 import { System } from "./pages/System";
 import { TaskDetail } from "./pages/TaskDetail";
 import { Tasks, type TasksSearch } from "./pages/Tasks";
@@ -68,6 +68,17 @@ const templatesRoute = createRoute({
   component: () => <Templates workspace={templatesRoute.useSearch().workspace} />,
 });
 
+const openRoute = createRoute({
+  getParentRoute: () => rootRoute,
+  path: "/open",
+  validateSearch: (s: Record<string, unknown>): { sandbox?: string; port?: number; path?: string } => ({
+    sandbox: str(s.sandbox),
+    port: Number.isInteger(Number(s.port)) && Number(s.port) > 0 ? Number(s.port) : undefined,
+    path: str(s.path),
+  }),
+  component: () => <OpenPreview {...openRoute.useSearch()} />,
+});
+
 const systemRoute = createRoute({ getParentRoute: () => rootRoute, path: "/system", component: System });
 
 export const routeTree = rootRoute.addChildren([
@@ -81,6 +92,7 @@ export const routeTree = rootRoute.addChildren([
   workspaceRoute,
   templatesRoute,
   systemRoute,
+  openRoute,
 ]);
 
 export const router = createRouter({ routeTree });

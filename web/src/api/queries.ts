@@ -7,6 +7,7 @@ import type {
   Interaction,
   LogChunk,
   PrebuildStatus,
+  Preview,
   SandboxList,
   Sandbox,
   ServiceStatus,
@@ -32,6 +33,12 @@ export const useSandboxes = () =>
   useQuery({ queryKey: ["sandboxes"], queryFn: async () => (await api<SandboxList>("/sandboxes")).sandboxes });
 export const useSandbox = (id: string) =>
   useQuery({ queryKey: ["sandbox", id], queryFn: () => api<Sandbox>(`/sandboxes/${encodeURIComponent(id)}`) });
+export const usePreviews = (id: string) =>
+  useQuery({
+    queryKey: ["previews", id],
+    queryFn: () => api<Preview[]>(`/sandboxes/${encodeURIComponent(id)}/previews`),
+    refetchInterval: 5000,
+  });
 export const useTemplates = (workspace?: string) =>
   useQuery({
     queryKey: ["templates", workspace ?? ""],

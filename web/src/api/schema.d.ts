@@ -1287,14 +1287,15 @@ export interface paths {
         /** A link that opens a sandbox's port (a dev server) in a browser, without the token. */
         post: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description Where `open_url` lands on the preview origin (default `/`). */
+                    path?: string;
+                };
                 header?: never;
                 path: {
                     id: string;
                     /** @description 1-65535 */
                     port: number;
-                    /** @description Where `open_url` lands on the preview origin (default `/`). */
-                    path: string | null;
                 };
                 cookie?: never;
             };

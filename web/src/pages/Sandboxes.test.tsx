@@ -3,7 +3,7 @@ import userEvent from "@testing-library/user-event";
 import type { Sandbox } from "../api/types";
 import { saveToken } from "../api/token";
 import { renderInApp, stubApi } from "../test/render";
-import { Origin, PreviewButton } from "./Sandboxes";
+import { OpenPreview, Origin, PreviewButton, Previews } from "./Sandboxes";
 
 const sandbox = (over: Partial<Sandbox>): Sandbox => ({
   id: "s1",
@@ -34,13 +34,20 @@ describe("sandbox origin", () => {
 describe("dev server preview", () => {
   it("asks for a preview link and opens it in the tab it opened on the click", async () => {
     saveToken("atl_test");
-    const calls = stubApi({ "POST /sandboxes/s1/ports/5173/link": () => ({ url: "/p/abc/", expires_at: "" }) });
+    const calls = stubApi({
+      "POST /sandboxes/s1/ports/5173/link": () => ({
+        url: "/p/abc/",
+        preview_url: "http://5173-s1.localhost:4000/",
+        open_url: "http://5173-s1.localhost:4000/__atelier/auth?grant=h.x&next=%2F",
+        expires_at: "",
+      }),
+    });
     const tab = { location: { href: "" }, close: vi.fn() };
     const open = vi.fn(() => tab);
     vi.stubGlobal("open", open);
     renderInApp(<PreviewButton sandboxId="s1" port={5173} />);
     await userEvent.click(await screen.findByRole("button", { name: "Open port 5173" }));
-    await waitFor(() => expect(tab.location.href).toBe("/p/abc/"));
+    await waitFor(() => expect(tab.location.href).toBe("http://5173-s1.localhost:4000/__atelier/auth?grant=h.x&next=%2F"));
     expect(open).toHaveBeenCalledWith("", "_blank");
     expect(calls.map((c) => `${c.method} ${c.path}`)).toContain("POST /sandboxes/s1/ports/5173/link");
   });
@@ -54,5 +61,42 @@ describe("dev server preview", () => {
     await userEvent.click(await screen.findByRole("button", { name: "Open port 3000" }));
     await waitFor(() => expect(tab.close).toHaveBeenCalled());
     expect(tab.location.href).toBe("");
+  });
+});
+
+describe("preview origins", () => {
+  it("lists each dev server with its origin and its service's state", async () => {
+    saveToken("atl_test");
+    stubApi({
+      "GET /sandboxes/s1/previews": () => [
+        { name: "web", port: 5173, command: "npm run dev", public: false, url: "http://5173-s1.localhost:4000/", service: "running" },
+        { name: "docs", port: 8000, command: "mkdocs serve", public: true, url: "http://8000-s1.localhost:4000/", service: null },
+      ],
+    });
+    renderInApp(<Previews sandboxId="s1" running={true} />);
+    expect(await screen.findByText("http://5173-s1.localhost:4000/")).toBeTruthy();
+    expect(screen.getByText("running")).toBeTruthy();
+    expect(screen.getByText("not started")).toBeTruthy();
+    expect(screen.getByText("public")).toBeTruthy();
+    expect(screen.getByRole("button", { name: "Open port 8000" })).toBeTruthy();
+  });
+
+  it("hands a browser sent by a preview origin over to it, landing where it was going", async () => {
+    saveToken("atl_test");
+    const calls = stubApi({
+      "POST /sandboxes/s1/ports/5173/link": () => ({ url: "/p/x/", preview_url: "", open_url: "http://5173-s1.localhost:4000/__atelier/auth?grant=h.y", expires_at: "" }),
+    });
+    const go = vi.fn();
+    renderInApp(<OpenPreview sandbox="s1" port={5173} path="/deep?x=1" go={go} />);
+    await waitFor(() => expect(go).toHaveBeenCalledWith("http://5173-s1.localhost:4000/__atelier/auth?grant=h.y"));
+    const call = calls.find((c) => c.path === "/sandboxes/s1/ports/5173/link");
+    expect(new URLSearchParams(call?.query).get("path")).toBe("/deep?x=1");
+  });
+
+  it("says what is wrong when the link names no port", async () => {
+    saveToken("atl_test");
+    stubApi({});
+    renderInApp(<OpenPreview sandbox="s1" go={vi.fn()} />);
+    expect(await screen.findByText(/names no sandbox port/)).toBeTruthy();
   });
 });

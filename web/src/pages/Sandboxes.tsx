@@ -1,9 +1,9 @@
-import { lazy, Suspense, useState } from "react";
+import { lazy, Suspense, useEffect, useRef, useState } from "react";
 import { useMutation, useQueryClient } from "@tanstack/react-query";
 import { Link, useNavigate } from "@tanstack/react-router";
 import { api, route } from "../api/client";
-import { fetchLogs, useDir, useSandbox, useSandboxes, useServices, useSystem, useTasks, useWorkspaces } from "../api/queries";
-import type { LogChunk, Prebuild, Sandbox, StartPrebuild } from "../api/types";
+import { fetchLogs, useDir, usePreviews, useSandbox, useSandboxes, useServices, useSystem, useTasks, useWorkspaces } from "../api/queries";
+import type { LogChunk, Prebuild, PreviewLink, Sandbox, StartPrebuild } from "../api/types";
 import { ago, Badge, Empty, ErrorNote, Loading, Section } from "../ui/kit";
 
 const Terminal = lazy(() => import("../components/Terminal"));
@@ -21,8 +21,17 @@ export function Origin({ sb }: { sb: Sandbox }) {
   );
 }
 
-/** Opens a sandbox port in a new tab through a preview link (the link carries its own
- *  ticket: a browser tab cannot send the API token). */
+/** Asks the manager to sign this browser in to a sandbox port's own origin (a one-minute
+ *  hand-off: a preview origin never sees the API token). */
+export async function previewSignIn(sandboxId: string, port: number, path = "/"): Promise<string> {
+  const link = await api<PreviewLink>(
+    route("post", "/sandboxes/{id}/ports/{port}/link", { path: { id: sandboxId, port }, query: { path } }),
+    { method: "POST" },
+  );
+  return link.open_url;
+}
+
+/** Opens a sandbox port on its own origin in a new tab. */
 export function PreviewButton({ sandboxId, port }: { sandboxId: string; port: number }) {
   const [error, setError] = useState<string | null>(null);
   const open = async () => {
@@ -30,9 +39,9 @@ export function PreviewButton({ sandboxId, port }: { sandboxId: string; port: nu
     // Opened before the request so that the browser sees it as the click's own window.
     const tab = window.open("", "_blank");
     try {
-      const link = await api<{ url: string }>(`/sandboxes/${sandboxId}/ports/${port}/link`, { method: "POST" });
-      if (tab) tab.location.href = link.url;
-      else window.location.href = link.url;
+      const url = await previewSignIn(sandboxId, port);
+      if (tab) tab.location.href = url;
+      else window.location.href = url;
     } catch (e) {
       tab?.close();
       setError(e instanceof Error ? e.message : String(e));
@@ -45,6 +54,54 @@ export function PreviewButton({ sandboxId, port }: { sandboxId: string; port: nu
       </button>
       {error && <small className="error"> {error}</small>}
     </>
+  );
+}
+
+/** The sandbox's dev servers: where each opens and whether its service runs. */
+export function Previews({ sandboxId, running }: { sandboxId: string; running: boolean }) {
+  const previews = usePreviews(sandboxId);
+  if (!previews.data?.length) return null;
+  return (
+    <ul className="plain previews" aria-label="Dev servers">
+      {previews.data.map((p) => (
+        <li key={p.name}>
+          <strong>{p.name}</strong> <small className="muted">:{p.port}</small>{" "}
+          <Badge value={p.service ?? "not started"} />
+          {p.public && <small className="muted"> public</small>}{" "}
+          <code className="preview-url">{p.url}</code> {running && <PreviewButton sandboxId={sandboxId} port={p.port} />}
+        </li>
+      ))}
+    </ul>
+  );
+}
+
+/** `/open?sandbox=…&port=…&path=…`: where a preview origin sends a browser that is not
+ *  signed in to it yet; once this dashboard has its token, it hands the browser over. */
+export function OpenPreview({
+  sandbox,
+  port,
+  path,
+  go = (url) => window.location.replace(url),
+}: {
+  sandbox?: string;
+  port?: number;
+  path?: string;
+  go?: (url: string) => void;
+}) {
+  const [error, setError] = useState<unknown>(null);
+  const started = useRef(false);
+  useEffect(() => {
+    if (started.current || !sandbox || !port) return;
+    started.current = true;
+    previewSignIn(sandbox, port, path ?? "/").then(go, setError);
+  }, [sandbox, port, path, go]);
+  if (!sandbox || !port) return <ErrorNote error="This preview link names no sandbox port." />;
+  return error ? (
+    <ErrorNote error={error} />
+  ) : (
+    <p aria-busy="true">
+      Opening port {port} of <code>{sandbox}</code>…
+    </p>
   );
 }
 
@@ -304,17 +361,7 @@ export function SandboxDetail({ sandboxId }: { sandboxId: string }) {
           Task: <Link to="/tasks/$taskId" params={{ taskId: task.id }}>{task.title}</Link>
         </p>
       )}
-      {ws && ws.dev_commands.length > 0 && (
-        <p className="muted">
-          Dev servers:{" "}
-          {ws.dev_commands.map((d) => (
-            <span key={d.name}>
-              {d.name} on port {d.port}{" "}
-              {running && <PreviewButton sandboxId={sb.id} port={d.port} />}{" "}
-            </span>
-          ))}
-        </p>
-      )}
+      {ws && ws.dev_commands.length > 0 && <Previews sandboxId={sb.id} running={running} />}
       <Controls sb={sb} />
       {running && sb.workspace_id && (
         <div className="buttons">

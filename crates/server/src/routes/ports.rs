@@ -34,6 +34,7 @@ pub struct PreviewLink {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LinkQuery {
     /// Where `open_url` lands on the preview origin (default `/`).
     path: Option<String>,
