@@ -133,6 +133,20 @@ async fn a_dev_command_opens_on_its_own_origin_for_the_signed_in_and_its_public_
     let other_host = format!("{web}-{other}.localhost");
     let http = browser(&m, &[&web_host, &docs_host, &other_host]);
 
+    // An image without code-server has no editor to open.
+    let r = api
+        .post(&format!("/sandboxes/{other}/editor"), json!({}))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("code-server"),
+        "{}",
+        r.body
+    );
+
     // Without the cookie: a browser is sent to sign in on the dashboard, a script is 401.
     let r = http
         .get(format!("{web_url}deep?x=1"))
@@ -202,15 +216,34 @@ async fn a_dev_command_opens_on_its_own_origin_for_the_signed_in_and_its_public_
     let tampered = open.replacen("grant=h.", "grant=c.", 1);
     assert_eq!(http.get(&tampered).send().await.unwrap().status(), 401);
 
-    let r = http
-        .get(format!("{web_url}after"))
-        .header("cookie", format!("theme=dark; {cookie}"))
-        .bearer_auth(&m.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let seen: Value = r.json().await.unwrap();
+    // (The dev server may still be coming up: a 502 says nothing listens yet.)
+    let seen: Value = eventually(WAIT, "the signed-in page", || {
+        let (http, url, cookie, token) = (
+            http.clone(),
+            format!("{web_url}after"),
+            format!("theme=dark; {cookie}"),
+            m.token.clone(),
+        );
+        let api = &api;
+        let id = &id;
+        async move {
+            let r = http
+                .get(url)
+                .header("cookie", cookie)
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()?;
+            if r.status() == 502 {
+                let services = api.get(&format!("/sandboxes/{id}/services")).await.body;
+                eprintln!("not yet: {} {services}", r.text().await.unwrap_or_default());
+                return None;
+            }
+            assert_eq!(r.status(), 200);
+            r.json().await.ok()
+        }
+    })
+    .await;
     assert_eq!(seen["name"], "web", "{seen}");
     assert_eq!(seen["path"], "/after", "{seen}");
     assert_eq!(
@@ -314,6 +347,88 @@ async fn a_dev_command_opens_on_its_own_origin_for_the_signed_in_and_its_public_
         .status();
     assert_eq!(status, 404);
     drop(m);
+}
+
+/// Stands in for code-server (whose npm package fetches binaries from outside the
+/// registries at install time): checks the flags the manager passes and serves a page.
+const CODE_SERVER_STUB: &str = r#"#!/bin/sh
+[ "$1 $2 $3" = "--auth none --bind-addr" ] || { echo "unexpected flags: $*" >&2; exit 2; }
+exec node -e '
+const [host, port] = process.argv[1].split(":");
+require("http").createServer((q, r) => r.end("editor for " + process.argv[2] + "\n")).listen(+port, host);
+' "$4" "$7"
+"#;
+
+#[tokio::test]
+async fn the_editor_starts_on_demand_with_its_auth_off_and_opens_only_through_its_preview_origin() {
+    use std::os::unix::fs::PermissionsExt;
+    if !atelier_testkit::have("node") {
+        atelier_testkit::skip("node is not installed (apt-get install nodejs)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let stub = bin.join("code-server");
+    std::fs::write(&stub, CODE_SERVER_STUB).unwrap();
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let m = Manager::start_with_env(&tmp.path().join("data"), &[], &[("PATH", &path)]);
+    let api = m.client();
+    let id = api.running_sandbox("edit").await;
+
+    let r = api
+        .post(&format!("/sandboxes/{id}/editor"), json!({}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let host = host_of(r.body["preview_url"].as_str().unwrap());
+    assert_eq!(host, format!("13337-{id}.localhost"));
+    let services = api.get(&format!("/sandboxes/{id}/services")).await.body;
+    let editor = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "editor")
+        .unwrap_or_else(|| panic!("no editor service: {services}"));
+    assert_eq!(editor["state"], "running", "{editor}");
+    // Asked again, the running editor is reused, not restarted.
+    let again = api
+        .post(&format!("/sandboxes/{id}/editor"), json!({}))
+        .await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    let pid = |s: &Value| {
+        s.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "editor")
+            .map(|s| s["pid"].clone())
+    };
+    let after = api.get(&format!("/sandboxes/{id}/services")).await.body;
+    assert_eq!(pid(&services), pid(&after));
+
+    let http = browser(&m, &[&host]);
+    let preview = r.body["preview_url"].as_str().unwrap();
+    assert_eq!(http.get(preview).send().await.unwrap().status(), 401);
+    let handoff = http
+        .get(r.body["open_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(handoff.status(), 302);
+    let cookie = cookie_pair(&handoff);
+    let page = http
+        .get(preview)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let text = page.text().await.unwrap();
+    assert!(text.starts_with("editor for /"), "{text}");
 }
 
 /// Sends `text` over a WebSocket to `/ws` on `host` (through the manager) and returns

@@ -116,6 +116,7 @@ fn api_routes(max_file_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(storage::sandbox_disk))
         .routes(routes!(ports::link))
         .routes(routes!(ports::previews))
+        .routes(routes!(ports::editor))
         .merge(uploads)
 }
 

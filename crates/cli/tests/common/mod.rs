@@ -200,8 +200,23 @@ pub fn processes_under(dir: &Path) -> Vec<u32> {
     out
 }
 
+/// Kills what [`processes_under`] finds, and every process working in `dir` (a local
+/// sandbox's services, orphaned when its agent was killed).
 pub fn kill_processes_under(dir: &Path) {
-    for pid in processes_under(dir) {
+    let working_in: Vec<u32> = std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read_link(format!("/proc/{pid}/cwd"))
+                        .is_ok_and(|cwd| cwd.starts_with(dir))
+                })
+                .filter(|pid| *pid != std::process::id())
+                .collect()
+        })
+        .unwrap_or_default();
+    for pid in processes_under(dir).into_iter().chain(working_in) {
         // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }

@@ -124,6 +124,104 @@ pub async fn previews(
     Ok(Json(list))
 }
 
+/// The port the in-browser editor listens on inside a sandbox.
+pub const EDITOR_PORT: u16 = 13337;
+
+/// `POST /api/v1/sandboxes/{id}/editor`: starts VS Code in the browser (`code-server`, from
+/// the sandbox's image) as the service `editor` if it is not running, waits until it
+/// listens, and answers like a preview link for its port. Its own auth is off: the
+/// preview origin's cookie is the lock.
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/editor", tag = "sandboxes",
+    params(("id" = String, Path)),
+    responses((status = 201, body = PreviewLink), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 504, body = ErrorBody)))]
+pub async fn editor(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<PreviewLink>)> {
+    use atelier_proto::{CommandLine, ExecRequest, RestartPolicy, ServiceSpec, ServiceState};
+    let id = sandbox_id(&id)?;
+    let agent = state.lifecycle.agent(&id).await?;
+    let running = agent
+        .services()
+        .await?
+        .into_iter()
+        .any(|s| s.name == "editor" && s.state == ServiceState::Running);
+    if !running {
+        let probe = agent
+            .exec(&ExecRequest::argv(["sh", "-c", "command -v code-server"]))
+            .await?;
+        if probe.status.exit_code != Some(0) {
+            return Err(ApiError::conflict(
+                "this sandbox's image has no code-server: give the workspace an image that has it",
+            ));
+        }
+        // The workspace's first repo when it is there, else the agent's directory.
+        let mut candidates = vec![None];
+        if let Some(ws) = &state.store.get_sandbox(&id).await?.sandbox.workspace_id {
+            if let Some(repo) = state.store.workspace_spec(ws).await?.repos.first() {
+                candidates.insert(0, Some(repo.clone_path()));
+            }
+        }
+        let mut folder = ".".to_owned();
+        for cwd in candidates {
+            let mut pwd = ExecRequest::argv(["pwd"]);
+            pwd.cwd = cwd;
+            if let Ok(r) = agent.exec(&pwd).await {
+                if r.status.exit_code == Some(0) {
+                    folder = r.stdout.trim().to_owned();
+                    break;
+                }
+            }
+        }
+        let spec = ServiceSpec {
+            command: CommandLine::Argv(vec![
+                "code-server".into(),
+                "--auth".into(),
+                "none".into(),
+                "--bind-addr".into(),
+                format!("127.0.0.1:{EDITOR_PORT}"),
+                "--disable-telemetry".into(),
+                "--disable-update-check".into(),
+                folder,
+            ]),
+            env: Default::default(),
+            cwd: None,
+            user: None,
+            restart: RestartPolicy::OnFailure,
+        };
+        agent.put_service("editor", &spec).await?;
+    }
+    // Hand the browser over only once the editor answers.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match agent.open_tunnel(EDITOR_PORT).await {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(sandbox = %id, error = %e, "waiting for the editor");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "editor_not_listening",
+                    format!("code-server did not listen on port {EDITOR_PORT} within 30 s: see the `editor` service's log"),
+                ))
+            }
+        }
+    }
+    let previews = &state.previews;
+    Ok((
+        StatusCode::CREATED,
+        Json(PreviewLink {
+            url: previews.link(&id, EDITOR_PORT),
+            preview_url: previews.url_of(&id, EDITOR_PORT),
+            open_url: previews.handoff_url(&id, EDITOR_PORT, "/"),
+            expires_at: chrono::Utc::now() + chrono::Duration::seconds(LINK_TTL_SECS),
+        }),
+    ))
+}
+
 /// `/p/{ticket}` → `/p/{ticket}/`, so that relative links resolve under the ticket.
 pub async fn preview_root(Path(ticket): Path<String>) -> Redirect {
     Redirect::permanent(&format!("/p/{ticket}/"))
