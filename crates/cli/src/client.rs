@@ -27,6 +27,26 @@ pub enum ClientError {
     Usage(String),
     #[error("{0}")]
     Serve(String),
+    /// An external command that failed, named with its arguments and its stderr.
+    #[error("`{command}` failed ({status}){}", stderr_tail(.stderr))]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn stderr_tail(stderr: &str) -> String {
+    match stderr.trim() {
+        "" => String::new(),
+        s => format!(": {s}"),
+    }
 }
 
 fn details_hint(details: &serde_json::Value) -> String {

@@ -43,6 +43,12 @@ struct Cli {
 enum Command {
     /// Run the manager: API, event stream, sandboxes.
     Serve(commands::serve::ServeArgs),
+    /// Provision this host for Atelier (packages, pool, user, config, service, Caddy).
+    ///
+    /// Prints its plan (each step done, or what exactly is to do), then applies it; a
+    /// second run changes nothing. The data directory is /var/lib/atelier (--data-dir
+    /// does not apply).
+    Init(commands::init::InitArgs),
     /// Show the manager's driver, versions and counts.
     System,
     /// Manage workspaces (repos, commands, secrets, resources).
@@ -98,11 +104,12 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
                 .await
                 .map(|_| ExitCode::SUCCESS)
         }
+        Command::Init(args) => return commands::init::run(args),
         _ => client::Client::new(&cli.url, cli.token.clone(), &data_dir)?,
     };
     let out = output::Output { json: cli.json };
     match cli.command {
-        Command::Serve(_) => Ok(ExitCode::SUCCESS),
+        Command::Serve(_) | Command::Init(_) => Ok(ExitCode::SUCCESS),
         Command::System => commands::system::run(&client, &out).await,
         Command::Workspace(cmd) => commands::workspace::run(cmd, &client, &out).await,
         Command::Sandbox(cmd) => commands::sandbox::run(cmd, &client, &out).await,

@@ -1,5 +1,6 @@
 pub mod dev;
 pub mod image;
+pub mod init;
 pub mod prebuild;
 pub mod sandbox;
 pub mod serve;
