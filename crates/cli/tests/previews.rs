@@ -260,6 +260,22 @@ async fn a_dev_command_opens_on_its_own_origin_for_the_signed_in_and_its_public_
         format!("{web_host}:{port}"),
         "{seen}"
     );
+    // The next request reuses the connection (the tunnel) the last one was carried on.
+    let again: Value = http
+        .get(format!("{web_url}again"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["path"], "/again", "{again}");
+    assert_eq!(
+        again["connection"], seen["connection"],
+        "{again} after {seen}"
+    );
+
     // The dev server may set its own cookies, never the preview's.
     let r = http
         .get(format!("{web_url}set-cookie"))

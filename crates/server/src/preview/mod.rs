@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 pub use grant::{Grant, GrantKey, GrantKind};
-pub use proxy::forward;
+pub use proxy::{forward, ConnectionPool};
 
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -115,6 +115,7 @@ pub struct Previews(Arc<Inner>);
 
 struct Inner {
     key: GrantKey,
+    pool: ConnectionPool,
     /// `.localhost`, with the leading dot.
     suffix: String,
     scheme: &'static str,
@@ -157,6 +158,7 @@ impl Previews {
         };
         Self(Arc::new(Inner {
             key,
+            pool: ConnectionPool::default(),
             suffix: format!(".{domain}"),
             scheme,
             port,
@@ -167,6 +169,11 @@ impl Previews {
 
     pub fn key(&self) -> &GrantKey {
         &self.0.key
+    }
+
+    /// Connections to sandbox ports, kept between requests.
+    pub fn pool(&self) -> &ConnectionPool {
+        &self.0.pool
     }
 
     /// Whether cookies must be `Secure` (previews are served over https).
@@ -327,7 +334,16 @@ async fn serve(
     strip_manager_credentials(req.headers_mut(), &state.admin_token);
     let agent = state.lifecycle.agent(&sandbox).await?;
     let proto = if previews.secure() { "https" } else { "http" };
-    let mut response = forward(&agent, port, req, &path_and_query, proto).await?;
+    let mut response = forward(
+        previews.pool(),
+        &agent,
+        &sandbox,
+        port,
+        req,
+        &path_and_query,
+        proto,
+    )
+    .await?;
     drop_cookie_setters(response.headers_mut());
     Ok(response)
 }

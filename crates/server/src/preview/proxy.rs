@@ -1,7 +1,17 @@
 //! One HTTP request carried to a port inside a sandbox through an agent tunnel, and
 //! back; a WebSocket (or any `Upgrade`) stays connected both ways after the 101.
+//!
+//! Opening a tunnel costs a round trip to the agent and an HTTP handshake, so the
+//! connection a request used goes back to a small pool per sandbox port, for the next
+//! request once its response is read (a page's scripts and styles, an HMR client's
+//! fetches). A pooled connection the dev server closed meanwhile is noticed before the
+//! request is written, and the request goes out on a fresh one instead.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use atelier_agent_client::AgentClient;
+use atelier_core::SandboxId;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
@@ -20,24 +30,74 @@ const HOP_BY_HOP: [HeaderName; 5] = [
     header::UPGRADE,
 ];
 
-/// Sends `req` to `port` in the sandbox as `path_and_query`, with `Host:
-/// 127.0.0.1:<port>` (what a dev server bound to loopback expects) and the original host
-/// in `X-Forwarded-Host`.
-pub async fn forward(
-    agent: &AgentClient,
-    port: u16,
-    mut req: Request,
-    path_and_query: &str,
-    forwarded_proto: &str,
-) -> ApiResult<Response> {
+type Sender = hyper::client::conn::http1::SendRequest<Body>;
+
+/// Idle connections kept per sandbox port.
+const IDLE_PER_PORT: usize = 8;
+/// Past this many ports in the pool, those whose connections all closed are dropped.
+const PORTS_BEFORE_SWEEP: usize = 256;
+
+/// A port of a sandbox.
+type PortKey = (SandboxId, u16);
+
+/// HTTP/1 connections to sandbox ports, kept for reuse.
+#[derive(Clone, Default)]
+pub struct ConnectionPool(Arc<Mutex<HashMap<PortKey, Vec<Sender>>>>);
+
+impl ConnectionPool {
+    /// A pooled connection to the port that can take a request now.
+    fn take(&self, key: &PortKey) -> Option<Sender> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = map.get_mut(key)?;
+        idle.retain(|s| !s.is_closed());
+        let ready = idle.iter().position(Sender::is_ready)?;
+        Some(idle.swap_remove(ready))
+    }
+
+    /// Keeps `sender` for a later request (it becomes ready once its response is read).
+    fn give(&self, key: PortKey, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= PORTS_BEFORE_SWEEP {
+            map.retain(|_, idle| {
+                idle.retain(|s| !s.is_closed());
+                !idle.is_empty()
+            });
+        }
+        let idle = map.entry(key).or_default();
+        idle.retain(|s| !s.is_closed());
+        if idle.len() < IDLE_PER_PORT {
+            idle.push(sender);
+        }
+    }
+}
+
+/// A new HTTP/1 connection to `port` through an agent tunnel.
+async fn connect(agent: &AgentClient, port: u16) -> ApiResult<Sender> {
     let tunnel = agent.open_tunnel(port).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tunnel))
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tunnel))
         .await
         .map_err(|e| ApiError::bad_gateway(format!("talking HTTP to port {port}: {e}")))?;
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
+    Ok(sender)
+}
 
+/// Sends `req` to `port` of `sandbox` (through `agent`) as `path_and_query`, with
+/// `Host: 127.0.0.1:<port>` (what a dev server bound to loopback expects) and the
+/// original host in `X-Forwarded-Host`.
+pub async fn forward(
+    pool: &ConnectionPool,
+    agent: &AgentClient,
+    sandbox: &SandboxId,
+    port: u16,
+    mut req: Request,
+    path_and_query: &str,
+    forwarded_proto: &str,
+) -> ApiResult<Response> {
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
@@ -71,10 +131,43 @@ pub async fn forward(
         parts.headers.insert(header::UPGRADE, protocol.clone());
     }
 
-    let mut upstream = sender
-        .send_request(axum::http::Request::from_parts(parts, body))
-        .await
-        .map_err(|e| ApiError::bad_gateway(format!("port {port} did not answer: {e}")))?;
+    let mut request = axum::http::Request::from_parts(parts, body);
+    let key = (sandbox.clone(), port);
+    let did_not_answer =
+        |e: hyper::Error| ApiError::bad_gateway(format!("port {port} did not answer: {e}"));
+    // An upgraded connection is the client's for good: never from or back to the pool.
+    let pooled = if upgrade.is_none() {
+        pool.take(&key)
+    } else {
+        None
+    };
+    let mut upstream = match pooled {
+        Some(mut sender) => match sender.try_send_request(request).await {
+            Ok(response) => {
+                pool.give(key, sender);
+                response
+            }
+            Err(mut e) => {
+                let Some(unsent) = e.take_message() else {
+                    return Err(did_not_answer(e.into_error()));
+                };
+                // Closed while idle: the request never left; a fresh connection takes it.
+                request = unsent;
+                let mut sender = connect(agent, port).await?;
+                let response = sender.send_request(request).await.map_err(did_not_answer)?;
+                pool.give(key, sender);
+                response
+            }
+        },
+        None => {
+            let mut sender = connect(agent, port).await?;
+            let response = sender.send_request(request).await.map_err(did_not_answer)?;
+            if upgrade.is_none() {
+                pool.give(key, sender);
+            }
+            response
+        }
+    };
 
     if upstream.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(downstream) = downstream else {

@@ -259,5 +259,14 @@ async fn proxy(
     let mut req = req;
     // Ours, not the dev server's.
     req.headers_mut().remove(axum::http::header::AUTHORIZATION);
-    crate::preview::forward(&agent, grant.port, req, &path_and_query, "http").await
+    crate::preview::forward(
+        state.previews.pool(),
+        &agent,
+        &grant.sandbox,
+        grant.port,
+        req,
+        &path_and_query,
+        "http",
+    )
+    .await
 }
