@@ -3,7 +3,7 @@ import userEvent from "@testing-library/user-event";
 import type { Sandbox } from "../api/types";
 import { saveToken } from "../api/token";
 import { renderInApp, stubApi } from "../test/render";
-import { OpenPreview, Origin, PreviewButton, Previews } from "./Sandboxes";
+import { EditorButton, OpenPreview, Origin, PreviewButton, Previews } from "./Sandboxes";
 
 const sandbox = (over: Partial<Sandbox>): Sandbox => ({
   id: "s1",
@@ -98,5 +98,32 @@ describe("preview origins", () => {
     stubApi({});
     renderInApp(<OpenPreview sandbox="s1" go={vi.fn()} />);
     expect(await screen.findByText(/names no sandbox port/)).toBeTruthy();
+  });
+});
+
+describe("editor", () => {
+  it("starts the editor and opens its preview origin in the tab it opened", async () => {
+    saveToken("atl_test");
+    const calls = stubApi({
+      "POST /sandboxes/s1/editor": () => ({ url: "/p/e/", preview_url: "", open_url: "http://13337-s1.localhost:4000/__atelier/auth?grant=h.e", expires_at: "" }),
+    });
+    const tab = { location: { href: "" }, close: vi.fn() };
+    vi.stubGlobal("open", vi.fn(() => tab));
+    renderInApp(<EditorButton sandboxId="s1" />);
+    await userEvent.click(await screen.findByRole("button", { name: "Open editor" }));
+    await waitFor(() => expect(tab.location.href).toBe("http://13337-s1.localhost:4000/__atelier/auth?grant=h.e"));
+    expect(calls.map((c) => `${c.method} ${c.path}`)).toContain("POST /sandboxes/s1/editor");
+  });
+
+  it("says why when the editor cannot start, and closes the empty tab", async () => {
+    saveToken("atl_test");
+    stubApi({});
+    const tab = { location: { href: "" }, close: vi.fn() };
+    vi.stubGlobal("open", vi.fn(() => tab));
+    renderInApp(<EditorButton sandboxId="s1" />);
+    await userEvent.click(await screen.findByRole("button", { name: "Open editor" }));
+    await waitFor(() => expect(tab.close).toHaveBeenCalled());
+    expect(tab.location.href).toBe("");
+    expect(await screen.findByText(/no stub for POST \/sandboxes\/s1\/editor/)).toBeTruthy();
   });
 });

@@ -57,6 +57,36 @@ export function PreviewButton({ sandboxId, port }: { sandboxId: string; port: nu
   );
 }
 
+/** Opens VS Code in the browser (the image's code-server, started on demand) in a new
+ *  tab, signed in to its preview origin. */
+export function EditorButton({ sandboxId }: { sandboxId: string }) {
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const open = async () => {
+    setError(null);
+    setBusy(true);
+    const tab = window.open("", "_blank");
+    try {
+      const link = await api<PreviewLink>(route("post", "/sandboxes/{id}/editor", { path: { id: sandboxId } }), { method: "POST" });
+      if (tab) tab.location.href = link.open_url;
+      else window.location.href = link.open_url;
+    } catch (e) {
+      tab?.close();
+      setError(e instanceof Error ? e.message : String(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <>
+      <button className="outline" onClick={open} aria-busy={busy} disabled={busy}>
+        Open editor
+      </button>
+      {error && <small className="error"> {error}</small>}
+    </>
+  );
+}
+
 /** The sandbox's dev servers: where each opens and whether its service runs. */
 export function Previews({ sandboxId, running }: { sandboxId: string; running: boolean }) {
   const previews = usePreviews(sandboxId);
@@ -363,9 +393,10 @@ export function SandboxDetail({ sandboxId }: { sandboxId: string }) {
       )}
       {ws && ws.dev_commands.length > 0 && <Previews sandboxId={sb.id} running={running} />}
       <Controls sb={sb} />
-      {running && sb.workspace_id && (
+      {running && (
         <div className="buttons">
-          <PromoteButton sb={sb} workspaceId={sb.workspace_id} />
+          {sb.workspace_id && <PromoteButton sb={sb} workspaceId={sb.workspace_id} />}
+          <EditorButton sandboxId={sb.id} />
         </div>
       )}
       {running ? (
