@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{atelier_bin, processes_under, Manager};
+use common::{atelier_bin, eventually, processes_under, Manager};
 use serde_json::json;
 
 use atelier_testkit::{data_dir_with_image_cache as qemu_data_dir, ensure_guest_agent};
@@ -77,6 +77,16 @@ impl Pane {
         let status = self
             .tmux()
             .args(["send-keys", "-t", &self.name, "Enter"])
+            .status()
+            .expect("run tmux send-keys");
+        assert!(status.success());
+    }
+
+    /// Presses Ctrl-C.
+    fn interrupt(&self) {
+        let status = self
+            .tmux()
+            .args(["send-keys", "-t", &self.name, "C-c"])
             .status()
             .expect("run tmux send-keys");
         assert!(status.success());
@@ -252,6 +262,53 @@ async fn atelier_dev_shares_the_folder_live_gives_the_secrets_as_env_and_exits_w
     assert!(
         processes_under(&sandbox_dir).is_empty(),
         "neither QEMU nor virtiofsd outlives the sandbox"
+    );
+}
+
+#[tokio::test]
+async fn ctrl_c_while_the_sandbox_boots_leaves_no_sandbox_behind() {
+    require_qemu_and_tmux!();
+    let dir = tempfile::tempdir().unwrap();
+    let m = qemu_manager(dir.path(), &[]);
+    let api = m.client();
+    let folder = dir.path().join("project");
+    std::fs::create_dir(&folder).unwrap();
+    let exit_file = dir.path().join("exit");
+    let pane = Pane::start(
+        dir.path(),
+        &dev_script(
+            &m,
+            dir.path(),
+            &format!("--folder '{}' --image minimal", folder.display()),
+            &exit_file,
+        ),
+    );
+    pane.wait_for("starting a minimal sandbox", BOOT);
+    // The request is in: the sandbox is recorded and booting.
+    let booting = eventually(BOOT, "the sandbox to be recorded", || async {
+        let list = api.get("/sandboxes").await.body;
+        list["sandboxes"].as_array()?.first().cloned()
+    })
+    .await;
+    assert_ne!(
+        booting["state"], "running",
+        "booted before the interrupt: {booting}"
+    );
+    pane.interrupt();
+    assert_eq!(wait_exit_file(&exit_file, ANSWER), "EXIT=130");
+    assert!(pane.screen().contains("interrupted; removing the sandbox"));
+    let id = booting["id"].as_str().unwrap();
+    let gone = eventually(BOOT, "the sandbox destroyed", || async {
+        let s = api.get(&format!("/sandboxes/{id}")).await.body;
+        (s["state"] == "destroyed").then_some(s)
+    })
+    .await;
+    assert_eq!(gone["id"], id);
+    let left = api.get("/sandboxes").await.body;
+    assert_eq!(
+        left["sandboxes"].as_array().map(Vec::len),
+        Some(0),
+        "{left}"
     );
 }
 

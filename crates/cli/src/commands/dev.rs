@@ -74,13 +74,28 @@ pub async fn run(args: DevArgs, client: &Client, out: &Output) -> Result<ExitCod
         args.image,
         folder.display()
     ));
-    let created: Result<Sandbox, _> = client
-        .json(
-            client
-                .request(Method::POST, "/sandboxes?wait=true")
-                .json(&body),
-        )
-        .await;
+    // The key names this sandbox before its id is known: a Ctrl-C while it boots asks
+    // for it again by the key (an idempotent replay) and destroys it.
+    let key = format!("atelier-dev-{}", atelier_core::id::random_token());
+    let create = |path: &str| {
+        client
+            .request(Method::POST, path)
+            .header("Idempotency-Key", &key)
+            .json(&body)
+    };
+    let created: Result<Sandbox, _> = tokio::select! {
+        r = client.json(create("/sandboxes?wait=true")) => r,
+        _ = tokio::signal::ctrl_c() => {
+            spinner.finish_and_clear();
+            eprintln!("atelier: interrupted; removing the sandbox that was starting");
+            if let Ok(s) = client.json::<Sandbox>(create("/sandboxes")).await {
+                let _ = client
+                    .send(client.request(Method::DELETE, &format!("/sandboxes/{}", encode(s.id.as_str()))))
+                    .await;
+            }
+            return Ok(ExitCode::from(130));
+        }
+    };
     spinner.finish_and_clear();
     let sandbox = created?;
     let code = if sandbox.state == SandboxState::Running {
