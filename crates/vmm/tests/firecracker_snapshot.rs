@@ -109,6 +109,17 @@ impl Bench {
         refuse: &str,
         net: Option<Arc<NetRecorder>>,
     ) -> FirecrackerDriver {
+        FirecrackerDriver::new(self.config(jailed, refuse, net)).unwrap()
+    }
+
+    /// The configuration of [`Self::driver`]. A scripted network makes no namespace, so
+    /// no resolver can listen in one: it is off unless a test makes the namespace.
+    fn config(
+        &self,
+        jailed: bool,
+        refuse: &str,
+        net: Option<Arc<NetRecorder>>,
+    ) -> FirecrackerConfig {
         let tag = format!("{jailed}-{}", refuse.replace([' ', '/'], "_"));
         let bin = self.path(&format!("bin-{tag}"));
         let fc = fake_firecracker(
@@ -134,8 +145,9 @@ impl Bench {
         if let Some(runner) = net {
             config.netns = NetnsChoice::On;
             config.net_runner = runner;
+            config.resolver = false;
         }
-        FirecrackerDriver::new(config).unwrap()
+        config
     }
 }
 
@@ -741,5 +753,106 @@ async fn a_named_host_service_is_forwarded_into_the_sandbox_namespace_and_closed
         !after.status.success(),
         "the forward closes with the sandbox: {}",
         String::from_utf8_lossy(&after.stdout)
+    );
+}
+
+/// Asks `name` (type A) of the resolver at the guest's gateway, from inside `ns`; prints
+/// `<rcode> <answers> <last address>`.
+const DNS_PROBE: &str = r#"
+import socket, struct, sys
+name = sys.argv[1]
+q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(q, ("172.16.0.1", 53))
+r = s.recv(512)
+print(r[3] & 15, struct.unpack(">H", r[6:8])[0], ".".join(map(str, r[-4:])))
+"#;
+
+#[tokio::test]
+async fn an_allowed_host_name_resolves_at_the_gateway_and_opens_its_address_others_are_nxdomain() {
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::{rdata, RData, Record};
+    atelier_testkit::require!(atelier_testkit::missing(&[
+        ("ip", "iproute2"),
+        ("python3", "python3")
+    ])
+    .or_else(|| { (!atelier_testkit::is_root()).then(|| "namespaces need root".to_string()) }));
+    // The host's name server, scripted: every A query is 203.0.113.7.
+    let upstream = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let upstream_at = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = upstream.recv_from(&mut buf).await {
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut reply = Message::new();
+            reply
+                .set_id(query.id())
+                .set_message_type(MessageType::Response)
+                .add_queries(query.queries().to_vec());
+            let name = query.queries()[0].name().clone();
+            reply.add_answer(Record::from_rdata(
+                name,
+                60,
+                RData::A(rdata::A(std::net::Ipv4Addr::new(203, 0, 113, 7))),
+            ));
+            let _ = upstream.send_to(&reply.to_vec().unwrap(), from).await;
+        }
+    });
+    // SAFETY: this test's process is its own (nextest), and no other thread reads the
+    // environment while the driver is made.
+    unsafe { std::env::set_var("ATELIER_NAME_SERVERS", upstream_at.to_string()) };
+    let b = Bench::new();
+    let rules = Arc::new(NetRecorder::default());
+    let mut config = b.config(false, "", Some(rules.clone()));
+    config.resolver = true;
+    let d = FirecrackerDriver::new(config).unwrap();
+    let mut s = spec();
+    s.network.egress = atelier_core::network::Egress::Allow;
+    s.network.allow = vec!["api.allowed.test".into()];
+    let ns = format!("atelier-{}", s.id);
+    host(&["ip", "netns", "add", &ns]);
+    host(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    host(&["ip", "-n", &ns, "addr", "add", "172.16.0.1/32", "dev", "lo"]);
+    let ask = |ns: String, name: &'static str| async move {
+        let out = tokio::process::Command::new("timeout")
+            .args([
+                "10", "ip", "netns", "exec", &ns, "python3", "-c", DNS_PROBE, name,
+            ])
+            .output()
+            .await
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    };
+
+    // Host names in the allowlist no longer keep a Firecracker sandbox from starting.
+    let rt = launch_ready(&d, &s).await;
+    let allowed = ask(ns.clone(), "api.allowed.test").await;
+    let denied = ask(ns.clone(), "elsewhere.test").await;
+    let learnt = rules
+        .calls()
+        .into_iter()
+        // (The scripted runner says yes to the check, so the rule counts as there.)
+        .filter(|c| c.contains("atelier-names -i tap0 -d 203.0.113.7/32 -j ACCEPT"))
+        .count();
+    d.destroy(&s.id, Some(&rt)).await.unwrap();
+    host(&["ip", "netns", "del", &ns]);
+    assert_eq!(allowed, "0 1 203.0.113.7", "the allowed name resolves");
+    assert!(
+        denied.starts_with("3 0"),
+        "another name is NXDOMAIN: {denied}"
+    );
+    assert_eq!(
+        learnt,
+        1,
+        "the answer opened its address: {:?}",
+        rules.calls()
     );
 }

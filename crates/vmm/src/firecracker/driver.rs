@@ -84,6 +84,10 @@ pub struct FirecrackerConfig {
     pub netns: NetnsChoice,
     /// Runs the `ip`/`iptables` commands of sandbox networks.
     pub net_runner: Arc<dyn CommandRunner>,
+    /// Whether names are answered at the guest's gateway by a resolver of the manager's
+    /// (the default; it is what lets a workspace allow host names). Off, the guest asks
+    /// the host's name servers itself and an allowlist may name addresses only.
+    pub resolver: bool,
 }
 
 /// Whether sandboxes get a network (a namespace of their own with a tap, NATed out).
@@ -118,6 +122,7 @@ impl FirecrackerConfig {
             api_timeout: Duration::from_secs(30),
             notes: vec![],
             netns: NetnsChoice::Off,
+            resolver: true,
             net_runner: Arc::new(SystemRunner),
         }
     }
@@ -322,11 +327,11 @@ impl FirecrackerDriver {
         policy: &atelier_core::NetworkSpec,
         with_network: bool,
     ) -> Result<Option<SandboxNet>, VmmError> {
-        if policy.names_hosts() {
+        if policy.names_hosts() && !self.config.resolver {
             return Err(VmmError::NotAvailable {
                 driver: DriverKind::Firecracker,
-                reason: "the workspace allows host names, and this driver runs no resolver \
-                         of its own to learn their addresses; allow addresses or CIDRs"
+                reason: "the workspace allows host names, and this driver is set to run no \
+                         resolver to learn their addresses; allow addresses or CIDRs"
                     .into(),
             });
         }
@@ -581,7 +586,15 @@ fn network_manager(config: &FirecrackerConfig, notes: &mut Vec<String>) -> Optio
     let mut net = NetnsConfig::new(config.data_dir.join("net"));
     net.nat = nat;
     net.tap_owner = config.jailer.as_ref().map(|j| (j.uid, j.gid));
-    net.dns = net::host_dns();
+    // Names are answered at the guest's gateway by a resolver of the manager's, which
+    // asks these from the host: the guest reaches no name server of its own, and a
+    // workspace's allowed host names open their addresses as they resolve.
+    net.resolver = config.resolver;
+    net.dns = if config.resolver {
+        net::resolver_upstreams()
+    } else {
+        net::host_dns()
+    };
     if config.netns == NetnsChoice::On {
         // A scripted runner: nothing on the host to share the address pool with.
         net.slots_dir = net.state_dir.join("slots");
@@ -589,8 +602,13 @@ fn network_manager(config: &FirecrackerConfig, notes: &mut Vec<String>) -> Optio
     notes.push(match reason {
         None => format!(
             "firecracker: every sandbox has a network namespace of its own (guest {} behind \
-             NAT, name servers {})",
+             NAT; {} {})",
             net::GUEST_ADDRESS,
+            if config.resolver {
+                "names answered at its gateway by the manager, asking"
+            } else {
+                "name servers"
+            },
             net.dns.join(", ")
         ),
         Some(why) => format!(
