@@ -756,17 +756,25 @@ async fn a_named_host_service_is_forwarded_into_the_sandbox_namespace_and_closed
     );
 }
 
-/// Asks `name` (type A) of the resolver at the guest's gateway, from inside `ns`; prints
-/// `<rcode> <answers> <last address>`.
+/// Asks `name` (type A) of the resolver at the guest's gateway, from inside `ns` (over
+/// TCP with a second argument `tcp`); prints `<rcode> <answers> <last address>`.
 const DNS_PROBE: &str = r#"
 import socket, struct, sys
 name = sys.argv[1]
 q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
 q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(3)
-s.sendto(q, ("172.16.0.1", 53))
-r = s.recv(512)
+if sys.argv[2:] == ["tcp"]:
+    s = socket.create_connection(("172.16.0.1", 53), timeout=3)
+    s.sendall(struct.pack(">H", len(q)) + q)
+    n = struct.unpack(">H", s.recv(2))[0]
+    r = b""
+    while len(r) < n:
+        r += s.recv(n - len(r))
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    s.sendto(q, ("172.16.0.1", 53))
+    r = s.recv(512)
 print(r[3] & 15, struct.unpack(">H", r[6:8])[0], ".".join(map(str, r[-4:])))
 "#;
 
@@ -836,6 +844,8 @@ async fn an_allowed_host_name_resolves_at_the_gateway_and_opens_its_address_othe
     let rt = launch_ready(&d, &s).await;
     let allowed = ask(ns.clone(), "api.allowed.test").await;
     let denied = ask(ns.clone(), "elsewhere.test").await;
+    // Over TCP too (where a guest asks again after a truncated answer).
+    let denied_tcp = ask(ns.clone(), "elsewhere.test tcp").await;
     let learnt = rules
         .calls()
         .into_iter()

@@ -11,18 +11,23 @@
 //!   blocked networks, whatever a name resolves to);
 //! - under `egress: none` no resolver runs, and nothing answers at the gateway.
 //!
-//! Only UDP: an answer too large for it is passed on truncated, as any server would.
+//! It answers over UDP and TCP (where a guest asks again when a UDP answer came back
+//! truncated), and asks upstream the way it was asked. A learnt address stays open for
+//! its record's TTL and a grace period, renewed each time the name resolves to it
+//! again, then is closed: an allowed name whose addresses move on (a CDN, a cloud load
+//! balancer) does not leave its old ones, by then someone else's, open for good.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atelier_core::network::{is_blocked, Egress, NetworkSpec};
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
 use super::{allow_line, forward, NetCommand, NAMES_CHAIN, TAP_NAME};
@@ -34,6 +39,22 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 /// Addresses learnt per sandbox at most: a guest asking for endless names under a
 /// wildcard must not grow the namespace's rules without bound.
 const MAX_LEARNT: usize = 4096;
+/// A learnt address stays open for its record's TTL, within these bounds…
+const MIN_HOLD: Duration = Duration::from_secs(60);
+const MAX_HOLD: Duration = Duration::from_secs(24 * 60 * 60);
+/// …and this much longer: clients keep answers a little past their TTL.
+const GRACE: Duration = Duration::from_secs(10 * 60);
+/// How often expired addresses are closed.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// A TCP client silent this long is hung up on.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// How a query came, and so how it is asked upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
 
 /// One sandbox's resolver.
 pub struct Resolver {
@@ -42,8 +63,10 @@ pub struct Resolver {
     /// The sandbox's namespace, by name (`ip netns exec`).
     netns: String,
     runner: Arc<dyn CommandRunner>,
-    /// Addresses (and ports) already in the names chain.
-    learnt: Mutex<HashSet<(Ipv4Addr, Option<u16>)>>,
+    /// Addresses (and ports) in the names chain, and until when they stay.
+    learnt: Mutex<HashMap<(Ipv4Addr, Option<u16>), Instant>>,
+    /// Held while a rule is added or removed, so that a renewal never races a removal.
+    rules: tokio::sync::Mutex<()>,
 }
 
 /// `ip` or `ip:port` (port 53 by default); unparsable entries are left out.
@@ -70,46 +93,137 @@ impl Resolver {
             upstreams,
             netns,
             runner,
-            learnt: Mutex::new(HashSet::new()),
+            learnt: Mutex::new(HashMap::new()),
+            rules: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Listens at `listen` (port 53) inside the namespace file `netns_path` and answers
-    /// until the returned task is aborted. Must run inside a Tokio runtime.
+    /// Listens at `listen` (port 53, UDP and TCP) inside the namespace file
+    /// `netns_path` and answers until the returned task is aborted; closes expired
+    /// addresses meanwhile. Must run inside a Tokio runtime.
     pub fn serve(self, netns_path: &Path, listen: Ipv4Addr) -> Result<JoinHandle<()>, VmmError> {
         let at = SocketAddr::from((listen, 53));
-        let socket = forward::in_netns(netns_path, move || {
+        let opening = |e| {
+            VmmError::io(format!(
+                "opening the sandbox's name server {at} in {}",
+                netns_path.display()
+            ))(e)
+        };
+        let udp = forward::in_netns(netns_path, move || {
             let s = std::net::UdpSocket::bind(at)?;
             s.set_nonblocking(true)?;
             Ok(s)
         })
         .and_then(UdpSocket::from_std)
-        .map_err(VmmError::io(format!(
-            "opening the sandbox's name server {at} in {}",
-            netns_path.display()
-        )))?;
-        let socket = Arc::new(socket);
+        .map_err(opening)?;
+        let tcp = forward::in_netns(netns_path, move || {
+            let l = std::net::TcpListener::bind(at)?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })
+        .and_then(TcpListener::from_std)
+        .map_err(opening)?;
         let resolver = Arc::new(self);
         Ok(tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            loop {
-                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let query = buf[..n].to_vec();
-                let (socket, resolver) = (socket.clone(), resolver.clone());
-                tokio::spawn(async move {
-                    if let Some(reply) = resolver.answer(&query).await {
-                        let _ = socket.send_to(&reply, from).await;
-                    }
-                });
-            }
+            tokio::join!(
+                resolver.clone().serve_udp(Arc::new(udp)),
+                resolver.clone().serve_tcp(tcp),
+                resolver.sweep(),
+            );
         }))
     }
 
-    /// The reply to one query from the guest (`None`: not a query; dropped).
+    async fn serve_udp(self: Arc<Self>, socket: Arc<UdpSocket>) {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let query = buf[..n].to_vec();
+            let (socket, resolver) = (socket.clone(), self.clone());
+            tokio::spawn(async move {
+                if let Some(reply) = resolver.answer_via(&query, Transport::Udp).await {
+                    let _ = socket.send_to(&reply, from).await;
+                }
+            });
+        }
+    }
+
+    async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let resolver = self.clone();
+            tokio::spawn(async move { resolver.serve_tcp_client(stream).await });
+        }
+    }
+
+    /// Length-prefixed queries (RFC 1035 §4.2.2) until the client goes or idles.
+    async fn serve_tcp_client(&self, mut stream: TcpStream) {
+        while let Ok(Some(query)) = tokio::time::timeout(TCP_IDLE, read_framed(&mut stream))
+            .await
+            .map(Result::ok)
+            .map(Option::flatten)
+        {
+            let Some(reply) = self.answer_via(&query, Transport::Tcp).await else {
+                return;
+            };
+            if write_framed(&mut stream, &reply).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Closes expired addresses every [`SWEEP_EVERY`].
+    async fn sweep(&self) {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            every.tick().await;
+            self.close_expired(Instant::now()).await;
+        }
+    }
+
+    /// Closes every learnt address whose time is up at `now`; returns how many.
+    pub async fn close_expired(&self, now: Instant) -> usize {
+        let _rules = self.rules.lock().await;
+        let expired: Vec<(Ipv4Addr, Option<u16>)> = {
+            let mut learnt = self.learnt.lock().unwrap_or_else(|p| p.into_inner());
+            let gone: Vec<_> = learnt
+                .iter()
+                .filter(|(_, until)| **until <= now)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in &gone {
+                learnt.remove(k);
+            }
+            gone
+        };
+        let n = expired.len();
+        let (runner, netns) = (self.runner.clone(), self.netns.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            for (ip, port) in expired {
+                let removed = learn_command(&netns, "-D", ip, port)
+                    .run(&*runner)
+                    .is_ok_and(|o| o.status == Some(0));
+                if !removed {
+                    tracing::warn!(%netns, %ip, "could not close an expired address");
+                }
+            }
+        })
+        .await;
+        n
+    }
+
+    /// The reply to one query from the guest over UDP.
     pub async fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
+        self.answer_via(query, Transport::Udp).await
+    }
+
+    /// The reply to one query from the guest (`None`: not a query; dropped).
+    pub async fn answer_via(&self, query: &[u8], via: Transport) -> Option<Vec<u8>> {
         let msg = Message::from_vec(query).ok()?;
         if msg.message_type() != MessageType::Query {
             return None;
@@ -137,7 +251,7 @@ impl Resolver {
                 Some(ports)
             }
         };
-        let Some(raw) = self.ask_upstream(query, msg.id()).await else {
+        let Some(raw) = self.ask_upstream(query, msg.id(), via).await else {
             return refuse(ResponseCode::ServFail);
         };
         let Some(ports) = ports else {
@@ -153,7 +267,8 @@ impl Resolver {
                     tracing::warn!(%name, address = %a.0, "an allowed name resolved to a blocked network; left out");
                 }
                 RData::A(a) => {
-                    if self.learn(a.0, &ports).await {
+                    let ttl = Duration::from_secs(u64::from(record.ttl()));
+                    if self.learn(a.0, &ports, ttl).await {
                         kept.push(record);
                     }
                 }
@@ -169,42 +284,38 @@ impl Resolver {
         reply.to_vec().ok()
     }
 
-    /// Relays `query` to the upstream name servers in turn; the first answer to it.
-    async fn ask_upstream(&self, query: &[u8], id: u16) -> Option<Vec<u8>> {
+    /// Relays `query` to the upstream name servers in turn, over `via`; the first answer
+    /// to it.
+    async fn ask_upstream(&self, query: &[u8], id: u16, via: Transport) -> Option<Vec<u8>> {
         for upstream in &self.upstreams {
-            let bind: SocketAddr = (Ipv4Addr::UNSPECIFIED, 0).into();
-            let Ok(socket) = UdpSocket::bind(bind).await else {
-                continue;
-            };
-            if socket.connect(upstream).await.is_err() || socket.send(query).await.is_err() {
-                continue;
-            }
-            let mut buf = vec![0u8; 4096];
-            let got = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
-                loop {
-                    let n = socket.recv(&mut buf).await.ok()?;
-                    // An answer to another query (or garbage) is not this one's.
-                    if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
-                        return Some(buf[..n].to_vec());
-                    }
+            let asked = match via {
+                Transport::Udp => ask_udp(*upstream, query, id).await,
+                Transport::Tcp => {
+                    tokio::time::timeout(UPSTREAM_TIMEOUT, ask_tcp(*upstream, query, id))
+                        .await
+                        .ok()
+                        .flatten()
                 }
-            })
-            .await;
-            match got {
-                Ok(Some(raw)) => return Some(raw),
-                _ => tracing::debug!(%upstream, "a name server did not answer"),
+            };
+            match asked {
+                Some(raw) => return Some(raw),
+                None => tracing::debug!(%upstream, ?via, "a name server did not answer"),
             }
         }
         None
     }
 
-    /// Opens `ip` on `ports` in the sandbox's names chain (once); whether it is open.
-    async fn learn(&self, ip: Ipv4Addr, ports: &[Option<u16>]) -> bool {
+    /// Opens `ip` on `ports` in the sandbox's names chain for `ttl` (and the grace
+    /// period), or renews it; whether it is open.
+    async fn learn(&self, ip: Ipv4Addr, ports: &[Option<u16>], ttl: Duration) -> bool {
+        let until = Instant::now() + ttl.clamp(MIN_HOLD, MAX_HOLD) + GRACE;
+        let _rules = self.rules.lock().await;
         let mut open = true;
         for &port in ports {
             {
-                let learnt = self.learnt.lock().unwrap_or_else(|p| p.into_inner());
-                if learnt.contains(&(ip, port)) {
+                let mut learnt = self.learnt.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(held) = learnt.get_mut(&(ip, port)) {
+                    *held = (*held).max(until);
                     continue;
                 }
                 if learnt.len() >= MAX_LEARNT {
@@ -221,13 +332,65 @@ impl Resolver {
                 self.learnt
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert((ip, port));
+                    .insert((ip, port), until);
             } else {
                 open = false;
             }
         }
         open
     }
+}
+
+/// Asks `upstream` over UDP; its answer to `id`.
+async fn ask_udp(upstream: SocketAddr, query: &[u8], id: u16) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+        .await
+        .ok()?;
+    socket.connect(upstream).await.ok()?;
+    socket.send(query).await.ok()?;
+    let mut buf = vec![0u8; 4096];
+    tokio::time::timeout(UPSTREAM_TIMEOUT, async {
+        loop {
+            let n = socket.recv(&mut buf).await.ok()?;
+            // An answer to another query (or garbage) is not this one's.
+            if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+                return Some(buf[..n].to_vec());
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Asks `upstream` over TCP; its answer to `id`.
+async fn ask_tcp(upstream: SocketAddr, query: &[u8], id: u16) -> Option<Vec<u8>> {
+    let mut stream = TcpStream::connect(upstream).await.ok()?;
+    write_framed(&mut stream, query).await.ok()?;
+    let reply = read_framed(&mut stream).await.ok()??;
+    (reply.len() >= 2 && u16::from_be_bytes([reply[0], reply[1]]) == id).then_some(reply)
+}
+
+/// One length-prefixed DNS message; `None` when the peer closed before one began.
+async fn read_framed(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut msg).await?;
+    Ok(Some(msg))
+}
+
+async fn write_framed(stream: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    let len =
+        u16::try_from(msg.len()).map_err(|_| std::io::Error::other("a DNS message over 64 KiB"))?;
+    let mut framed = Vec::with_capacity(msg.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(msg);
+    stream.write_all(&framed).await
 }
 
 /// The command that lets the guest of `netns` reach `ip` (on `port`), as the names
@@ -282,10 +445,13 @@ mod tests {
                     .join(" ")
             );
             let mut rules = self.0.lock().unwrap();
-            // `-C` finds what an earlier `-A` added.
+            // `-C` finds what an earlier `-A` added, until a `-D` takes it out.
             let status = if line.contains(" -C ") {
                 let wanted = line.replace(" -C ", " -A ");
-                i32::from(!rules.contains(&wanted))
+                let deleted = line.replace(" -C ", " -D ");
+                let added = rules.iter().rposition(|r| *r == wanted);
+                let removed = rules.iter().rposition(|r| *r == deleted);
+                i32::from(added.is_none_or(|a| removed.is_some_and(|d| d > a)))
             } else {
                 rules.push(line);
                 0
@@ -449,6 +615,94 @@ mod tests {
         let (code, _) = addresses(&r.answer(&query("api.example.com.")).await.unwrap());
         assert_eq!(code, ResponseCode::ServFail);
         assert!(r.answer(b"\x00\x01garbage").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_learnt_address_closes_when_its_time_is_up_and_a_new_answer_opens_it_again() {
+        let rules = Arc::new(Rules::default());
+        let r = resolver(
+            Egress::Allow,
+            &["api.example.com"],
+            upstream(ZONE).await,
+            rules.clone(),
+        );
+        r.answer(&query("api.example.com.")).await.unwrap();
+        assert_eq!(
+            r.close_expired(Instant::now()).await,
+            0,
+            "nothing is due yet"
+        );
+        // The records say 60 s: past that and the grace period, both addresses close.
+        let later = Instant::now() + MIN_HOLD + GRACE + Duration::from_secs(1);
+        assert_eq!(r.close_expired(later).await, 2);
+        let head = "ip netns exec atelier-s1 iptables -w";
+        let lines = rules.0.lock().unwrap().clone();
+        for ip in ["203.0.113.7", "203.0.113.8"] {
+            let closed = format!("{head} -D atelier-names -i tap0 -d {ip}/32 -j ACCEPT");
+            assert!(lines.contains(&closed), "{closed} in {lines:?}");
+        }
+        // Resolved again, the name opens its addresses again.
+        r.answer(&query("api.example.com.")).await.unwrap();
+        let lines = rules.0.lock().unwrap().clone();
+        let reopened = format!("{head} -A atelier-names -i tap0 -d 203.0.113.7/32 -j ACCEPT");
+        assert_eq!(
+            lines.iter().filter(|l| **l == reopened).count(),
+            2,
+            "{lines:?}"
+        );
+        assert_eq!(r.close_expired(Instant::now()).await, 0);
+    }
+
+    /// A name server on loopback over TCP only, answering every A query with 192.0.2.1.
+    async fn tcp_upstream() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    while let Ok(Some(raw)) = read_framed(&mut stream).await {
+                        let query = Message::from_vec(&raw).unwrap();
+                        let mut reply = Message::new();
+                        reply
+                            .set_id(query.id())
+                            .set_message_type(MessageType::Response)
+                            .add_queries(query.queries().to_vec())
+                            .add_answer(Record::from_rdata(
+                                query.queries()[0].name().clone(),
+                                300,
+                                RData::A(rdata::A(Ipv4Addr::new(192, 0, 2, 1))),
+                            ));
+                        write_framed(&mut stream, &reply.to_vec().unwrap())
+                            .await
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        at
+    }
+
+    #[tokio::test]
+    async fn a_query_over_tcp_is_asked_upstream_over_tcp() {
+        let rules = Arc::new(Rules::default());
+        let r = resolver(
+            Egress::Allow,
+            &["big.example.com"],
+            tcp_upstream().await,
+            rules.clone(),
+        );
+        let reply = r
+            .answer_via(&query("big.example.com."), Transport::Tcp)
+            .await
+            .unwrap();
+        assert_eq!(
+            addresses(&reply),
+            (ResponseCode::NoError, vec![Ipv4Addr::new(192, 0, 2, 1)])
+        );
+        assert_eq!(rules.0.lock().unwrap().len(), 1, "the address opened");
+        // The same server has no UDP side: asked over UDP, it fails.
+        let (code, _) = addresses(&r.answer(&query("big.example.com.")).await.unwrap());
+        assert_eq!(code, ResponseCode::ServFail);
     }
 
     #[test]

@@ -554,9 +554,11 @@ impl NetnsManager {
             filter.insert(4, format!(":{NAMES_CHAIN} - [0:0]"));
         }
         if self.config.resolver && policy.egress != Egress::None {
-            filter.push(format!(
-                "-A INPUT -i {TAP_NAME} -d {GATEWAY}/32 -p udp --dport 53 -j ACCEPT"
-            ));
+            for proto in ["udp", "tcp"] {
+                filter.push(format!(
+                    "-A INPUT -i {TAP_NAME} -d {GATEWAY}/32 -p {proto} --dport 53 -j ACCEPT"
+                ));
+            }
         }
         for s in &policy.host_services {
             filter.push(format!(
