@@ -859,6 +859,10 @@ async fn an_allowed_host_name_resolves_at_the_gateway_and_opens_its_address_othe
         denied.starts_with("3 0"),
         "another name is NXDOMAIN: {denied}"
     );
+    assert!(
+        denied_tcp.starts_with("3 0"),
+        "over TCP as well: {denied_tcp}"
+    );
     assert_eq!(
         learnt,
         1,
