@@ -44,8 +44,9 @@ export function pushCommit(dir, message) {
   git(work, "push", "--quiet", join(dir, "origin.git"), "HEAD:main");
 }
 
-/** `config` is the text of the data directory's config.toml, if any. */
-export async function startManager(bin, { config } = {}) {
+/** `config` is the text of the data directory's config.toml, if any; `env` is added to
+ *  the manager's environment. */
+export async function startManager(bin, { config, env } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "atelier-e2e-"));
   const dataDir = join(dir, "data");
   if (config) {
@@ -54,7 +55,7 @@ export async function startManager(bin, { config } = {}) {
   }
   const child = spawn(bin, ["serve", "--driver", "local", "--data-dir", dataDir, "--listen", "127.0.0.1:0"], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn", ...(env ?? {}) },
   });
   let log = "";
   const url = await new Promise((resolveUrl, reject) => {

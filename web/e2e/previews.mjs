@@ -4,9 +4,11 @@
 //   open the preview with no cookie → sent to the dashboard → sign in → handed back to
 //   the preview, landing on the page asked for → its HMR-style WebSocket echoes → the
 //   page can read neither the preview's cookie nor the dashboard's token → the cookie of
-//   one sandbox, planted on another's origin, opens nothing there.
+//   one sandbox, planted on another's origin, opens nothing there → "Open editor" on the
+//   sandbox's page opens VS Code in the browser on its own origin (a stand-in for
+//   code-server, whose npm package cannot be installed from the registries alone).
 import { chromium } from "playwright-core";
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -47,7 +49,23 @@ const freePort = () => 20000 + Math.floor(Math.random() * 20000);
 const git = (cwd, ...args) =>
   execFileSync("git", ["-c", "user.name=e2e", "-c", "user.email=e2e@example.com", ...args], { cwd, stdio: "pipe" });
 
-const manager = await startManager(bin, { config: `[preview]\ndomain = "${DOMAIN}"\n` });
+// code-server's stand-in: checks the flags the manager passes, serves a page.
+const stubBin = mkdtempSync(join(tmpdir(), "atelier-e2e-bin-"));
+writeFileSync(
+  join(stubBin, "code-server"),
+  `#!/bin/sh
+[ "$1 $2 $3" = "--auth none --bind-addr" ] || { echo "unexpected flags: $*" >&2; exit 2; }
+exec node -e '
+const [host, port] = process.argv[1].split(":");
+require("http").createServer((q, r) => { r.setHeader("content-type", "text/html"); r.end("<title>code-server</title><h1>editor for " + process.argv[2] + "</h1>"); }).listen(+port, host);
+' "$4" "$7"
+`,
+);
+chmodSync(join(stubBin, "code-server"), 0o755);
+const manager = await startManager(bin, {
+  config: `[preview]\ndomain = "${DOMAIN}"\n`,
+  env: { PATH: `${stubBin}:${process.env.PATH}` },
+});
 const managerPort = new URL(manager.url).port;
 let ctx;
 const userData = mkdtempSync(join(tmpdir(), "atelier-e2e-chromium-"));
@@ -150,6 +168,23 @@ try {
   const body = await p2.textContent("body");
   if (!body.includes('"name":"web"')) throw new Error(`own origin: ${body}`);
   await p2.screenshot({ path: join(artifacts, "03-cookie-scoped.png") });
+
+  // VS Code in the browser from the sandbox's page: signed in on the dashboard, the
+  // button starts the editor and its tab lands on the editor's own origin.
+  await p2.goto(`${manager.url}/`);
+  await p2.getByLabel("API token").fill(manager.token);
+  await p2.getByRole("button", { name: "Sign in" }).click();
+  await p2.getByRole("heading", { name: "Needs you" }).waitFor();
+  await p2.goto(`${manager.url}/sandboxes/${sandbox.id}`);
+  await p2.getByText(preview.url).waitFor();
+  await p2.screenshot({ path: join(artifacts, "04-sandbox-page.png") });
+  const [editorTab] = await Promise.all([ctx.waitForEvent("page"), p2.getByRole("button", { name: "Open editor" }).click()]);
+  await editorTab.waitForURL(`http://13337-${sandbox.id}.${DOMAIN}:${managerPort}/`, { timeout: 40_000 });
+  const editorTitle = await editorTab.title();
+  const editorText = await editorTab.textContent("h1");
+  if (editorTitle !== "code-server" || !editorText.startsWith("editor for /")) throw new Error(`editor: ${editorTitle} ${editorText}`);
+  await editorTab.screenshot({ path: join(artifacts, "05-editor.png") });
+  console.log("  preview: the editor opened on its own origin");
   rmSync(fresh, { recursive: true, force: true });
   console.log("ok: preview flow");
 } catch (e) {
@@ -159,4 +194,5 @@ try {
   await ctx?.close().catch(() => {});
   await manager.stop();
   rmSync(userData, { recursive: true, force: true });
+  rmSync(stubBin, { recursive: true, force: true });
 }
