@@ -128,6 +128,29 @@ async fn a_dev_command_opens_on_its_own_origin_for_the_signed_in_and_its_public_
     let (web_url, docs_url) = (url_of("web"), url_of("docs"));
     let port = manager_addr(&m).port();
     assert_eq!(web_url, format!("http://{web}-{id}.localhost:{port}/"));
+    // `atelier sandbox show` says where each dev server opens.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(common::atelier_bin())
+            .args(args)
+            .env("ATELIER_URL", &m.url)
+            .env("ATELIER_TOKEN", &m.token)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = cli(&["sandbox", "show", &id]);
+    assert!(
+        shown.contains(&format!("preview     web :{web}  {web_url}  (running)")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("preview     docs :{public}  {docs_url}  (running, public)")),
+        "{shown}"
+    );
+    let json: Value = serde_json::from_str(&cli(&["--json", "sandbox", "show", &id])).unwrap();
+    assert_eq!(json["id"], id.as_str());
+    assert_eq!(json["previews"].as_array().map(Vec::len), Some(2), "{json}");
     let (web_host, docs_host) = (host_of(&web_url), host_of(&docs_url));
     let other = api.running_sandbox("other").await;
     let other_host = format!("{web}-{other}.localhost");
