@@ -136,7 +136,11 @@ async fn a_dev_command_opens_on_its_own_origin_for_the_signed_in_and_its_public_
             .env("ATELIER_TOKEN", &m.token)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let shown = cli(&["sandbox", "show", &id]);
@@ -145,7 +149,9 @@ async fn a_dev_command_opens_on_its_own_origin_for_the_signed_in_and_its_public_
         "{shown}"
     );
     assert!(
-        shown.contains(&format!("preview     docs :{public}  {docs_url}  (running, public)")),
+        shown.contains(&format!(
+            "preview     docs :{public}  {docs_url}  (running, public)"
+        )),
         "{shown}"
     );
     let json: Value = serde_json::from_str(&cli(&["--json", "sandbox", "show", &id])).unwrap();

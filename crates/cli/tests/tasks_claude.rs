@@ -241,3 +241,106 @@ async fn a_real_claude_task_asks_edits_plans_and_reaches_review() {
         "Good day to you.\n"
     );
 }
+
+/// The environment of every live process whose command line mentions `needle`.
+fn environments_of(needle: &str) -> Vec<String> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            out.push(String::from_utf8_lossy(&env).replace('\0', "\n"));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn through_the_model_proxy_claude_holds_a_placeholder_and_the_model_gets_the_real_key() {
+    let bin = match npm::CLAUDE.binary() {
+        Ok(b) => b,
+        Err(reason) => {
+            atelier_testkit::skip(reason);
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = origin(dir.path());
+    let model = match AnthropicServer::start(script).await {
+        Ok(m) => m,
+        Err(reason) => {
+            atelier_testkit::skip(reason);
+            return;
+        }
+    };
+    let m = Manager::start(&dir.path().join("data"));
+    let api = m.client();
+    let home = dir.path().join("claude-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut workspace = claude_workspace(&bin, &url, &model.url, &home);
+    workspace["agent_config"]["providers"]["scripted"]["proxy"] = json!(true);
+    let w = api.post("/workspaces", workspace).await;
+    assert_eq!(w.status, 201, "{}", w.body);
+    let t = api
+        .post(
+            "/tasks",
+            json!({"prompt": "Write a greeting into NOTES.md", "workspace": "app", "dispatch": true}),
+        )
+        .await;
+    assert_eq!(t.status, 201, "{}", t.body);
+    let id = t.body["id"].as_str().unwrap().to_owned();
+
+    // While Claude waits on its first ask, its environment holds the task's placeholder,
+    // never the key.
+    api.first_ask(&id, Duration::from_secs(300)).await;
+    let claude = bin.to_string_lossy().into_owned();
+    let envs = environments_of(&claude);
+    assert!(!envs.is_empty(), "no live process of {claude}");
+    for env in &envs {
+        assert!(
+            !env.contains(SECRET),
+            "the real key is in Claude's environment"
+        );
+    }
+    assert!(
+        envs.iter().any(|e| e
+            .lines()
+            .any(|l| l.starts_with("ANTHROPIC_API_KEY=atl-proxy-"))),
+        "Claude holds the placeholder: {envs:?}"
+    );
+
+    let (task, _) = match answer_until_review(&api, &id, "Formal", Duration::from_secs(300)).await {
+        Ok(done) => done,
+        Err(e) => panic!("{e}\nlog:\n{}", m.log()),
+    };
+    assert_eq!(task["changes"][0]["path"], "NOTES.md", "{task}");
+    // Every call reached the model through the proxy, which put the real key in the
+    // header Claude sends it in (`x-api-key`).
+    let working = model.working();
+    assert!(working.len() >= 5, "{} working requests", working.len());
+    assert!(
+        working
+            .iter()
+            .all(|r| r.header("x-api-key") == Some(SECRET)),
+        "the proxy swaps the real key in: {:?}",
+        working
+            .iter()
+            .map(|r| r.header("x-api-key"))
+            .collect::<Vec<_>>()
+    );
+    // The proxy counted every call and its tokens for the task.
+    let counted = &task["proxy_usage"];
+    assert_eq!(
+        counted["requests"].as_u64(),
+        Some(model.requests().len() as u64),
+        "{counted}"
+    );
+    assert!(
+        counted["input_tokens"].as_u64().unwrap_or(0) > 0,
+        "{counted}"
+    );
+}
