@@ -43,9 +43,12 @@
 //!   when present** (several approvals can share one item), else by the item id;
 //!   `item/tool/requestUserInput` → questions (`isOther` → free text allowed,
 //!   **`isSecret` → `secret`**, no multiple choice in Codex), keyed by the item id.
-//!   `serverRequest/resolved` for a request still open cancels it. Other requests
-//!   (`item/permissions/requestApproval`, MCP elicitations, dynamic tool calls, the
-//!   legacy v1 approvals) are answered with JSON-RPC error -32601.
+//!   `item/permissions/requestApproval` (more than Codex's own sandbox allows: network,
+//!   paths) → a permission of tool `permissions` naming each (`network`, `write
+//!   /path`), granted as asked for the turn (once) or the session (always), or with
+//!   nothing granted (reject). `serverRequest/resolved` for a request still open
+//!   cancels it. Other requests (MCP elicitations, dynamic tool calls, the legacy v1
+//!   approvals) are answered with JSON-RPC error -32601.
 //!
 //! # Answers
 //!

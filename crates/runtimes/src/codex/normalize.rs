@@ -26,6 +26,9 @@ enum AskKind {
     Permission { session: bool },
     /// `item/tool/requestUserInput`: the id of each question and whether it is secret.
     Questions { ids: Vec<(String, bool)> },
+    /// `item/permissions/requestApproval`: more than Codex's own sandbox allows
+    /// (network, paths); granted as asked, for the turn or the session, or not at all.
+    Grant { requested: Value },
 }
 
 #[derive(Debug, Clone)]
@@ -492,6 +495,29 @@ impl CodexNormalizer {
                 let (kind, i) = self.permission(&id, command, item_id, params);
                 (id, kind, i)
             }
+            "item/permissions/requestApproval" if self.ours(params) => {
+                let id = item_id
+                    .clone()
+                    .map(|i| format!("grant-{i}"))
+                    .unwrap_or_else(|| format!("grant-{seq}"));
+                let requested = params.get("permissions").cloned().unwrap_or(json!({}));
+                let wants = permissions_wanted(&requested);
+                let title = str_at(params, "/reason")
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("Allow {}", wants.join(", ")));
+                let i = Interaction {
+                    id: id.clone(),
+                    title,
+                    call_id: item_id,
+                    kind: InteractionKind::Permission {
+                        tool: "permissions".into(),
+                        always: wants.clone(),
+                        patterns: wants,
+                        detail: params.clone(),
+                    },
+                };
+                (id, AskKind::Grant { requested }, i)
+            }
             "item/tool/requestUserInput" if self.ours(params) => {
                 let id = item_id.clone().unwrap_or_else(|| format!("ask-{seq}"));
                 let raw: Vec<&Value> = params
@@ -729,6 +755,43 @@ fn shell_word(word: &str) -> Option<String> {
     Some(out)
 }
 
+/// What a permissions request asks for, in words: `network`, `write /path`, `read /path`.
+fn permissions_wanted(requested: &Value) -> Vec<String> {
+    let mut wants = vec![];
+    if requested.pointer("/network/enabled") == Some(&Value::Bool(true)) {
+        wants.push("network".to_string());
+    }
+    let fs = requested.get("fileSystem");
+    for access in ["write", "read"] {
+        for path in fs
+            .and_then(|f| f.get(access))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            wants.push(format!("{access} {path}"));
+        }
+    }
+    for entry in fs
+        .and_then(|f| f.get("entries"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let access = str_at(entry, "/access").unwrap_or("access");
+        let path = str_at(entry, "/path/path")
+            .or_else(|| str_at(entry, "/path/pattern"))
+            .or_else(|| str_at(entry, "/path/value/kind"))
+            .unwrap_or("?");
+        wants.push(format!("{access} {path}"));
+    }
+    if wants.is_empty() {
+        wants.push("more than its sandbox allows".to_string());
+    }
+    wants
+}
+
 /// The paths a `fileChange` item changes.
 fn change_paths(item: &Value) -> Vec<String> {
     item.get("changes")
@@ -778,6 +841,17 @@ fn parse_reply(kind: Option<&AskKind>, result: Option<&Value>) -> InteractionOut
             Some("acceptForSession") => InteractionOutcome::Always,
             Some("decline") => InteractionOutcome::Rejected,
             _ => InteractionOutcome::Cancelled,
+        },
+        Some(AskKind::Grant { .. }) => match str_at(r, "/scope") {
+            _ if r
+                .get("permissions")
+                .is_some_and(|p| p.as_object().is_some_and(|o| o.is_empty())) =>
+            {
+                InteractionOutcome::Rejected
+            }
+            Some("session") => InteractionOutcome::Always,
+            Some(_) => InteractionOutcome::Once,
+            None => InteractionOutcome::Cancelled,
         },
         Some(AskKind::Questions { ids }) => match r.get("answers").and_then(Value::as_object) {
             Some(a) if !a.is_empty() => InteractionOutcome::Answered {
@@ -878,6 +952,13 @@ impl WireNormalizer for CodexNormalizer {
                 halt = true;
                 json!({"decision": "cancel"})
             }
+            (AskKind::Grant { requested }, Answer::Permission { reply, .. }) => match reply {
+                PermissionReply::Once => json!({"permissions": requested, "scope": "turn"}),
+                PermissionReply::Always => json!({"permissions": requested, "scope": "session"}),
+                // Nothing granted: the command goes on inside Codex's own sandbox.
+                PermissionReply::Reject => json!({"permissions": {}}),
+            },
+            (AskKind::Grant { .. }, Answer::Dismiss) => json!({"permissions": {}}),
             (AskKind::Questions { ids }, Answer::Question { answers }) => {
                 let InteractionKind::Question { questions } = &interaction.kind else {
                     return Err(RuntimeError::Protocol(format!("{id} is not a question")));
@@ -921,6 +1002,11 @@ impl WireNormalizer for CodexNormalizer {
                     "{id} is a question, not a permission request"
                 )))
             }
+            (AskKind::Grant { .. }, Answer::Question { .. }) => {
+                return Err(RuntimeError::Protocol(format!(
+                    "{id} is a permission request, not a question"
+                )))
+            }
         };
         let mut out = Vec::new();
         if halt {
@@ -951,6 +1037,7 @@ impl WireNormalizer for CodexNormalizer {
             let result = match ask.kind {
                 AskKind::Permission { .. } => json!({"decision": "cancel"}),
                 AskKind::Questions { .. } => json!({"answers": {}}),
+                AskKind::Grant { .. } => json!({"permissions": {}}),
             };
             out.push(Input {
                 id: format!("answer-{}", i.id),
@@ -1055,6 +1142,76 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_request_for_more_permissions_is_asked_and_granted_as_asked_or_not_at_all() {
+        let mut n = running();
+        let requested = json!({"network": {"enabled": true},
+                               "fileSystem": {"write": ["/srv/cache"]}});
+        let evs = n.push(&out(
+            3,
+            json!({"id": 4, "method": "item/permissions/requestApproval",
+                   "params": {"threadId": THR, "turnId": "turn_1", "itemId": "call_9",
+                              "cwd": "/srv/app", "startedAtMs": 1, "permissions": requested}}),
+        ));
+        let ask = asked(&evs);
+        assert_eq!(ask.len(), 1);
+        assert_eq!(ask[0].id, "grant-call_9");
+        assert_eq!(ask[0].title, "Allow network, write /srv/cache");
+        assert!(
+            matches!(&ask[0].kind, InteractionKind::Permission { tool, patterns, .. }
+            if tool == "permissions" && patterns == &vec!["network".to_string(), "write /srv/cache".into()])
+        );
+        // Always: everything asked, for the session.
+        let reply = n
+            .answer(
+                "grant-call_9",
+                &Answer::Permission {
+                    reply: PermissionReply::Always,
+                    message: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            reply[0].message,
+            json!({"id": 4, "result": {"permissions": requested, "scope": "session"}})
+        );
+        let evs = n.push(&input(4, &reply[0]));
+        assert_eq!(
+            evs,
+            vec![AgentEvent::InteractionResolved {
+                id: "grant-call_9".into(),
+                outcome: InteractionOutcome::Always
+            }]
+        );
+
+        // A refusal grants nothing; the turn goes on.
+        n.push(&out(
+            5,
+            json!({"id": 5, "method": "item/permissions/requestApproval",
+                   "params": {"threadId": THR, "turnId": "turn_1", "itemId": "call_10",
+                              "cwd": "/srv/app", "startedAtMs": 1, "reason": "Fetch the crate index",
+                              "permissions": {"network": {"enabled": true}}}}),
+        ));
+        assert_eq!(
+            n.pending().last().map(|i| i.title.clone()).as_deref(),
+            Some("Fetch the crate index")
+        );
+        let reply = n
+            .answer(
+                "grant-call_10",
+                &Answer::Permission {
+                    reply: PermissionReply::Reject,
+                    message: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(reply.len(), 1, "no interrupt: {reply:?}");
+        assert_eq!(
+            reply[0].message,
+            json!({"id": 5, "result": {"permissions": {}}})
+        );
     }
 
     #[test]
