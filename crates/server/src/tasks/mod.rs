@@ -426,7 +426,10 @@ impl Tasks {
         if rec.parent_id.is_some() {
             let _ = agent.delete(&source, false).await;
         }
-        crate::dev_services::ensure_in_first_repo(&agent, &spec).await?;
+        // A dev server that cannot start leaves the task to run: its service says why.
+        if let Err(e) = crate::dev_services::ensure_in_first_repo(&agent, &spec).await {
+            tracing::warn!(task = %id, error = %e, "could not start the dev commands");
+        }
         let local = !self.inner.lifecycle.driver().info().isolated;
         let mut config = AgentConfig::from_value(&spec.agent_config)
             .map_err(|e| TaskError::invalid(e.field, e.message))?;

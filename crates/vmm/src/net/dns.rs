@@ -48,6 +48,10 @@ const GRACE: Duration = Duration::from_secs(10 * 60);
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// A TCP client silent this long is hung up on.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Queries (and TCP clients) one sandbox may have in hand at once; past that, new ones
+/// are dropped. Each holds a socket of the manager's: a guest flooding its resolver
+/// must not run the manager out of file descriptors.
+const MAX_IN_FLIGHT: usize = 64;
 
 /// How a query came, and so how it is asked upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +71,8 @@ pub struct Resolver {
     learnt: Mutex<HashMap<(Ipv4Addr, Option<u16>), Instant>>,
     /// Held while a rule is added or removed, so that a renewal never races a removal.
     rules: tokio::sync::Mutex<()>,
+    /// Bounds the queries and TCP clients in hand ([`MAX_IN_FLIGHT`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// `ip` or `ip:port` (port 53 by default); unparsable entries are left out.
@@ -95,6 +101,7 @@ impl Resolver {
             runner,
             learnt: Mutex::new(HashMap::new()),
             rules: tokio::sync::Mutex::new(()),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 
@@ -140,12 +147,17 @@ impl Resolver {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
+            let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+                tracing::debug!(netns = %self.netns, "a sandbox's resolver is busy; a query dropped");
+                continue;
+            };
             let query = buf[..n].to_vec();
             let (socket, resolver) = (socket.clone(), self.clone());
             tokio::spawn(async move {
                 if let Some(reply) = resolver.answer_via(&query, Transport::Udp).await {
                     let _ = socket.send_to(&reply, from).await;
                 }
+                drop(permit);
             });
         }
     }
@@ -156,8 +168,15 @@ impl Resolver {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
+            let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+                tracing::debug!(netns = %self.netns, "a sandbox's resolver is busy; a client dropped");
+                continue;
+            };
             let resolver = self.clone();
-            tokio::spawn(async move { resolver.serve_tcp_client(stream).await });
+            tokio::spawn(async move {
+                resolver.serve_tcp_client(stream).await;
+                drop(permit);
+            });
         }
     }
 
@@ -703,6 +722,43 @@ mod tests {
         // The same server has no UDP side: asked over UDP, it fails.
         let (code, _) = addresses(&r.answer(&query("big.example.com.")).await.unwrap());
         assert_eq!(code, ResponseCode::ServFail);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_queries_is_bounded_the_rest_are_dropped() {
+        // Every query waits on a silent upstream: none leaves the hands of the resolver
+        // before the flood is over.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let r = Arc::new(resolver(
+            Egress::Open,
+            &[],
+            silent.local_addr().unwrap(),
+            Arc::new(Rules::default()),
+        ));
+        let server = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let at = server.local_addr().unwrap();
+        tokio::spawn(r.serve_udp(server));
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for _ in 0..MAX_IN_FLIGHT + 36 {
+            client
+                .send_to(&query("api.example.com."), at)
+                .await
+                .unwrap();
+        }
+        let mut replies = 0;
+        let mut buf = [0u8; 512];
+        while let Ok(Ok(_)) = tokio::time::timeout(
+            UPSTREAM_TIMEOUT + Duration::from_secs(2),
+            client.recv_from(&mut buf),
+        )
+        .await
+        {
+            replies += 1;
+        }
+        assert_eq!(
+            replies, MAX_IN_FLIGHT,
+            "the queries past the bound were dropped"
+        );
     }
 
     #[test]
