@@ -184,14 +184,15 @@ pub fn router(state: AppState, opts: &ServeOptions) -> Router {
         crate::auth::require_token,
     ))
     .layer(DefaultBodyLimit::max(opts.max_json_bytes))
-    .layer(CatchPanicLayer::custom(|_| {
-        ApiError::internal("the manager hit a bug; see its log").into_response()
-    }))
     .layer(middleware::from_fn(crate::web::dashboard))
+    // Outside the dashboard and the token check: a preview host reaches neither.
     .layer(middleware::from_fn_with_state(
         state.clone(),
         crate::preview::by_host,
     ))
+    .layer(CatchPanicLayer::custom(|_| {
+        ApiError::internal("the manager hit a bug; see its log").into_response()
+    }))
     .with_state(state)
 }
 
