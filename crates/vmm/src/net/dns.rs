@@ -132,6 +132,7 @@ impl Resolver {
         .map_err(opening)?;
         let resolver = Arc::new(self);
         Ok(tokio::spawn(async move {
+            resolver.adopt_learnt().await;
             tokio::join!(
                 resolver.clone().serve_udp(Arc::new(udp)),
                 resolver.clone().serve_tcp(tcp),
@@ -203,6 +204,36 @@ impl Resolver {
             every.tick().await;
             self.close_expired(Instant::now()).await;
         }
+    }
+
+    /// Takes over the addresses a previous manager opened in the names chain (this one
+    /// restarted while the sandbox ran): they get the shortest hold from now, so they
+    /// close unless their names resolve to them again, instead of staying for good.
+    pub async fn adopt_learnt(&self) -> usize {
+        if self.policy.egress != Egress::Allow {
+            return 0;
+        }
+        let (runner, netns) = (self.runner.clone(), self.netns.clone());
+        let listed = tokio::task::spawn_blocking(move || {
+            NetCommand::new(
+                "ip",
+                &["netns", "exec", &netns, "iptables", "-w", "-S", NAMES_CHAIN],
+            )
+            .run(&*runner)
+        })
+        .await;
+        let Ok(Ok(out)) = listed else {
+            return 0;
+        };
+        let until = Instant::now() + MIN_HOLD + GRACE;
+        let mut learnt = self.learnt.lock().unwrap_or_else(|p| p.into_inner());
+        let before = learnt.len();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(key) = learnt_rule(line) {
+                learnt.entry(key).or_insert(until);
+            }
+        }
+        learnt.len() - before
     }
 
     /// Closes every learnt address whose time is up at `now`; returns how many.
@@ -360,6 +391,28 @@ impl Resolver {
     }
 }
 
+/// The address (and port) an `iptables -S` line of the names chain opens:
+/// `-A atelier-names -d 203.0.113.7/32 -i tap0 -p tcp -m tcp --dport 443 -j ACCEPT`.
+fn learnt_rule(line: &str) -> Option<(Ipv4Addr, Option<u16>)> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    if words.first() != Some(&"-A") || words.get(1) != Some(&NAMES_CHAIN) {
+        return None;
+    }
+    let after = |flag: &str| {
+        words
+            .iter()
+            .position(|w| *w == flag)
+            .and_then(|i| words.get(i + 1))
+            .copied()
+    };
+    let ip = after("-d")?.strip_suffix("/32")?.parse().ok()?;
+    let port = match after("--dport") {
+        Some(p) => Some(p.parse().ok()?),
+        None => None,
+    };
+    Some((ip, port))
+}
+
 /// Asks `upstream` over UDP; its answer to `id`.
 async fn ask_udp(upstream: SocketAddr, query: &[u8], id: u16) -> Option<Vec<u8>> {
     let socket = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
@@ -464,6 +517,20 @@ mod tests {
                     .join(" ")
             );
             let mut rules = self.0.lock().unwrap();
+            // `-S` lists what is open, as iptables prints it (its own word order).
+            if line.ends_with(" -S atelier-names") {
+                let open: Vec<String> = rules
+                    .iter()
+                    .filter_map(|r| r.split_once(" -A atelier-names -i tap0 "))
+                    .map(|(_, rest)| {
+                        format!(
+                            "-A atelier-names {} -i tap0",
+                            rest.replace(" -p tcp ", " -p tcp -m tcp ")
+                        )
+                    })
+                    .collect();
+                return Ok(CommandOutput::ok(open.join("\n")));
+            }
             // `-C` finds what an earlier `-A` added, until a `-D` takes it out.
             let status = if line.contains(" -C ") {
                 let wanted = line.replace(" -C ", " -A ");
@@ -759,6 +826,32 @@ mod tests {
             replies, MAX_IN_FLIGHT,
             "the queries past the bound were dropped"
         );
+    }
+
+    #[tokio::test]
+    async fn a_restarted_manager_takes_over_the_open_addresses_and_lets_them_expire() {
+        let rules = Arc::new(Rules::default());
+        let up = upstream(ZONE).await;
+        let before = resolver(Egress::Allow, &["api.example.com:443"], up, rules.clone());
+        before.answer(&query("api.example.com.")).await.unwrap();
+        // A new resolver for the same sandbox (the manager restarted) finds both.
+        let after = resolver(Egress::Allow, &["api.example.com:443"], up, rules.clone());
+        assert_eq!(after.adopt_learnt().await, 2);
+        assert_eq!(after.close_expired(Instant::now()).await, 0);
+        let later = Instant::now() + MIN_HOLD + GRACE + Duration::from_secs(1);
+        assert_eq!(after.close_expired(later).await, 2);
+        let lines = rules.0.lock().unwrap().clone();
+        assert!(
+            lines.iter().any(|l| l.ends_with(
+                "-D atelier-names -i tap0 -d 203.0.113.8/32 -p tcp --dport 443 -j ACCEPT"
+            )),
+            "{lines:?}"
+        );
+        assert_eq!(
+            learnt_rule("-A atelier-names -d 198.51.100.1/32 -i tap0 -j ACCEPT"),
+            Some((Ipv4Addr::new(198, 51, 100, 1), None))
+        );
+        assert_eq!(learnt_rule("-N atelier-names"), None);
     }
 
     #[test]
