@@ -481,3 +481,67 @@ async fn the_local_driver_links_the_folder_into_its_sandbox() {
         "destroying keeps the host's folder"
     );
 }
+
+#[tokio::test]
+async fn atelier_dev_with_the_dev_image_gives_a_shell_with_the_agent_clis_and_the_folder() {
+    atelier_testkit::require!(atelier_testkit::qemu_missing().or_else(
+        || atelier_testkit::missing(&[
+            ("tmux", "tmux"),
+            ("mmdebstrap", "mmdebstrap"),
+            ("npm", "npm")
+        ])
+    ));
+    ensure_guest_agent();
+    let dir = tempfile::tempdir().unwrap();
+    let m = qemu_manager(dir.path(), &[]);
+    let api = m.client();
+    // The image first (cached across runs; minutes on a fresh machine), then the shell.
+    let built = api
+        .send(
+            api.req(reqwest::Method::POST, "/images/dev/build")
+                .timeout(Duration::from_secs(2400)),
+        )
+        .await;
+    assert_eq!(built.status, 200, "{}", built.body);
+    let folder = dir.path().join("project");
+    std::fs::create_dir(&folder).unwrap();
+    let exit_file = dir.path().join("exit");
+    let pane = Pane::start(
+        dir.path(),
+        &dev_script(
+            &m,
+            dir.path(),
+            &format!("--folder '{}' --image dev", folder.display()),
+            &exit_file,
+        ),
+    );
+    pane.wait_for("is at /workspace", BOOT);
+    // The seed's toolset is on the shell's PATH, Node 22 first.
+    pane.type_line(
+        "codex --version && claude --version && opencode --version && \
+         node --version | sed 's/^/NODE=/' && cd /workspace && pwd | sed 's/^/AT=/'",
+    );
+    let screen = pane.wait_for("AT=/workspace", BOOT);
+    assert!(screen.contains("codex-cli 0.169.0"), "{screen}");
+    assert!(screen.contains("2.1.328"), "{screen}");
+    assert!(screen.contains("1.18.33"), "{screen}");
+    assert!(screen.contains("NODE=v22."), "{screen}");
+    // (Each awaited word is computed by the shell, so the typed line never matches.)
+    pane.type_line("mount | grep -c ' /workspace ' | sed 's/^/MOUNTS=/'; echo CHECKED-$((2 + 2))");
+    let screen = pane.wait_for("CHECKED-4", ANSWER);
+    assert!(
+        screen.contains("MOUNTS=1"),
+        "the folder is mounted at /workspace:\n{screen}"
+    );
+    pane.type_line(
+        "git init -q . && echo made-in-the-dev-shell > notes.md && echo WROTE-$((3 + 3))",
+    );
+    pane.wait_for("WROTE-6", ANSWER);
+    assert_eq!(
+        std::fs::read_to_string(folder.join("notes.md")).unwrap(),
+        "made-in-the-dev-shell\n"
+    );
+    assert!(folder.join(".git").is_dir(), "git ran in the shared folder");
+    pane.type_line("exit");
+    assert_eq!(wait_exit_file(&exit_file, ANSWER), "EXIT=0");
+}
