@@ -52,8 +52,9 @@
 //!
 //! # Answers
 //!
-//! Permissions: once → `{decision: "accept"}`, always → `acceptForSession` (when the
-//! request offers it), reject with a message → `decline` (the agent goes on; Codex
+//! Permissions: once → `{decision: "accept"}`, always → the command prefix Codex
+//! proposes (`acceptWithExecpolicyAmendment`, what "always" then allows), else
+//! `acceptForSession` (when the request offers it), reject with a message → `decline` (the agent goes on; Codex
 //! cannot carry the message). A reject without a message, a dismissed permission and a
 //! dismissed question halt the turn: the adapter sends `turn/interrupt` first, then
 //! `cancel` (or an empty answer), and the turn counts as completed, as OpenCode's

@@ -22,8 +22,13 @@ pub const MASK: &str = "********";
 /// What an open agent request is.
 #[derive(Debug, Clone)]
 enum AskKind {
-    /// A command or file-change approval; `session` when it offers `acceptForSession`.
-    Permission { session: bool },
+    /// A command or file-change approval; `session` when it offers `acceptForSession`;
+    /// `amendment`, the command prefix Codex proposes to allow from now on, which
+    /// "always" accepts in preference (`acceptWithExecpolicyAmendment`).
+    Permission {
+        session: bool,
+        amendment: Option<Vec<String>>,
+    },
     /// `item/tool/requestUserInput`: the id of each question and whether it is secret.
     Questions { ids: Vec<(String, bool)> },
     /// `item/permissions/requestApproval`: more than Codex's own sandbox allows
@@ -585,6 +590,16 @@ impl CodexNormalizer {
             Some(list) => list.iter().any(|x| x.as_str() == Some(d)),
         };
         let session = offers("acceptForSession");
+        let amendment: Option<Vec<String>> = params
+            .get("proposedExecpolicyAmendment")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .filter(|a: &Vec<String>| command && !a.is_empty());
         let (tool, patterns, title) = if command {
             let cmd = command_text(params.get("command"))
                 .or_else(|| item.and_then(|i| command_text(i.get("command"))))
@@ -610,16 +625,16 @@ impl CodexNormalizer {
             call_id: item_id,
             kind: InteractionKind::Permission {
                 tool: tool.to_string(),
-                always: if session {
-                    patterns.clone()
-                } else {
-                    Vec::new()
+                always: match (&amendment, session) {
+                    (Some(prefix), _) => vec![prefix.join(" ")],
+                    (None, true) => patterns.clone(),
+                    (None, false) => Vec::new(),
                 },
                 patterns: patterns.into_iter().filter(|p| !p.is_empty()).collect(),
                 detail: params.clone(),
             },
         };
-        (AskKind::Permission { session }, interaction)
+        (AskKind::Permission { session, amendment }, interaction)
     }
 
     fn end_turn(&mut self, reason: TurnEndReason, error: Option<String>) -> Vec<AgentEvent> {
@@ -836,6 +851,12 @@ fn parse_reply(kind: Option<&AskKind>, result: Option<&Value>) -> InteractionOut
     let null = Value::Null;
     let r = result.unwrap_or(&null);
     match kind {
+        Some(AskKind::Permission { .. })
+            if r.pointer("/decision/acceptWithExecpolicyAmendment")
+                .is_some() =>
+        {
+            InteractionOutcome::Always
+        }
         Some(AskKind::Permission { .. }) => match str_at(r, "/decision") {
             Some("accept") => InteractionOutcome::Once,
             Some("acceptForSession") => InteractionOutcome::Always,
@@ -930,7 +951,19 @@ impl WireNormalizer for CodexNormalizer {
         let mut outcome = outcome_of(answer, is_question);
         let mut halt = false;
         let result = match (&ask.kind, answer) {
-            (AskKind::Permission { session }, Answer::Permission { reply, message }) => {
+            (
+                AskKind::Permission {
+                    amendment: Some(prefix),
+                    ..
+                },
+                Answer::Permission {
+                    reply: PermissionReply::Always,
+                    ..
+                },
+            ) => {
+                json!({"decision": {"acceptWithExecpolicyAmendment": {"execpolicy_amendment": prefix}}})
+            }
+            (AskKind::Permission { session, .. }, Answer::Permission { reply, message }) => {
                 json!({"decision": match reply {
                     PermissionReply::Once => "accept",
                     PermissionReply::Always if *session => "acceptForSession",
@@ -1142,6 +1175,62 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn always_accepts_the_command_prefix_codex_proposes_to_allow() {
+        let mut n = running();
+        let evs = n.push(&out(
+            3,
+            json!({"id": 3, "method": "item/commandExecution/requestApproval",
+                   "params": {"threadId": THR, "turnId": "turn_1", "itemId": "call_3",
+                              "command": "cargo test --all", "startedAtMs": 1,
+                              "proposedExecpolicyAmendment": ["cargo", "test"]}}),
+        ));
+        let ask = asked(&evs);
+        assert!(
+            matches!(&ask[0].kind, InteractionKind::Permission { always, .. }
+            if always == &vec!["cargo test".to_string()])
+        );
+        let reply = n
+            .answer(
+                "call_3",
+                &Answer::Permission {
+                    reply: PermissionReply::Always,
+                    message: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            reply[0].message["result"],
+            json!({"decision": {"acceptWithExecpolicyAmendment": {"execpolicy_amendment": ["cargo", "test"]}}})
+        );
+        let evs = n.push(&input(4, &reply[0]));
+        assert_eq!(
+            evs,
+            vec![AgentEvent::InteractionResolved {
+                id: "call_3".into(),
+                outcome: InteractionOutcome::Always
+            }]
+        );
+        // Once is still a plain accept.
+        n.push(&out(
+            5,
+            json!({"id": 4, "method": "item/commandExecution/requestApproval",
+                   "params": {"threadId": THR, "turnId": "turn_1", "itemId": "call_4",
+                              "command": "cargo build", "startedAtMs": 1,
+                              "proposedExecpolicyAmendment": ["cargo", "build"]}}),
+        ));
+        let reply = n
+            .answer(
+                "call_4",
+                &Answer::Permission {
+                    reply: PermissionReply::Once,
+                    message: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(reply[0].message["result"], json!({"decision": "accept"}));
     }
 
     #[test]
