@@ -89,13 +89,24 @@ fn claude_workspace(bin: &Path, url: &str, model_url: &str, home: &Path) -> Valu
     })
 }
 
-#[tokio::test]
-async fn a_real_claude_task_asks_edits_plans_and_reaches_review() {
+/// A dispatched task of a workspace whose agent is the real Claude against the scripted
+/// model (through the model proxy when `proxied`), or `None` after a printed skip.
+struct ClaudeTask {
+    bin: std::path::PathBuf,
+    model: AnthropicServer,
+    m: Manager,
+    api: common::Api,
+    id: String,
+    branch: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn claude_task(proxied: bool) -> Option<ClaudeTask> {
     let bin = match npm::CLAUDE.binary() {
         Ok(b) => b,
         Err(reason) => {
             atelier_testkit::skip(reason);
-            return;
+            return None;
         }
     };
     let dir = tempfile::tempdir().unwrap();
@@ -104,19 +115,18 @@ async fn a_real_claude_task_asks_edits_plans_and_reaches_review() {
         Ok(m) => m,
         Err(reason) => {
             atelier_testkit::skip(reason);
-            return;
+            return None;
         }
     };
     let m = Manager::start(&dir.path().join("data"));
     let api = m.client();
     let home = dir.path().join("claude-home");
     std::fs::create_dir_all(&home).unwrap();
-    let w = api
-        .post(
-            "/workspaces",
-            claude_workspace(&bin, &url, &model.url, &home),
-        )
-        .await;
+    let mut workspace = claude_workspace(&bin, &url, &model.url, &home);
+    if proxied {
+        workspace["agent_config"]["providers"]["scripted"]["proxy"] = json!(true);
+    }
+    let w = api.post("/workspaces", workspace).await;
     assert_eq!(w.status, 201, "{}", w.body);
     let t = api
         .post(
@@ -125,8 +135,32 @@ async fn a_real_claude_task_asks_edits_plans_and_reaches_review() {
         )
         .await;
     assert_eq!(t.status, 201, "{}", t.body);
-    let id = t.body["id"].as_str().unwrap().to_owned();
-    let branch = t.body["branch"].as_str().unwrap().to_owned();
+    Some(ClaudeTask {
+        id: t.body["id"].as_str().unwrap().to_owned(),
+        branch: t.body["branch"].as_str().unwrap().to_owned(),
+        bin,
+        model,
+        m,
+        api,
+        _dir: dir,
+    })
+}
+
+#[tokio::test]
+async fn a_real_claude_task_asks_edits_plans_and_reaches_review() {
+    // (`_dir` is bound, not dropped: the repo and the data live in it.)
+    let Some(ClaudeTask {
+        model,
+        m,
+        api,
+        id,
+        branch,
+        _dir,
+        ..
+    }) = claude_task(false).await
+    else {
+        return;
+    };
 
     let (task, asks) =
         match answer_until_review(&api, &id, "Formal", Duration::from_secs(300)).await {
@@ -261,44 +295,29 @@ fn environments_of(needle: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn through_the_model_proxy_claude_holds_a_placeholder_and_the_model_gets_the_real_key() {
-    let bin = match npm::CLAUDE.binary() {
-        Ok(b) => b,
-        Err(reason) => {
-            atelier_testkit::skip(reason);
-            return;
-        }
+    let Some(ClaudeTask {
+        bin,
+        model,
+        m,
+        api,
+        id,
+        _dir,
+        ..
+    }) = claude_task(true).await
+    else {
+        return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let url = origin(dir.path());
-    let model = match AnthropicServer::start(script).await {
-        Ok(m) => m,
-        Err(reason) => {
-            atelier_testkit::skip(reason);
-            return;
-        }
-    };
-    let m = Manager::start(&dir.path().join("data"));
-    let api = m.client();
-    let home = dir.path().join("claude-home");
-    std::fs::create_dir_all(&home).unwrap();
-    let mut workspace = claude_workspace(&bin, &url, &model.url, &home);
-    workspace["agent_config"]["providers"]["scripted"]["proxy"] = json!(true);
-    let w = api.post("/workspaces", workspace).await;
-    assert_eq!(w.status, 201, "{}", w.body);
-    let t = api
-        .post(
-            "/tasks",
-            json!({"prompt": "Write a greeting into NOTES.md", "workspace": "app", "dispatch": true}),
-        )
-        .await;
-    assert_eq!(t.status, 201, "{}", t.body);
-    let id = t.body["id"].as_str().unwrap().to_owned();
 
     // While Claude waits on its first ask, its environment holds the task's placeholder,
     // never the key.
     api.first_ask(&id, Duration::from_secs(300)).await;
     let claude = bin.to_string_lossy().into_owned();
-    let envs = environments_of(&claude);
+    // This task's Claude only (another test's may run at the same time): its HOME is ours.
+    let home = format!("HOME={}", _dir.path().join("claude-home").display());
+    let envs: Vec<String> = environments_of(&claude)
+        .into_iter()
+        .filter(|e| e.lines().any(|l| l == home))
+        .collect();
     assert!(!envs.is_empty(), "no live process of {claude}");
     for env in &envs {
         assert!(
