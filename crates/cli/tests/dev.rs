@@ -129,6 +129,21 @@ fn dev_script(m: &Manager, cwd: &Path, args: &str, exit_file: &Path) -> String {
     )
 }
 
+/// `atelier dev --folder <dir>/project <args>` in a pane, run from `dir`: the pane, the
+/// folder, and the file its exit code goes to.
+fn dev_in_pane(m: &Manager, dir: &Path, args: &str) -> (Pane, PathBuf, PathBuf) {
+    let folder = dir.join("project");
+    std::fs::create_dir(&folder).unwrap();
+    let exit_file = dir.join("exit");
+    let script = dev_script(
+        m,
+        dir,
+        &format!("--folder '{}' {args}", folder.display()),
+        &exit_file,
+    );
+    (Pane::start(dir, &script), folder, exit_file)
+}
+
 /// The sandbox id `atelier dev` announced.
 fn announced_id(screen: &str) -> String {
     screen
@@ -271,18 +286,7 @@ async fn ctrl_c_while_the_sandbox_boots_leaves_no_sandbox_behind() {
     let dir = tempfile::tempdir().unwrap();
     let m = qemu_manager(dir.path(), &[]);
     let api = m.client();
-    let folder = dir.path().join("project");
-    std::fs::create_dir(&folder).unwrap();
-    let exit_file = dir.path().join("exit");
-    let pane = Pane::start(
-        dir.path(),
-        &dev_script(
-            &m,
-            dir.path(),
-            &format!("--folder '{}' --image minimal", folder.display()),
-            &exit_file,
-        ),
-    );
+    let (pane, _, exit_file) = dev_in_pane(&m, dir.path(), "--image minimal");
     pane.wait_for("starting a minimal sandbox", BOOT);
     // The request is in: the sandbox is recorded and booting.
     let booting = eventually(BOOT, "the sandbox to be recorded", || async {
@@ -318,18 +322,7 @@ async fn atelier_dev_keeps_the_sandbox_with_keep() {
     let dir = tempfile::tempdir().unwrap();
     let m = qemu_manager(dir.path(), &[]);
     let api = m.client();
-    let folder = dir.path().join("project");
-    std::fs::create_dir(&folder).unwrap();
-    let exit_file = dir.path().join("exit");
-    let pane = Pane::start(
-        dir.path(),
-        &dev_script(
-            &m,
-            dir.path(),
-            &format!("--folder '{}' --image minimal --keep", folder.display()),
-            &exit_file,
-        ),
-    );
+    let (pane, folder, exit_file) = dev_in_pane(&m, dir.path(), "--image minimal --keep");
     let id = announced_id(&pane.wait_for("is at /workspace", BOOT));
     pane.type_line("touch /workspace/kept && echo DONE-$((2 + 3))");
     pane.wait_for("DONE-5", BOOT);
@@ -503,18 +496,7 @@ async fn atelier_dev_with_the_dev_image_gives_a_shell_with_the_agent_clis_and_th
         )
         .await;
     assert_eq!(built.status, 200, "{}", built.body);
-    let folder = dir.path().join("project");
-    std::fs::create_dir(&folder).unwrap();
-    let exit_file = dir.path().join("exit");
-    let pane = Pane::start(
-        dir.path(),
-        &dev_script(
-            &m,
-            dir.path(),
-            &format!("--folder '{}' --image dev", folder.display()),
-            &exit_file,
-        ),
-    );
+    let (pane, folder, exit_file) = dev_in_pane(&m, dir.path(), "--image dev");
     pane.wait_for("is at /workspace", BOOT);
     // The seed's toolset is on the shell's PATH, Node 22 first.
     pane.type_line(
