@@ -53,7 +53,7 @@ enum Command {
     System,
     /// Manage workspaces (repos, commands, secrets, resources).
     #[command(subcommand, alias = "ws")]
-    Workspace(commands::workspace::WorkspaceCommand),
+    Workspace(Box<commands::workspace::WorkspaceCommand>),
     /// Dispatch prompts to coding agents and review their work.
     #[command(subcommand)]
     Task(commands::task::TaskCommand),
@@ -111,7 +111,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
     match cli.command {
         Command::Serve(_) | Command::Init(_) => Ok(ExitCode::SUCCESS),
         Command::System => commands::system::run(&client, &out).await,
-        Command::Workspace(cmd) => commands::workspace::run(cmd, &client, &out).await,
+        Command::Workspace(cmd) => commands::workspace::run(*cmd, &client, &out).await,
         Command::Sandbox(cmd) => commands::sandbox::run(cmd, &client, &out).await,
         Command::Dev(args) => commands::dev::run(args, &client, &out).await,
         Command::Image(cmd) => commands::image::run(cmd, &client, &out).await,

@@ -180,6 +180,64 @@ async fn workspaces_crud_with_write_only_secrets() {
 }
 
 #[tokio::test]
+async fn a_workspace_image_extension_is_named_by_what_it_adds_and_listed_with_the_images() {
+    let (m, _d) = manager();
+    let api = m.client();
+    let image = json!({"packages": ["tree"], "npm": ["is-number@7.0.0"], "run": ["echo hi"]});
+    let r = api
+        .post("/workspaces", json!({"name": "ext", "image": image}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let name = r.body["image_name"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("dev-ext-"), "{}", r.body);
+    assert_eq!(r.body["image"]["base"], "dev", "the base defaults to dev");
+
+    // A second workspace with the same additions shares the image; other additions do not.
+    let same = api
+        .post("/workspaces", json!({"name": "ext2", "image": image}))
+        .await;
+    assert_eq!(same.body["image_name"], name.as_str());
+    let other = api
+        .post(
+            "/workspaces",
+            json!({"name": "ext3", "image": {"packages": ["jq"]}}),
+        )
+        .await;
+    assert_ne!(other.body["image_name"], name.as_str());
+
+    let listed = api.get("/images").await.body;
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"dev") && names.contains(&name.as_str()),
+        "{listed}"
+    );
+    let shown = api.get(&format!("/images/{name}")).await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(shown.body["built"], false);
+    assert_eq!(shown.body["extension"]["packages"], json!(["tree"]));
+    assert_eq!(shown.body["extension"]["npm"], json!(["is-number@7.0.0"]));
+    let unknown = api.get("/images/dev-ext-000000000000").await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+
+    // Sandboxes of the workspace ask for its image; nothing added is the base again.
+    let ws = r.body["id"].as_str().unwrap().to_owned();
+    let cleared = api
+        .patch(
+            &format!("/workspaces/{ws}"),
+            json!({"image": {"base": "dev"}}),
+        )
+        .await;
+    assert_eq!(cleared.status, 200, "{}", cleared.body);
+    assert_eq!(cleared.body["image_name"], "dev");
+    assert!(cleared.body.get("image").is_none(), "{}", cleared.body);
+}
+
+#[tokio::test]
 async fn bad_input_gets_a_clear_error_naming_the_field() {
     let (m, _d) = manager();
     let api = m.client();
@@ -216,6 +274,24 @@ async fn bad_input_gets_a_clear_error_naming_the_field() {
             "bogus",
         ),
         ("/workspaces", json!({"repos": []}), 422, "name"),
+        (
+            "/workspaces",
+            json!({"name": "x", "image": {"packages": ["tree; reboot"]}}),
+            422,
+            "image.packages[0]",
+        ),
+        (
+            "/workspaces",
+            json!({"name": "x", "image": {"base": "minimal", "npm": ["pnpm"]}}),
+            422,
+            "image.base",
+        ),
+        (
+            "/workspaces",
+            json!({"name": "x", "image": {"run": [""]}}),
+            422,
+            "image.run[0]",
+        ),
         ("/workspaces", json!({"name": 5}), 422, "name"),
         ("/sandboxes", json!({"vcpus": 0}), 422, "vcpus"),
         (

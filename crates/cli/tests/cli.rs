@@ -87,6 +87,31 @@ fn workspace_commands_round_trip() {
     assert_eq!(json["init_commands"], serde_json::json!(["make"]));
     assert_eq!(json["secrets"], serde_json::json!([]));
 
+    // The image flags give the workspace its own image, shown with what it adds.
+    let shown = ok(&atelier(
+        &m,
+        &[
+            "workspace",
+            "edit",
+            "web",
+            "--image-package",
+            "tree",
+            "--image-npm",
+            "is-number@7.0.0",
+            "--image-run",
+            "echo hi",
+        ],
+    ));
+    assert!(
+        shown.contains("image       dev-ext-") && shown.contains("package   tree"),
+        "{shown}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&atelier(&m, &["--json", "workspace", "show", "web"]))).unwrap();
+    assert_eq!(json["image"]["npm"], serde_json::json!(["is-number@7.0.0"]));
+    let bad = atelier(&m, &["workspace", "edit", "web", "--image-npm", "a b"]);
+    assert!(text(&bad.stderr).contains("image.npm[0]"), "{}", text(&bad.stderr));
+
     let bad = atelier(&m, &["workspace", "create", "--name", "x", "--vcpus", "12"]);
     assert!(!bad.status.success());
     let err = text(&bad.stderr);

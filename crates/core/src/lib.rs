@@ -7,6 +7,7 @@
 pub mod agent_config;
 pub mod event;
 pub mod id;
+pub mod image;
 pub mod network;
 pub mod prebuild;
 pub mod sandbox;

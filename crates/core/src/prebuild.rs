@@ -133,13 +133,17 @@ pub struct Prebuild {
 /// base image, machine size, agent config. Secrets are left out (they are given to each
 /// sandbox, never baked into a prebuild).
 pub fn config_hash(spec: &WorkspaceSpec) -> String {
-    let canonical = serde_json::json!({
+    let mut canonical = serde_json::json!({
         "repos": spec.repos,
         "init_commands": spec.init_commands,
         "base_image": spec.base_image,
         "resources": spec.resources,
         "agent_config": spec.agent_config,
     });
+    // Only when set, so that the hashes of workspaces without one stay what they were.
+    if spec.image.is_some() {
+        canonical["image"] = serde_json::json!(spec.image_name());
+    }
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     hex(&digest[..12])
 }

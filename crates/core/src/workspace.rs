@@ -31,6 +31,10 @@ pub struct WorkspaceSpec {
     #[serde(default = "default_base_image")]
     #[schema(example = "dev")]
     pub base_image: String,
+    /// The workspace's own image: `base_image` with more packages, npm packages and
+    /// build steps (sandboxes then boot `<base>-ext-<hash>`, built on first use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::image::ImageExtension>,
     /// Coding-agent configuration: runtime, model and providers, MCP servers, instructions,
     /// exposed secrets, push to origin (see `agent_config::AgentConfig`).
     #[serde(default = "empty_object")]
@@ -58,6 +62,8 @@ pub struct WorkspacePatch {
     pub remove_secrets: Option<Vec<String>>,
     pub resources: Option<Resources>,
     pub base_image: Option<String>,
+    /// Replaces the image extension; `{"base": "dev"}` (nothing added) removes it.
+    pub image: Option<crate::image::ImageExtension>,
     #[schema(value_type = Option<Object>)]
     pub agent_config: Option<serde_json::Value>,
     pub prebuild: Option<crate::prebuild::PrebuildSettings>,
@@ -206,6 +212,15 @@ impl WorkspaceSpec {
         self.secrets.validate("secrets", &mut errors);
         self.resources.validate("resources", &mut errors);
         validate_image("base_image", &self.base_image, &mut errors);
+        if let Some(image) = &self.image {
+            image.validate("image", &mut errors);
+            if image.base != self.base_image {
+                errors.push(FieldError::new(
+                    "image.base",
+                    format!("differs from base_image {:?}", self.base_image),
+                ));
+            }
+        }
         self.network.validate("network", &mut errors);
         crate::agent_config::validate_in(
             &self.agent_config,
@@ -214,6 +229,14 @@ impl WorkspaceSpec {
             &mut errors,
         );
         errors.finish()
+    }
+
+    /// The image its sandboxes boot: the extension's build, else `base_image`.
+    pub fn image_name(&self) -> String {
+        match &self.image {
+            Some(image) => image.image_name(),
+            None => self.base_image.clone(),
+        }
     }
 
     /// Applies a patch; the caller validates the result.
@@ -227,10 +250,14 @@ impl WorkspaceSpec {
             remove_secrets,
             resources,
             base_image,
+            image,
             agent_config,
             prebuild,
             network,
         } = patch;
+        if let Some(v) = image {
+            self.image = (!v.is_empty()).then_some(v);
+        }
         if let Some(v) = network {
             self.network = v;
         }
@@ -628,6 +655,12 @@ mod tests {
         }];
         s.resources.vcpus = 0;
         s.base_image = "Bad Image".into();
+        s.image = Some(crate::image::ImageExtension {
+            base: "dev".into(),
+            packages: vec!["Bad".into()],
+            npm: vec![],
+            run: vec![],
+        });
         s.agent_config = serde_json::json!([1]);
         assert_eq!(
             fields(s.validate()),
@@ -645,6 +678,8 @@ mod tests {
                 "secrets.files[0].mode",
                 "resources.vcpus",
                 "base_image",
+                "image.packages[0]",
+                "image.base",
                 "agent_config",
             ]
         );
@@ -734,6 +769,10 @@ pub struct Workspace {
     pub secrets: Vec<SecretView>,
     pub resources: Resources,
     pub base_image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::image::ImageExtension>,
+    /// The image its sandboxes boot (`base_image`, or the extension's `<base>-ext-<hash>`).
+    pub image_name: String,
     #[schema(value_type = Object)]
     pub agent_config: serde_json::Value,
     pub prebuild: crate::prebuild::PrebuildSettings,

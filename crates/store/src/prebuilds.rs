@@ -141,7 +141,7 @@ impl Store {
         let spec = self.workspace_spec(workspace).await?;
         let fits = rec.prebuild.vcpus == resources.vcpus
             && rec.prebuild.memory_mib == resources.memory_mib
-            && image == spec.base_image
+            && image == spec.image_name()
             && rec.snapshot.is_some();
         Ok(fits.then_some(rec))
     }

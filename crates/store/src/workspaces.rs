@@ -314,6 +314,7 @@ fn workspace_from_row(
     let id: String = row.get("id");
     let spec: WorkspaceSpec = serde_json::from_str(row.get::<&str, _>("spec"))
         .map_err(|e| StoreError::Corrupt(format!("workspace {id}: {e}")))?;
+    let image_name = spec.image_name();
     Ok(Workspace {
         id: WorkspaceId::from_trusted(id),
         name: spec.name,
@@ -322,7 +323,9 @@ fn workspace_from_row(
         dev_commands: spec.dev_commands,
         secrets,
         resources: spec.resources,
+        image_name,
         base_image: spec.base_image,
+        image: spec.image,
         agent_config: spec.agent_config,
         prebuild: spec.prebuild,
         created_at: row.get::<DateTime<Utc>, _>("created_at"),

@@ -201,7 +201,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Every image recipe and whether it is built. */
+        /** Every image recipe, and every workspace's extension, and whether it is built. */
         get: {
             parameters: {
                 query?: never;
@@ -3394,6 +3394,36 @@ export interface components {
             /** @description Its version, or `missing` when it did not answer at build time. */
             version: string;
         };
+        /** @description `image: {base: dev, packages: [...], npm: [...], run: [...]}` in a workspace. */
+        ImageExtension: {
+            /**
+             * @description The built-in image this one extends.
+             * @example dev
+             */
+            base?: string;
+            /**
+             * @description More npm packages (`name@version`), installed globally.
+             * @example [
+             *       "pnpm@9.15.0"
+             *     ]
+             */
+            npm?: string[];
+            /**
+             * @description More Debian packages (`name` or `name=version`), installed with the base's.
+             * @example [
+             *       "postgresql-client"
+             *     ]
+             */
+            packages?: string[];
+            /**
+             * @description Shell commands run as root in the new root filesystem, in order, after the
+             *     packages (network on: `pip install`, `curl`, … work).
+             * @example [
+             *       "pip install --break-system-packages ruff==0.8.4"
+             *     ]
+             */
+            run?: string[];
+        };
         ImageView: {
             /** @description A build of this image is running now. */
             building: boolean;
@@ -3402,10 +3432,11 @@ export interface components {
             built_at_ms?: number | null;
             /** @description What the build holds, with versions (empty for images that record none). */
             contents: components["schemas"]["ImageContentView"][];
+            extension?: null | components["schemas"]["ImageExtension"];
             /** @description Content address of the build (hash of the recipe and its inputs). */
             id?: string | null;
             kernel_version?: string | null;
-            /** @description Recipe name (`minimal`, `dev`). */
+            /** @description Recipe name (`minimal`, `dev`), or a workspace extension's `dev-ext-<hash>`. */
             name: string;
             /** Format: int64 */
             rootfs_bytes?: number | null;
@@ -3891,6 +3922,9 @@ export interface components {
             created_at: string;
             dev_commands: components["schemas"]["DevCommand"][];
             id: components["schemas"]["WorkspaceId"];
+            image?: null | components["schemas"]["ImageExtension"];
+            /** @description The image its sandboxes boot (`base_image`, or the extension's `<base>-ext-<hash>`). */
+            image_name: string;
             init_commands: string[];
             name: string;
             prebuild: components["schemas"]["PrebuildSettings"];
@@ -3907,6 +3941,7 @@ export interface components {
             agent_config?: Record<string, unknown> | null;
             base_image?: string | null;
             dev_commands?: components["schemas"]["DevCommand"][] | null;
+            image?: null | components["schemas"]["ImageExtension"];
             init_commands?: string[] | null;
             name?: string | null;
             network?: null | components["schemas"]["NetworkSpec"];
@@ -3931,6 +3966,7 @@ export interface components {
             base_image?: string;
             /** @description Long-running dev servers, each reachable on its port. */
             dev_commands?: components["schemas"]["DevCommand"][];
+            image?: null | components["schemas"]["ImageExtension"];
             /** @description Shell commands run once, in order, when a sandbox (or prebuild) is set up. */
             init_commands?: string[];
             /**

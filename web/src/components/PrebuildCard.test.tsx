@@ -17,6 +17,7 @@ const workspace = (autoRebuild = true): Workspace => ({
   secrets: [],
   resources: { vcpus: 2, memory_mib: 2048, disk_mib: 10240 },
   base_image: "dev",
+  image_name: "dev",
   agent_config: {},
   prebuild: { auto_rebuild: autoRebuild },
   created_at: minutesAgo(60),

@@ -71,6 +71,13 @@ describe("workspace form", () => {
     });
   });
 
+  it("sends the image additions only when there are some, and clears them on edit", () => {
+    const d = { ...emptyDraft(), name: "x", imagePackages: "tree\n\n jq ", imageNpm: "pnpm@9.15.0", imageRun: "echo hi" };
+    expect(toSpec(d).image).toEqual({ base: "dev", packages: ["tree", "jq"], npm: ["pnpm@9.15.0"], run: ["echo hi"] });
+    expect(toSpec({ ...emptyDraft(), name: "x" }).image).toBeUndefined();
+    expect(toPatch({ ...emptyDraft(), name: "x" }).image).toEqual({ base: "dev", packages: [], npm: [], run: [] });
+  });
+
   it("names the field it refuses, like the API does", () => {
     const bad = { ...emptyDraft(), name: "x", agentConfig: "{nope" };
     expect(() => toSpec(bad)).toThrow(DraftError);

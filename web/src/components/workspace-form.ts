@@ -10,6 +10,10 @@ export interface WorkspaceDraft {
   memory: string;
   disk: string;
   baseImage: string;
+  // The image extension, one entry per line: Debian packages, npm packages, build steps.
+  imagePackages: string;
+  imageNpm: string;
+  imageRun: string;
   agentConfig: string; // JSON text
   newSecrets: { name: string; value: string }[];
   removeSecrets: string[];
@@ -25,6 +29,9 @@ export function emptyDraft(): WorkspaceDraft {
     memory: "2048",
     disk: "10240",
     baseImage: "dev",
+    imagePackages: "",
+    imageNpm: "",
+    imageRun: "",
     agentConfig: '{\n  "runtime": "opencode"\n}',
     newSecrets: [],
     removeSecrets: [],
@@ -41,6 +48,9 @@ export function draftOf(w: Workspace): WorkspaceDraft {
     memory: String(w.resources.memory_mib),
     disk: String(w.resources.disk_mib),
     baseImage: w.base_image,
+    imagePackages: (w.image?.packages ?? []).join("\n"),
+    imageNpm: (w.image?.npm ?? []).join("\n"),
+    imageRun: (w.image?.run ?? []).join("\n"),
     agentConfig: JSON.stringify(w.agent_config ?? {}, null, 2),
     newSecrets: [],
     removeSecrets: [],
@@ -63,6 +73,15 @@ function int(field: string, v: string): number {
   return n;
 }
 
+const lines = (v: string) => v.split("\n").map((l) => l.trim()).filter(Boolean);
+
+/** The image extension the draft asks for; nothing added is `{base}`, which clears one. */
+function imageOf(d: WorkspaceDraft) {
+  const base = d.baseImage.trim() || "dev";
+  return { base, packages: lines(d.imagePackages), npm: lines(d.imageNpm), run: lines(d.imageRun) };
+}
+const adds = (i: ReturnType<typeof imageOf>) => i.packages.length + i.npm.length + i.run.length > 0;
+
 function common(d: WorkspaceDraft) {
   let agent_config: Record<string, unknown>;
   try {
@@ -81,7 +100,7 @@ function common(d: WorkspaceDraft) {
   return {
     name: d.name.trim(),
     repos,
-    init_commands: d.init.split("\n").map((l) => l.trim()).filter(Boolean),
+    init_commands: lines(d.init),
     dev_commands,
     resources: {
       vcpus: int("resources.vcpus", d.vcpus),
@@ -98,13 +117,15 @@ const secretsOf = (d: WorkspaceDraft) =>
 
 export function toSpec(d: WorkspaceDraft): WorkspaceSpec {
   const env = secretsOf(d);
-  return { ...common(d), ...(env.length ? { secrets: { env } } : {}) };
+  const image = imageOf(d);
+  return { ...common(d), ...(adds(image) ? { image } : {}), ...(env.length ? { secrets: { env } } : {}) };
 }
 
 export function toPatch(d: WorkspaceDraft): WorkspacePatch {
   const env = secretsOf(d);
   return {
     ...common(d),
+    image: imageOf(d),
     ...(env.length ? { secrets: { env } } : {}),
     ...(d.removeSecrets.length ? { remove_secrets: d.removeSecrets } : {}),
   };

@@ -31,7 +31,7 @@ export function Workspaces() {
               <p className="muted">
                 {w.repos.map((r) => r.url).join(", ") || "no repository"}
                 <br />
-                {w.resources.vcpus} vCPU · {w.resources.memory_mib} MiB · image {w.base_image} · agent{" "}
+                {w.resources.vcpus} vCPU · {w.resources.memory_mib} MiB · image {w.image_name} · agent{" "}
                 {String((w.agent_config as Record<string, unknown>)?.runtime ?? "default")}
               </p>
               <small className="muted">updated {ago(w.updated_at)}</small>{" "}
@@ -273,12 +273,29 @@ export function WorkspaceForm({ existing }: { existing?: Workspace }) {
             <label>
               Base image
               <select value={d.baseImage} onChange={(e) => set({ baseImage: e.target.value })}>
-                {[...new Set([d.baseImage, ...(images.data ?? []).map((i) => i.name)])].map((n) => (
+                {[...new Set([d.baseImage, ...(images.data ?? []).filter((i) => !i.extension).map((i) => i.name)])].map((n) => (
                   <option key={n}>{n}</option>
                 ))}
               </select>
             </label>
           </div>
+        </fieldset>
+        <fieldset>
+          <legend>
+            Image additions <small className="muted">(one per line; built once into {existing?.image_name ?? "the workspace's own image"})</small>
+          </legend>
+          <label>
+            Debian packages
+            <textarea name="image_packages" className="mono" rows={2} value={d.imagePackages} onChange={(e) => set({ imagePackages: e.target.value })} aria-invalid={bad("image.packages")} spellCheck={false} />
+          </label>
+          <label>
+            npm packages
+            <textarea name="image_npm" className="mono" rows={2} value={d.imageNpm} onChange={(e) => set({ imageNpm: e.target.value })} aria-invalid={bad("image.npm")} spellCheck={false} />
+          </label>
+          <label>
+            Build steps <small className="muted">(shell, as root)</small>
+            <textarea name="image_run" className="mono" rows={2} value={d.imageRun} onChange={(e) => set({ imageRun: e.target.value })} aria-invalid={bad("image.run")} spellCheck={false} />
+          </label>
         </fieldset>
         <label>
           Agent configuration <small className="muted">(JSON: runtime, model, instructions…)</small>

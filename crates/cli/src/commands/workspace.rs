@@ -78,6 +78,16 @@ pub struct Fields {
     /// Base image.
     #[arg(long)]
     image: Option<String>,
+    /// A Debian package the workspace's image adds to its base; repeatable. Any of the
+    /// `--image-*` flags replaces the whole extension.
+    #[arg(long = "image-package", value_name = "NAME[=VERSION]")]
+    image_packages: Vec<String>,
+    /// An npm package the workspace's image adds, installed globally; repeatable.
+    #[arg(long = "image-npm", value_name = "NAME@VERSION")]
+    image_npm: Vec<String>,
+    /// A shell command run as root while the workspace's image is built; repeatable.
+    #[arg(long = "image-run", value_name = "COMMAND")]
+    image_run: Vec<String>,
     /// Agent config as JSON, or @FILE.
     #[arg(long = "agent-config", value_name = "JSON|@FILE")]
     agent_config: Option<String>,
@@ -125,7 +135,7 @@ pub async fn run(
                             .collect::<Vec<_>>()
                             .join("\n"),
                         format!("{} vCPU, {} MiB", w.resources.vcpus, w.resources.memory_mib),
-                        w.base_image.clone(),
+                        w.image_name.clone(),
                         age(w.created_at),
                     ]
                 },
@@ -282,6 +292,17 @@ impl Fields {
                 disk_mib: self.disk.unwrap_or(d.disk_mib),
             });
         }
+        if !self.image_packages.is_empty()
+            || !self.image_npm.is_empty()
+            || !self.image_run.is_empty()
+        {
+            patch.image = Some(atelier_core::image::ImageExtension {
+                base: self.image.clone().unwrap_or_else(|| "dev".into()),
+                packages: self.image_packages,
+                npm: self.image_npm,
+                run: self.image_run,
+            });
+        }
         patch.base_image = self.image;
         if let Some(c) = self.agent_config {
             let text = match c.strip_prefix('@') {
@@ -329,7 +350,18 @@ fn show(w: &Workspace, out: &Output) {
         "  resources   {} vCPU, {} MiB RAM, {} MiB disk",
         w.resources.vcpus, w.resources.memory_mib, w.resources.disk_mib
     );
-    println!("  image       {}", w.base_image);
+    println!("  image       {}", w.image_name);
+    if let Some(ext) = &w.image {
+        for p in &ext.packages {
+            println!("    package   {p}");
+        }
+        for p in &ext.npm {
+            println!("    npm       {p}");
+        }
+        for c in &ext.run {
+            println!("    run       {c}");
+        }
+    }
     for r in &w.repos {
         println!(
             "  repo        {} #{} -> {}",

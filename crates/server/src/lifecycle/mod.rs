@@ -242,7 +242,7 @@ impl Lifecycle {
         let image = req
             .image
             .clone()
-            .or_else(|| workspace.as_ref().map(|w| w.base_image.clone()))
+            .or_else(|| workspace.as_ref().map(|w| w.image_name.clone()))
             .unwrap_or_else(|| "dev".into());
         validate_name("name", &name, &mut errors);
         let mut resource_errors = ValidationErrors::default();

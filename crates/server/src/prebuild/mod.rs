@@ -187,7 +187,7 @@ impl Prebuilds {
                 Source::Promote(_) => "promote".into(),
             },
             config_hash: config_hash(&spec),
-            image_hash: self.image_hash(&spec.base_image),
+            image_hash: self.image_hash(&spec.image_name()),
             vcpus,
             memory_mib,
         };
@@ -249,12 +249,45 @@ impl Prebuilds {
         }
     }
 
+    /// Builds the workspace's image first (a no-op once built), its steps going to the
+    /// prebuild's log: an extension's first build takes minutes, and this shows them.
+    async fn build_image(&self, id: &str, spec: &WorkspaceSpec) -> PrebuildResult<()> {
+        if !self.inner.lifecycle.driver().info().isolated {
+            return Ok(());
+        }
+        let images = self.inner.images.clone();
+        if let Some(ext) = &spec.image {
+            images
+                .define(ext)
+                .map_err(|e| PrebuildError::step("recording the image extension")(e.to_string()))?;
+        }
+        let name = spec.image_name();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let image = name.clone();
+        let build = tokio::task::spawn_blocking(move || {
+            images.build(&image, &|step| {
+                let _ = tx.send(step.to_owned());
+            })
+        });
+        while let Some(step) = rx.recv().await {
+            self.log(id, &format!("image {name}: {step}\n")).await;
+        }
+        build
+            .await
+            .map_err(|e| PrebuildError::step("building the image")(e.to_string()))?
+            .map_err(|e| {
+                PrebuildError::step(format!("building the image {name}"))(e.to_string())
+            })?;
+        Ok(())
+    }
+
     async fn run_build(&self, id: &str, spec: &WorkspaceSpec) -> PrebuildResult<()> {
         self.log(
             id,
             &format!("==> building prebuild {id} of workspace {}\n", spec.name),
         )
         .await;
+        self.build_image(id, spec).await?;
         let rec = self.inner.store.get_prebuild(id).await?;
         let new = NewSandbox {
             name: format!("prebuild-{id}"),
@@ -263,7 +296,7 @@ impl Prebuilds {
             workspace_id: None,
             driver: rec.prebuild.driver.clone(),
             resources: spec.resources,
-            image: spec.base_image.clone(),
+            image: spec.image_name(),
             agent_token: atelier_core::id::random_token(),
             prebuild_id: None,
             shared_folders: vec![],
@@ -352,7 +385,7 @@ impl Prebuilds {
             }
         }
         let _ = tokio::fs::remove_dir_all(&scratch).await;
-        let image_hash = self.image_hash(&spec.base_image);
+        let image_hash = self.image_hash(&spec.image_name());
         self.inner
             .store
             .set_prebuild_inputs(id, &commits, &image_hash)
@@ -493,7 +526,7 @@ impl Prebuilds {
                 }
             }
         }
-        let image_hash = self.image_hash(&spec.base_image);
+        let image_hash = self.image_hash(&spec.image_name());
         self.inner
             .store
             .set_prebuild_inputs(id, &commits, &image_hash)
@@ -616,9 +649,9 @@ impl Prebuilds {
         if config_hash(spec) != prebuild.config_hash {
             return Some("the workspace's settings changed".into());
         }
-        let image = self.image_hash(&spec.base_image);
+        let image = self.image_hash(&spec.image_name());
         if !image.starts_with("unbuilt:") && image != prebuild.image_hash {
-            return Some(format!("the base image {} changed", spec.base_image));
+            return Some(format!("the base image {} changed", spec.image_name()));
         }
         for c in &prebuild.commits {
             let url = git::seen_from_host(&c.url, &spec.network.host_services);

@@ -1,6 +1,6 @@
 //! Images sandboxes boot from: listed, built on demand (cached by recipe), removed.
 
-use atelier_vmm::images::{BuildSteps, ImageInfo, RECIPES};
+use atelier_vmm::images::{BuildSteps, ImageInfo};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -14,8 +14,11 @@ type ErrorBody = atelier_proto::ErrorBody;
 
 #[derive(Serialize, ToSchema)]
 pub struct ImageView {
-    /// Recipe name (`minimal`, `dev`).
+    /// Recipe name (`minimal`, `dev`), or a workspace extension's `dev-ext-<hash>`.
     pub name: String,
+    /// What an extension adds to its base (absent for the built-in recipes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extension: Option<atelier_core::image::ImageExtension>,
     pub built: bool,
     /// Content address of the build (hash of the recipe and its inputs).
     pub id: Option<String>,
@@ -39,9 +42,15 @@ pub struct ImageContentView {
     pub version: String,
 }
 
-fn view(name: &str, info: Option<&ImageInfo>, steps: BuildSteps) -> ImageView {
+fn view(
+    name: &str,
+    extension: Option<atelier_core::image::ImageExtension>,
+    info: Option<&ImageInfo>,
+    steps: BuildSteps,
+) -> ImageView {
     ImageView {
         name: name.to_owned(),
+        extension,
         built: info.is_some(),
         id: info.map(|i| i.id.clone()),
         kernel_version: info.map(|i| i.kernel_version.clone()),
@@ -67,26 +76,34 @@ fn view_of(state: &AppState, name: &str) -> ImageView {
     let built = state.images.list();
     view(
         name,
+        state.images.extension(name),
         built.iter().find(|i| i.name == name),
         state.images.steps(name),
     )
 }
 
-fn known(name: &str) -> ApiResult<()> {
-    if RECIPES.contains(&name) {
+fn known(state: &AppState, name: &str) -> ApiResult<()> {
+    if state.images.is_known(name) {
         Ok(())
     } else {
         Err(ApiError::not_found(format!(
             "image {name:?} (known: {})",
-            RECIPES.join(", ")
+            state.images.names().join(", ")
         )))
     }
 }
 
-/// Every image recipe and whether it is built.
+/// Every image recipe, and every workspace's extension, and whether it is built.
 #[utoipa::path(get, path = "/api/v1/images", tag = "images", responses((status = 200, body = Vec<ImageView>)))]
 pub async fn list(State(state): State<AppState>) -> Json<Vec<ImageView>> {
-    Json(RECIPES.iter().map(|r| view_of(&state, r)).collect())
+    Json(
+        state
+            .images
+            .names()
+            .iter()
+            .map(|r| view_of(&state, r))
+            .collect(),
+    )
 }
 
 /// One image: its build, what it holds, and how far a running build has come.
@@ -96,7 +113,7 @@ pub async fn show(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ImageView>> {
-    known(&name)?;
+    known(&state, &name)?;
     Ok(Json(view_of(&state, &name)))
 }
 
@@ -107,7 +124,7 @@ pub async fn build(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ImageView>> {
-    known(&name)?;
+    known(&state, &name)?;
     let images = state.images.clone();
     let n = name.clone();
     tokio::task::spawn_blocking(move || images.build(&n, &|msg| tracing::info!("{msg}")))
@@ -130,7 +147,7 @@ pub async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    known(&name)?;
+    known(&state, &name)?;
     match state.images.remove(&name) {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
         Ok(false) => Err(ApiError::not_found(format!("a build of image {name:?}"))),

@@ -24,6 +24,7 @@ pub async fn create(
     check_json_content_type(&headers)?;
     let spec: WorkspaceSpec = parse_json(&body)?;
     spec.validate()?;
+    define_image(&state, &spec)?;
     let idem = key.map(|k| Idempotency::new(k, &body));
     let (workspace, event) = state.store.create_workspace(&spec, idem.as_ref()).await?;
     let status = if event.is_some() {
@@ -35,6 +36,17 @@ pub async fn create(
         state.bus.publish(e);
     }
     Ok((status, Json(workspace)))
+}
+
+/// Records the workspace's image extension, so that its image can be built and listed.
+fn define_image(state: &AppState, spec: &WorkspaceSpec) -> ApiResult<()> {
+    if let Some(image) = &spec.image {
+        state
+            .images
+            .define(image)
+            .map_err(|e| crate::error::ApiError::internal(e.to_string()))?;
+    }
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/v1/workspaces", tag = "workspaces",
@@ -68,6 +80,7 @@ pub async fn update(
     let mut spec = state.store.workspace_spec(&id).await?;
     spec.apply(patch);
     spec.validate()?;
+    define_image(&state, &spec)?;
     let (workspace, event) = state.store.update_workspace(&id, &spec).await?;
     state.bus.publish(event);
     // A change to what the prebuild captured makes it stale (and, with auto_rebuild,

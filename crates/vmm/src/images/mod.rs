@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::driver::{DriverKind, VmmError};
 use crate::image::{BootArtifacts, ImageResolver};
+use atelier_core::image::{extension_base, ImageExtension};
 use kernel::Kernel;
 
 /// Images Atelier knows how to build.
@@ -25,7 +26,7 @@ const RECIPE_VERSION: &str = "2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("unknown image {0:?} (known: minimal, dev)")]
+    #[error("unknown image {0:?} (known: minimal, dev, and the dev-ext-… of workspaces' image extensions)")]
     Unknown(String),
     #[error("kernel: {0}")]
     Kernel(String),
@@ -122,6 +123,70 @@ impl ImageStore {
         }
     }
 
+    /// Records what a workspace's extension holds, so that its `<base>-ext-<hash>` can be
+    /// built and listed from now on (also after a restart); returns the image's name.
+    /// Names are content addresses: an existing record is never rewritten.
+    pub fn define(&self, extension: &ImageExtension) -> Result<String, ImageError> {
+        let name = extension.image_name();
+        if extension.is_empty() {
+            return Ok(name);
+        }
+        let path = self.extension_path(&name);
+        if path.is_file() {
+            return Ok(name);
+        }
+        let dir = self.images_dir.join("extensions");
+        std::fs::create_dir_all(&dir).map_err(ImageError::io("creating the extensions dir"))?;
+        let json =
+            serde_json::to_vec_pretty(extension).map_err(|e| ImageError::Input(e.to_string()))?;
+        let partial = dir.join(format!(".{name}.json.{}", std::process::id()));
+        std::fs::write(&partial, json).map_err(ImageError::io("writing an image extension"))?;
+        std::fs::rename(&partial, &path).map_err(ImageError::io("recording an image extension"))?;
+        Ok(name)
+    }
+
+    fn extension_path(&self, name: &str) -> PathBuf {
+        self.images_dir
+            .join("extensions")
+            .join(format!("{name}.json"))
+    }
+
+    /// The recorded extension a `<base>-ext-<hash>` name stands for.
+    pub fn extension(&self, name: &str) -> Option<ImageExtension> {
+        extension_base(name)?;
+        let bytes = std::fs::read(self.extension_path(name)).ok()?;
+        let ext: ImageExtension = serde_json::from_slice(&bytes).ok()?;
+        // The name is the hash of what it holds: a record that does not match is not it.
+        (ext.image_name() == name).then_some(ext)
+    }
+
+    /// Every image that can be built: the recipes, then the recorded extensions.
+    pub fn names(&self) -> Vec<String> {
+        let mut extensions: Vec<String> = std::fs::read_dir(self.images_dir.join("extensions"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".json")
+                    .map(str::to_owned)
+            })
+            .filter(|n| self.extension(n).is_some())
+            .collect();
+        extensions.sort();
+        RECIPES
+            .iter()
+            .map(|r| (*r).to_owned())
+            .chain(extensions)
+            .collect()
+    }
+
+    /// Whether `name` is a recipe or a recorded extension.
+    pub fn is_known(&self, name: &str) -> bool {
+        RECIPES.contains(&name) || self.extension(name).is_some()
+    }
+
     fn busybox(&self) -> Result<PathBuf, ImageError> {
         let p = self
             .config
@@ -187,6 +252,7 @@ impl ImageStore {
     fn recipe_id(
         &self,
         name: &str,
+        extension: Option<&ImageExtension>,
         kernel: &Kernel,
         busybox: &Path,
         agent: &Path,
@@ -197,8 +263,13 @@ impl ImageStore {
         h.update(kernel.version.as_bytes());
         h.update(initramfs::GUEST_MODULES.join(",").as_bytes());
         h.update(initramfs::INIT.as_bytes());
-        if name == "dev" {
+        if name == "dev" || extension.is_some() {
             h.update(rootfs::dev_recipe().as_bytes());
+        }
+        if let Some(ext) = extension {
+            h.update(rootfs::extension_script(ext).as_bytes());
+            h.update(ext.packages.join(",").as_bytes());
+            h.update(ext.npm.join(" ").as_bytes());
         }
         for input in [busybox, agent, kernel.bzimage.as_path()] {
             h.update(
@@ -215,7 +286,7 @@ impl ImageStore {
 
     /// Builds `name` unless a build of the same recipe and inputs exists; returns it.
     pub fn build(&self, name: &str, progress: &dyn Fn(&str)) -> Result<BootArtifacts, ImageError> {
-        if !RECIPES.contains(&name) {
+        if !self.is_known(name) {
             return Err(ImageError::Unknown(name.to_owned()));
         }
         let _guard = self.build_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -234,12 +305,44 @@ impl ImageStore {
             });
             progress(msg);
         };
-        let result = self.build_locked(name, &report);
+        // Managers (and test runs) sharing a cache build an image once: the second waits
+        // for the first, then finds its build.
+        let result = self
+            .lock_across_processes(name, &report)
+            .and_then(|_lock| self.build_locked(name, &report));
         if let Err(e) = &result {
             report(&format!("failed: {e}"));
         }
         self.set_steps(name, |s| s.running = false);
         result
+    }
+
+    fn lock_across_processes(
+        &self,
+        name: &str,
+        progress: &dyn Fn(&str),
+    ) -> Result<nix::fcntl::Flock<std::fs::File>, ImageError> {
+        use nix::fcntl::{Flock, FlockArg};
+        std::fs::create_dir_all(&self.images_dir)
+            .map_err(ImageError::io("creating the images dir"))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.images_dir.join(format!(".{name}.lock")))
+            .map_err(ImageError::io("opening the build lock"))?;
+        let failed = |errno: nix::errno::Errno| ImageError::Io {
+            context: "locking the build".into(),
+            source: errno.into(),
+        };
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(lock),
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+                progress(&format!("waiting for another process's build of {name}"));
+                Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| failed(e))
+            }
+            Err((_, e)) => Err(failed(e)),
+        }
     }
 
     /// The steps of `name`'s build in progress, or of its last build by this store.
@@ -261,7 +364,8 @@ impl ImageStore {
         let kernel = self.kernel(progress)?;
         let busybox = self.busybox()?;
         let agent = self.guest_agent()?;
-        let id = self.recipe_id(name, &kernel, &busybox, &agent)?;
+        let extension = self.extension(name);
+        let id = self.recipe_id(name, extension.as_ref(), &kernel, &busybox, &agent)?;
         let dir = self.images_dir.join(format!("{name}-{id}"));
         let artifacts = BootArtifacts {
             bzimage: kernel.bzimage.clone(),
@@ -288,7 +392,13 @@ impl ImageStore {
         let staging = partial.join("root");
         match name {
             "minimal" => rootfs::stage_minimal(&staging, &busybox, &agent)?,
-            _ => rootfs::stage_dev(&staging, &agent, progress)?,
+            _ => rootfs::stage_dev(
+                &staging,
+                &agent,
+                extension.as_ref(),
+                &self.images_dir.join(".cache/apt"),
+                progress,
+            )?,
         }
         let contents = rootfs::contents(&staging)
             .into_iter()
@@ -359,5 +469,83 @@ impl ImageResolver for ImageStore {
     /// Builds on first use; later calls reuse the cached build.
     fn resolve(&self, image: &str) -> Result<BootArtifacts, VmmError> {
         Ok(self.build(image, &|msg| tracing::info!("{msg}"))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ext(packages: &[&str]) -> ImageExtension {
+        ImageExtension {
+            base: "dev".into(),
+            packages: packages.iter().map(|p| p.to_string()).collect(),
+            npm: vec![],
+            run: vec![],
+        }
+    }
+
+    #[test]
+    fn a_defined_extension_is_known_and_listed_after_the_recipes_and_survives_a_new_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(dir.path(), ImageConfig::default());
+        assert_eq!(
+            store.define(&ext(&[])).unwrap(),
+            "dev",
+            "nothing added is the base"
+        );
+        let name = store.define(&ext(&["tree"])).unwrap();
+        assert!(!store.is_known("dev-ext-000000000000"));
+        let again = ImageStore::new(dir.path(), ImageConfig::default());
+        assert!(again.is_known(&name));
+        assert_eq!(again.extension(&name), Some(ext(&["tree"])));
+        assert_eq!(
+            again.names(),
+            vec!["minimal".to_owned(), "dev".into(), name.clone()]
+        );
+        // A record whose content is not what its name says is not used.
+        std::fs::write(
+            dir.path()
+                .join("images/extensions")
+                .join(format!("{name}.json")),
+            serde_json::to_vec(&ext(&["jq"])).unwrap(),
+        )
+        .unwrap();
+        assert!(!again.is_known(&name));
+        assert!(matches!(
+            again.build(&name, &|_| {}),
+            Err(ImageError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn a_second_build_of_an_image_waits_for_the_first_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ImageStore::new(dir.path(), ImageConfig::default());
+        let held = first.lock_across_processes("dev", &|_| {}).unwrap();
+        let path = dir.path().to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let second = ImageStore::new(&path, ImageConfig::default());
+            let said = std::sync::Mutex::new(vec![]);
+            let lock =
+                second.lock_across_processes("dev", &|m| said.lock().unwrap().push(m.to_owned()));
+            tx.send(()).unwrap();
+            (lock.is_ok(), said.into_inner().unwrap())
+        });
+        // Another image is not held up.
+        assert!(first.lock_across_processes("minimal", &|_| {}).is_ok());
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "still waiting"
+        );
+        drop(held);
+        let (locked, said) = waiter.join().unwrap();
+        assert!(locked);
+        assert_eq!(
+            said,
+            vec!["waiting for another process's build of dev".to_owned()]
+        );
     }
 }

@@ -127,29 +127,97 @@ pub fn dev_recipe() -> String {
     )
 }
 
+/// What a workspace adds to `dev`, as the build needs it.
+pub type Extension = atelier_core::image::ImageExtension;
+
+/// The step that runs an extension's commands in the new root, after [`DEV_CUSTOMIZE`]:
+/// each command as root under `sh -e`, announced as a build step, then the added Debian
+/// packages recorded in [`CONTENTS_FILE`] with their versions.
+pub fn extension_script(extension: &Extension) -> String {
+    let mut script = String::from(
+        "#!/bin/sh\n# A workspace's additions to the dev image, run by mmdebstrap with the new root as $1.\nset -eu\nroot=\"$1\"\nexec 1>&2\n",
+    );
+    let total = extension.run.len();
+    for (i, cmd) in extension.run.iter().enumerate() {
+        let first_line = cmd.lines().next().unwrap_or_default();
+        script.push_str(&format!(
+            "echo {}\nchroot \"$root\" /usr/bin/env -i HOME=/root DEBIAN_FRONTEND=noninteractive PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /bin/sh -ec {}\n",
+            shell_quote(&format!("I: run {}/{total}: {first_line}", i + 1)),
+            shell_quote(cmd),
+        ));
+    }
+    for package in &extension.packages {
+        let name = package.split('=').next().unwrap_or_default();
+        script.push_str(&format!(
+            "printf 'deb:%s\\t%s\\n' {q} \"$(chroot \"$root\" dpkg-query -W -f='${{Version}}' {q} 2>/dev/null || echo missing)\" >> \"$root/{CONTENTS_FILE}\"\n",
+            q = shell_quote(name),
+        ));
+    }
+    script
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// `dev`: Debian by mmdebstrap with [`DEV_PACKAGES`], the CLIs of [`DEV_NPM`], a `dev`
-/// user with passwordless sudo, and the agent. mmdebstrap's steps are reported through
-/// `progress` as they happen.
-pub fn stage_dev(staging: &Path, agent: &Path, progress: &dyn Fn(&str)) -> Result<(), ImageError> {
+/// user with passwordless sudo, and the agent; with a workspace's `extension` on top.
+/// Downloaded Debian packages are kept in `apt_cache` for the next build (npm keeps its
+/// own cache on the host). mmdebstrap's steps are reported through `progress`.
+pub fn stage_dev(
+    staging: &Path,
+    agent: &Path,
+    extension: Option<&Extension>,
+    apt_cache: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<(), ImageError> {
+    let mut packages: Vec<&str> = DEV_PACKAGES.to_vec();
+    let mut npm: Vec<&str> = DEV_NPM.to_vec();
+    if let Some(ext) = extension {
+        packages.extend(ext.packages.iter().map(String::as_str));
+        npm.extend(ext.npm.iter().map(String::as_str));
+    }
     progress(&format!(
         "mmdebstrap {DEV_SUITE} with {} packages and {} npm packages (this takes a few minutes)",
-        DEV_PACKAGES.len(),
-        DEV_NPM.len()
+        packages.len(),
+        npm.len()
     ));
+    std::fs::create_dir_all(apt_cache).map_err(ImageError::io("creating the apt cache"))?;
     let script = staging.with_extension("customize.sh");
     std::fs::write(&script, DEV_CUSTOMIZE).map_err(ImageError::io("writing the customize step"))?;
+    let extend = staging.with_extension("extend.sh");
+    let mut cmd = Command::new("mmdebstrap");
+    cmd.args([
+        "--variant=minbase",
+        "--mode=root",
+        "--skip=essential/unlink",
+    ])
+    .arg(format!("--include={}", packages.join(",")))
+    .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
+    .arg(format!(
+        "--setup-hook=sync-in {} /var/cache/apt/archives/",
+        apt_cache.display()
+    ))
+    .arg(format!(
+        "--customize-hook=sync-out /var/cache/apt/archives {}",
+        apt_cache.display()
+    ))
+    .arg(format!("--customize-hook=sh {} \"$1\"", script.display()));
+    if let Some(ext) = extension {
+        std::fs::write(&extend, extension_script(ext))
+            .map_err(ImageError::io("writing the extension step"))?;
+        cmd.arg(format!("--customize-hook=sh {} \"$1\"", extend.display()));
+    }
+    cmd.arg(DEV_SUITE)
+        .arg(staging)
+        .env("ATELIER_NPM", npm.join(" "));
     let result = run_reporting(
-        Command::new("mmdebstrap")
-            .args(["--variant=minbase", "--mode=root"])
-            .arg(format!("--include={}", DEV_PACKAGES.join(",")))
-            .arg(format!("--customize-hook=sh {} \"$1\"", script.display()))
-            .arg(DEV_SUITE)
-            .arg(staging)
-            .env("ATELIER_NPM", DEV_NPM.join(" ")),
+        &mut cmd,
         "mmdebstrap (apt-get install mmdebstrap; npm for the agent CLIs)",
         progress,
     );
     let _ = std::fs::remove_file(&script);
+    let _ = std::fs::remove_file(&extend);
     result?;
     install_agent(staging, agent)?;
     std::fs::create_dir_all(staging.join("var/lib/atelier"))
@@ -244,4 +312,91 @@ fn du_bytes(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs [`extension_script`] on the host with a `chroot` that runs its command
+    /// outside (the test cannot make a root filesystem), and gives what it printed.
+    fn run_extension(ext: &Extension, root: &Path) -> (bool, String) {
+        let bin = root.join("fake-bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let chroot = bin.join("chroot");
+        std::fs::write(&chroot, "#!/bin/sh\nshift\nexec \"$@\"\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&chroot, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(root.join("etc/atelier-image")).unwrap();
+        let script = root.join("extend.sh");
+        std::fs::write(&script, extension_script(ext)).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = Command::new("sh")
+            .arg(&script)
+            .arg(root)
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn an_extension_runs_each_command_as_written_and_records_its_packages() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let out = root.join("out");
+        let ext = Extension {
+            base: "dev".into(),
+            packages: vec!["bash".into(), "no-such-package-here".into()],
+            npm: vec![],
+            run: vec![
+                format!("printf '%s\\n' \"it's one; $((6*7))\" > {}", out.display()),
+                format!("echo \"second\nline\" >> {}", out.display()),
+            ],
+        };
+        let (ok, printed) = run_extension(&ext, root);
+        assert!(ok, "{printed}");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "it's one; 42\nsecond\nline\n",
+            "quotes, arithmetic and newlines reach the shell as written"
+        );
+        assert!(printed.contains("I: run 1/2: printf"), "{printed}");
+        assert!(printed.contains("I: run 2/2: echo \"second"), "{printed}");
+        let contents = contents(root);
+        let bash = contents.iter().find(|(n, _)| n == "deb:bash").unwrap();
+        assert!(
+            bash.1.chars().next().is_some_and(|c| c.is_ascii_digit()),
+            "{contents:?}"
+        );
+        assert!(
+            contents.contains(&("deb:no-such-package-here".into(), "missing".into())),
+            "{contents:?}"
+        );
+    }
+
+    #[test]
+    fn a_failing_command_fails_the_build_and_stops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("after");
+        let ext = Extension {
+            base: "dev".into(),
+            packages: vec![],
+            npm: vec![],
+            run: vec![
+                "false; echo not reached".into(),
+                format!("touch {}", marker.display()),
+            ],
+        };
+        let (ok, printed) = run_extension(&ext, dir.path());
+        assert!(!ok, "{printed}");
+        assert!(!marker.exists(), "the later command did not run");
+    }
 }
