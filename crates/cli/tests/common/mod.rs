@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod anthropic_server;
+pub mod gemini_server;
 pub mod git;
 pub mod model_server;
 pub mod npm;

@@ -113,3 +113,11 @@ pub const CODEX: NpmTool = NpmTool {
     bin: "codex",
     cache_env: "ATELIER_CODEX_CACHE",
 };
+
+pub const GEMINI: NpmTool = NpmTool {
+    name: "gemini-cli",
+    package: "@google/gemini-cli",
+    version: "0.61.0",
+    bin: "gemini",
+    cache_env: "ATELIER_GEMINI_CACHE",
+};

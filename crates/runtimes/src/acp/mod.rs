@@ -12,7 +12,9 @@
 //! `session/new {cwd, mcpServers: []}` → the session id. The spec's `agent` becomes
 //! `session/set_mode` (it must be one of the agent's modes), `model` and `variant` become
 //! `session/set_config_option` on the options of category `model` and `thought_level`
-//! when the agent offers them. ACP has no system prompt: `system` is not sent.
+//! when the agent offers them; an agent with no model option but the unstable model list
+//! (`models.availableModels`: Gemini CLI) gets `session/set_model` instead. ACP has no
+//! system prompt: `system` is not sent.
 //!
 //! # Wire → events
 //!
@@ -26,7 +28,8 @@
 //!   `edit` → `edit`, `search` → `grep`, `fetch` → `webfetch`, …); a completed edit,
 //!   delete or move, or a `diff` content, → `files_touched` from its locations. `plan` →
 //!   `todos` (ACP plans have no cancelled status). `usage_update.cost` (a running total)
-//!   and the prompt response's `usage` → one `usage` per turn.
+//!   and the prompt response's `usage` (Gemini CLI's `_meta.quota.token_count`) → one
+//!   `usage` per turn.
 //! - `session/request_permission` → a permission (patterns: the command, the locations;
 //!   "always" only when the agent offers an `allow_always` option).
 //! - Questions: `elicitation/create` (form) → one question per schema property, in
@@ -193,55 +196,8 @@ impl Dialect for AcpDialect {
             )
             .await?;
         }
-        let options = new
-            .get("configOptions")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let wanted = [
-            (
-                "model",
-                spec.model
-                    .as_ref()
-                    .map(|m| (format!("{}/{}", m.provider, m.model), m.model.clone())),
-            ),
-            (
-                "thought_level",
-                spec.variant.clone().map(|v| (v.clone(), v)),
-            ),
-        ];
-        for (category, value) in wanted {
-            let Some((full, bare)) = value else { continue };
-            let Some(opt) = options
-                .iter()
-                .find(|o| str_at(o, "/category") == Some(category))
-            else {
-                tracing::warn!("the ACP agent offers no {category} option; {full:?} is not set");
-                continue;
-            };
-            let Some(config_id) = str_at(opt, "/id") else {
-                continue;
-            };
-            // Agents name models `provider/model` (OpenCode) or just `model`.
-            let offered: Vec<&str> = opt
-                .get("options")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|o| str_at(o, "/value"))
-                .collect();
-            let value = if offered.contains(&bare.as_str()) && !offered.contains(&full.as_str()) {
-                bare
-            } else {
-                full
-            };
-            Self::call(
-                host,
-                &format!("set-{category}-{sid}"),
-                "session/set_config_option",
-                json!({"sessionId": sid, "configId": config_id, "value": value}),
-            )
-            .await?;
+        for (label, method, params) in setup_calls(&sid, &new, spec) {
+            Self::call(host, &format!("{label}-{sid}"), method, params).await?;
         }
         if spec.system.is_some() {
             tracing::warn!("ACP has no system prompt; the session's system text is not sent");
@@ -299,6 +255,91 @@ impl Dialect for AcpDialect {
             note: None,
         }
     }
+}
+
+/// What `session/new` answered turned into the requests that set the spec's model and
+/// variant: `session/set_config_option` on the options of category `model` and
+/// `thought_level`; an agent without a model option but with the unstable model list
+/// (`models.availableModels`, as Gemini CLI has) gets `session/set_model`. Each is
+/// `(input label, method, params)`.
+fn setup_calls(sid: &str, new: &Value, spec: &SessionSpec) -> Vec<(String, &'static str, Value)> {
+    let options = new
+        .get("configOptions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let wanted = [
+        (
+            "model",
+            spec.model
+                .as_ref()
+                .map(|m| (format!("{}/{}", m.provider, m.model), m.model.clone())),
+        ),
+        (
+            "thought_level",
+            spec.variant.clone().map(|v| (v.clone(), v)),
+        ),
+    ];
+    // Agents name models `provider/model` (OpenCode) or just `model` (Gemini CLI).
+    let pick = |offered: &[&str], full: String, bare: String| {
+        if offered.contains(&bare.as_str()) && !offered.contains(&full.as_str()) {
+            bare
+        } else {
+            full
+        }
+    };
+    let mut calls = Vec::new();
+    for (category, value) in wanted {
+        let Some((full, bare)) = value else { continue };
+        let Some(opt) = options
+            .iter()
+            .find(|o| str_at(o, "/category") == Some(category))
+        else {
+            let models = new
+                .pointer("/models/availableModels")
+                .and_then(Value::as_array);
+            if let (Some(models), "model") = (models, category) {
+                let offered: Vec<&str> = models
+                    .iter()
+                    .filter_map(|m| str_at(m, "/modelId"))
+                    .collect();
+                // A list of bare ids takes any model by its bare id (Gemini CLI lists a
+                // few, and serves whichever it is given).
+                let prefixed = offered.iter().any(|m| m.contains('/'));
+                let id = if offered.contains(&full.as_str())
+                    || (prefixed && !offered.contains(&bare.as_str()))
+                {
+                    full
+                } else {
+                    bare
+                };
+                calls.push((
+                    "set-model".to_string(),
+                    "session/set_model",
+                    json!({"sessionId": sid, "modelId": id}),
+                ));
+            } else {
+                tracing::warn!("the ACP agent offers no {category} option; {full:?} is not set");
+            }
+            continue;
+        };
+        let Some(config_id) = str_at(opt, "/id") else {
+            continue;
+        };
+        let offered: Vec<&str> = opt
+            .get("options")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|o| str_at(o, "/value"))
+            .collect();
+        calls.push((
+            format!("set-{category}"),
+            "session/set_config_option",
+            json!({"sessionId": sid, "configId": config_id, "value": pick(&offered, full, bare)}),
+        ));
+    }
+    calls
 }
 
 // ---------------------------------------------------------------------------------------
@@ -546,11 +587,19 @@ impl AcpNormalizer {
             },
         };
         let u = v.pointer("/result/usage").unwrap_or(&Value::Null);
+        // Gemini CLI reports the prompt's tokens as `_meta.quota.token_count` instead.
+        let quota = v
+            .pointer("/result/_meta/quota/token_count")
+            .unwrap_or(&Value::Null);
+        let either = |ours: &str, gemini: &str| match u64_at(u, ours) {
+            0 => u64_at(quota, gemini),
+            n => n,
+        };
         let cost = self.cost.map(|c| (c - self.cost_at_start).max(0.0));
         let usage = Usage {
             message_id: Some(self.message_id()),
-            input_tokens: u64_at(u, "/inputTokens"),
-            output_tokens: u64_at(u, "/outputTokens"),
+            input_tokens: either("/inputTokens", "/input_tokens"),
+            output_tokens: either("/outputTokens", "/output_tokens"),
             reasoning_tokens: u64_at(u, "/thoughtTokens"),
             cache_read: u64_at(u, "/cachedReadTokens"),
             cache_write: u64_at(u, "/cachedWriteTokens"),
@@ -1850,5 +1899,149 @@ mod tests {
             ]
         );
         assert_eq!(n.exited(), Some("the agent exited with code 1"));
+    }
+
+    /// Gemini CLI's own shape of a turn: the permission comes before any `tool_call`,
+    /// the edit completes as a `tool_call_update`, and the tokens are in the prompt
+    /// response's `_meta.quota`.
+    #[test]
+    fn a_gemini_turn_asks_before_the_tool_call_and_reports_quota_usage() {
+        let mut n = norm();
+        let out = run(
+            &mut n,
+            &recs(&[
+                (
+                    "<",
+                    r#"{"jsonrpc":"2.0","id":"p1","method":"session/prompt","params":{"sessionId":"sess_1","prompt":[{"type":"text","text":"go"}]}}"#,
+                ),
+                (
+                    ">",
+                    r#"{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"sess_1","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"Writing it."}}}}"#,
+                ),
+                (
+                    ">",
+                    r#"{"jsonrpc":"2.0","id":0,"method":"session/request_permission","params":{"sessionId":"sess_1","options":[{"optionId":"proceed_always","name":"Allow for this session","kind":"allow_always"},{"optionId":"proceed_once","name":"Allow","kind":"allow_once"},{"optionId":"cancel","name":"Reject","kind":"reject_once"}],"toolCall":{"toolCallId":"write_file_1","status":"pending","title":"Writing to NOTES.md","content":[{"type":"diff","path":"/srv/proj/NOTES.md","oldText":"","newText":"hi\n","_meta":{"kind":"add"}}],"locations":[{"path":"/srv/proj/NOTES.md"}],"kind":"edit"}}}"#,
+                ),
+                (
+                    "<",
+                    r#"{"jsonrpc":"2.0","id":0,"result":{"outcome":{"outcome":"selected","optionId":"proceed_once"}}}"#,
+                ),
+                (
+                    ">",
+                    r#"{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"sess_1","update":{"sessionUpdate":"tool_call_update","toolCallId":"write_file_1","status":"completed","title":"Writing to NOTES.md","content":[{"type":"diff","path":"/srv/proj/NOTES.md","oldText":"","newText":"hi\n"}],"locations":[{"path":"/srv/proj/NOTES.md"}],"kind":"edit"}}}"#,
+                ),
+                (
+                    ">",
+                    r#"{"jsonrpc":"2.0","id":"p1","result":{"stopReason":"end_turn","_meta":{"quota":{"token_count":{"input_tokens":200,"output_tokens":40},"model_usage":[{"model":"gemini-2.5-flash","token_count":{"input_tokens":200,"output_tokens":40}}]}}}}"#,
+                ),
+            ]),
+        );
+        let kinds: Vec<&str> = out.iter().map(AgentEvent::kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "status",
+                "text",
+                "text", // closed by the ask
+                "interaction_asked",
+                "interaction_resolved",
+                "tool_call",
+                "files_touched",
+                "usage",
+                "status",
+                "turn_ended"
+            ],
+            "{out:#?}"
+        );
+        match &out[3] {
+            AgentEvent::InteractionAsked(i) => {
+                assert_eq!(i.title, "Writing to NOTES.md");
+                assert!(
+                    matches!(&i.kind, InteractionKind::Permission { tool, patterns, .. }
+                    if tool == "edit" && patterns == &vec!["NOTES.md".to_string()])
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(out.contains(&AgentEvent::InteractionResolved {
+            id: "perm-3".into(),
+            outcome: InteractionOutcome::Once
+        }));
+        assert_eq!(
+            out[6],
+            AgentEvent::FilesTouched {
+                paths: vec!["NOTES.md".into()]
+            }
+        );
+        match &out[7] {
+            AgentEvent::Usage(u) => {
+                assert_eq!((u.input_tokens, u.output_tokens), (200, 40));
+                assert_eq!(u.cost_usd, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_model_is_set_by_config_option_or_by_gemini_s_model_list() {
+        let spec = SessionSpec {
+            model: Some(crate::ModelRef {
+                provider: "google".into(),
+                model: "gemini-2.5-flash".into(),
+            }),
+            variant: Some("high".into()),
+            ..SessionSpec::default()
+        };
+        // Gemini CLI: no config options, the unstable model list of bare ids.
+        let gemini = json!({
+            "sessionId": "s1",
+            "modes": {"availableModes": [{"id": "default"}], "currentModeId": "default"},
+            "models": {"availableModels": [{"modelId": "auto", "name": "Auto"},
+                                           {"modelId": "gemini-2.5-flash", "name": "Flash"}],
+                       "currentModelId": "auto"}
+        });
+        assert_eq!(
+            setup_calls("s1", &gemini, &spec),
+            vec![(
+                "set-model".to_string(),
+                "session/set_model",
+                json!({"sessionId": "s1", "modelId": "gemini-2.5-flash"})
+            )]
+        );
+        // A model Gemini does not list still goes by its bare id.
+        let mut other = spec.clone();
+        other.model.as_mut().unwrap().model = "gemini-9-ultra".into();
+        assert_eq!(
+            setup_calls("s1", &gemini, &other)[0].2,
+            json!({"sessionId": "s1", "modelId": "gemini-9-ultra"})
+        );
+        // OpenCode: config options of `provider/model` values win over the model list.
+        let opencode = json!({
+            "sessionId": "s2",
+            "models": {"availableModels": [{"modelId": "google/gemini-2.5-flash"}]},
+            "configOptions": [
+                {"id": "model", "category": "model",
+                 "options": [{"value": "google/gemini-2.5-flash"}]},
+                {"id": "effort", "category": "thought_level",
+                 "options": [{"value": "high"}]}
+            ]
+        });
+        assert_eq!(
+            setup_calls("s2", &opencode, &spec),
+            vec![
+                (
+                    "set-model".to_string(),
+                    "session/set_config_option",
+                    json!({"sessionId": "s2", "configId": "model", "value": "google/gemini-2.5-flash"})
+                ),
+                (
+                    "set-thought_level".to_string(),
+                    "session/set_config_option",
+                    json!({"sessionId": "s2", "configId": "effort", "value": "high"})
+                ),
+            ]
+        );
+        // Neither: nothing is sent.
+        assert!(setup_calls("s3", &json!({"sessionId": "s3"}), &spec).is_empty());
     }
 }
