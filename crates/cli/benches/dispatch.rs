@@ -222,4 +222,11 @@ async fn main() {
         "overhead (dispatch from a clone / spawn of a clone):         {:.2}×",
         w.as_secs_f64() / r.as_secs_f64()
     );
+    // Where the time goes: the manager logs each dispatch's steps.
+    println!("the manager's steps, per dispatch (warm and cold, in order):");
+    for line in m.log().lines().filter(|l| l.contains("dispatched: ")) {
+        if let Some(steps) = line.split("dispatched: ").nth(1) {
+            println!("  {steps}");
+        }
+    }
 }

@@ -110,7 +110,11 @@ fn workspace_commands_round_trip() {
         serde_json::from_str(&ok(&atelier(&m, &["--json", "workspace", "show", "web"]))).unwrap();
     assert_eq!(json["image"]["npm"], serde_json::json!(["is-number@7.0.0"]));
     let bad = atelier(&m, &["workspace", "edit", "web", "--image-npm", "a b"]);
-    assert!(text(&bad.stderr).contains("image.npm[0]"), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("image.npm[0]"),
+        "{}",
+        text(&bad.stderr)
+    );
 
     let bad = atelier(&m, &["workspace", "create", "--name", "x", "--vcpus", "12"]);
     assert!(!bad.status.success());

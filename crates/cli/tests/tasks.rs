@@ -1018,6 +1018,69 @@ async fn a_task_starts_from_the_prebuild_and_commits_only_its_own_work() {
         )
         .await;
     assert_eq!(r.body["stdout"], "installed\n", "{}", r.body);
+    // The base had not moved since the prebuild, so the clone was not made to fetch it.
+    let fetched = |sandbox: String| {
+        let api = api.clone();
+        async move {
+            api.post(
+                &format!("/sandboxes/{sandbox}/exec"),
+                json!({"command": "test", "args": ["-e", "origin/.git/FETCH_HEAD"]}),
+            )
+            .await
+            .body["exit_code"]
+                == 0
+        }
+    };
+    assert!(
+        !fetched(sandbox.clone()).await,
+        "no fetch for a current prebuild"
+    );
+
+    // The base moves on: the next task's clone, whose repo is behind, fetches it.
+    let work = dir.path().join("work");
+    std::fs::write(work.join("CHANGELOG.md"), "moved\n").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "--quiet", "-m", "moved"]);
+    let bare = dir.path().join("origin.git");
+    git(
+        &work,
+        &[
+            "push",
+            "--quiet",
+            bare.to_str().unwrap(),
+            "HEAD:refs/heads/main",
+        ],
+    );
+    let moved = String::from_utf8(
+        std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&work)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let t = api
+        .post(
+            "/tasks",
+            json!({"prompt": "Again", "workspace": "app", "dispatch": true}),
+        )
+        .await;
+    let second = wait_status(&api, t.body["id"].as_str().unwrap(), "needs_attention").await;
+    let sandbox = second["sandbox_id"].as_str().unwrap().to_owned();
+    let r = api
+        .post(
+            &format!("/sandboxes/{sandbox}/exec"),
+            json!({"command": "git", "args": ["-C", "origin", "merge-base", "--is-ancestor",
+                                               moved.trim(), "HEAD"]}),
+        )
+        .await;
+    assert_eq!(
+        r.body["exit_code"], 0,
+        "the task starts at the moved base: {}",
+        r.body
+    );
+    assert!(fetched(sandbox).await, "a stale repo is fetched");
 }
 
 /// The local driver shares the host's loopback between sandboxes, so each coding agent's

@@ -96,14 +96,97 @@ async fn manager_binary(
     if local {
         return Ok(host.display().to_string());
     }
-    let bytes = tokio::fs::read(&host)
+    let (len, digest, bytes) = digest_of(&host).await?;
+    // Named by its content: a clone of a prebuild, whose warm-up shipped the same binary,
+    // finds it in place and is spared the copy (writes are atomic, so a file there is whole).
+    let path = super::beside(repo_dir, &format!(".atelier-{name}-{digest}"));
+    if matches!(agent.stat(&path).await, Ok(st) if st.size == len) {
+        return Ok(path);
+    }
+    let bytes = match bytes {
+        Some(b) => b,
+        None => read(&host).await?,
+    };
+    agent.write_file(&path, bytes, Some(0o755)).await?;
+    Ok(path)
+}
+
+async fn read(host: &std::path::Path) -> LaunchResult<Bytes> {
+    tokio::fs::read(host)
+        .await
+        .map(Bytes::from)
+        .map_err(|e| LaunchError::failed(format!("reading {}: {e}", host.display())))
+}
+
+/// The file's length and the start of its SHA-256, and its bytes when they had to be read
+/// for that: digests are kept by path, length and modification time, so a binary is read
+/// and hashed once per manager.
+async fn digest_of(host: &std::path::Path) -> LaunchResult<(u64, String, Option<Bytes>)> {
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Key = (PathBuf, u64, Option<std::time::SystemTime>);
+    static DIGESTS: OnceLock<Mutex<HashMap<Key, String>>> = OnceLock::new();
+    let meta = tokio::fs::metadata(host)
         .await
         .map_err(|e| LaunchError::failed(format!("reading {}: {e}", host.display())))?;
-    let path = super::beside(repo_dir, &format!(".atelier-{name}"));
-    agent
-        .write_file(&path, Bytes::from(bytes), Some(0o755))
-        .await?;
-    Ok(path)
+    let key = (host.to_path_buf(), meta.len(), meta.modified().ok());
+    let digests = DIGESTS.get_or_init(Default::default);
+    let known = digests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    if let Some(d) = known {
+        return Ok((meta.len(), d, None));
+    }
+    let bytes = read(host).await?;
+    let b = bytes.clone();
+    let digest = tokio::task::spawn_blocking(move || {
+        Sha256::digest(&b)
+            .iter()
+            .take(6)
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    })
+    .await
+    .map_err(|e| LaunchError::failed(e.to_string()))?;
+    digests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, digest.clone());
+    Ok((bytes.len() as u64, digest, Some(bytes)))
+}
+
+/// Puts the binaries the workspace's agent runs from the manager (the stdio host, the
+/// fake agent) into an isolated sandbox ahead of any task, where a task's start finds
+/// them: a prebuild does this so that its clones are spared the copy. Returns their names.
+pub async fn ship_binaries(
+    agent: &AgentClient,
+    config: &AgentConfig,
+    repo_dir: &str,
+) -> LaunchResult<Vec<String>> {
+    let session = SessionSpec::default();
+    let ctx = LaunchContext {
+        repo_dir,
+        port: SANDBOX_AGENT_PORT,
+        session: &session,
+    };
+    let plan = launch::plan(config, &ctx).map_err(|e| match e {
+        RuntimeError::Config { field, message } => LaunchError::Invalid { field, message },
+        other => LaunchError::failed(other.to_string()),
+    })?;
+    let mut names = vec![];
+    if let Program::Shipped(name) = &plan.program {
+        names.push((*name).to_owned());
+    }
+    if plan.protocol.is_stdio() {
+        names.push("atelier-stdio-host".to_owned());
+    }
+    for name in &names {
+        manager_binary(agent, name, repo_dir, false).await?;
+    }
+    Ok(names)
 }
 
 /// Starts the coding agent for `repo_dir` (absolute, inside the sandbox). `local`: the

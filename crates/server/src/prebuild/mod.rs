@@ -14,7 +14,7 @@
 //! current workspace; a stale prebuild keeps serving, and with `auto_rebuild` a new
 //! build starts at once. A periodic check runs in the background.
 
-mod git;
+pub(crate) mod git;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -425,10 +425,52 @@ impl Prebuilds {
                 .await;
         }
 
-        // 4. The coding agent, started once so that its first start is captured too.
+        // What the init commands left untracked (installed dependencies, build output)
+        // is excluded, so it never lands in a task's commit; done here, once, rather
+        // than in each clone.
+        for c in &commits {
+            let mut exclude = ExecRequest::argv(["sh", "-c", crate::tasks::git::EXCLUDE_UNTRACKED]);
+            exclude.cwd = Some(format!("{workdir}/{}", c.path));
+            match agent.exec(&exclude).await {
+                Ok(r) if r.status.exit_code == Some(0) => {}
+                Ok(r) => {
+                    return Err(PrebuildError::step(format!(
+                        "excluding what init left in {}",
+                        c.path
+                    ))(r.stderr.trim().to_owned()))
+                }
+                Err(e) => {
+                    return Err(PrebuildError::step("excluding what init left")(
+                        e.to_string(),
+                    ))
+                }
+            }
+        }
+
+        // 4. The coding agent, started once so that its first start is captured too;
+        // in a VM its binaries are put in place either way, sparing each clone the copy.
         if let Some(first) = commits.first() {
             let repo_dir = format!("{workdir}/{}", first.path);
             let local = !self.inner.lifecycle.driver().info().isolated;
+            if !local {
+                let shipped =
+                    match atelier_core::agent_config::AgentConfig::from_value(&spec.agent_config) {
+                        Ok(config) => {
+                            crate::coding_agent::ship_binaries(&agent, &config, &repo_dir)
+                                .await
+                                .map_err(|e| {
+                                    PrebuildError::step("shipping the agent's binaries")(
+                                        e.to_string(),
+                                    )
+                                })?
+                        }
+                        Err(_) => vec![],
+                    };
+                if !shipped.is_empty() {
+                    self.log(id, &format!("==> shipped {}\n", shipped.join(", ")))
+                        .await;
+                }
+            }
             if let Some(done) =
                 crate::coding_agent::warm_agent(&agent, &spec.agent_config, &repo_dir, local)
                     .await

@@ -34,89 +34,76 @@ pub async fn run(
     Ok(r)
 }
 
-/// Clones the repo at `base`, then creates `branch`; returns the repo's absolute path.
+/// Run in a repo: adds what is untracked now to `.git/info/exclude`, so that it never
+/// lands in a task's commit, and leaves a mark that it was done. A prebuild runs it
+/// after its init commands; a clone of an older prebuild without the mark runs it itself.
+/// An image without git (`minimal`) has nothing to exclude for.
+pub const EXCLUDE_UNTRACKED: &str = r#"set -e
+command -v git >/dev/null || exit 0
+exclude="$(git rev-parse --git-path info/exclude)"
+mkdir -p "$(dirname "$exclude")"
+git ls-files --others --exclude-standard \
+    | sed -e 's/[][*?\\!#]/\\&/g' -e 's|^|/|' >> "$exclude"
+: > "$exclude.atelier"
+"#;
+
+/// Sets up the task's branch in one exec, with as few git processes as can be (each
+/// one counts in an emulated guest). Arguments: repo path, URL, base, branch, and the
+/// commit the base is known to be at now (or empty).
 ///
-/// In a sandbox cloned from a prebuild the repo is there already: it is brought to the
-/// base's current commit instead, and what the init commands left untracked (installed
-/// dependencies, build output) is excluded so that it never lands in the task's commit.
+/// In a sandbox cloned from a prebuild the repo is there already, with what its init
+/// commands left excluded (see [`EXCLUDE_UNTRACKED`]); the branch starts at `head` when
+/// the repo has that commit, else at the base fetched. Otherwise the repo is cloned.
+const PREPARE: &str = r#"set -e
+repo="$1" url="$2" base="$3" branch="$4" head="$5"
+if [ -e "$repo/.git" ]; then
+    cd "$repo"
+    [ -e .git/info/exclude.atelier ] || sh -c "$6"
+    if [ -z "$head" ] || ! git checkout --quiet -B "$branch" "$head" 2>/dev/null; then
+        git fetch --quiet -- "$url" "$base"
+        git checkout --quiet -B "$branch" FETCH_HEAD
+    fi
+else
+    git clone --quiet --branch "$base" -- "$url" "$repo"
+    cd "$repo"
+    git checkout --quiet -b "$branch"
+fi
+pwd
+"#;
+
+/// Clones the repo at `base` (or brings a prebuild's copy to it), then creates `branch`;
+/// returns the repo's absolute path. `head`: the commit the base is known to be at now,
+/// which spares a prebuild's clone the fetch when its repo is there already.
 pub async fn prepare(
     agent: &AgentClient,
     url: &str,
     path: &str,
     base: &str,
     branch: &str,
+    head: Option<&str>,
 ) -> TaskResult<String> {
-    let mut probe = ExecRequest::argv(["git", "rev-parse", "--is-inside-work-tree"]);
-    probe.cwd = Some(path.to_owned());
-    let from_prebuild = matches!(agent.exec(&probe).await, Ok(r) if r.status.exit_code == Some(0));
-    if from_prebuild {
-        let untracked = run(
-            agent,
-            path,
-            &["git", "ls-files", "--others", "--exclude-standard"],
-            None,
-        )
-        .await?
-        .stdout;
-        let exclude: String = untracked.lines().map(exclude_pattern).collect();
-        if !exclude.is_empty() {
-            run(
-                agent,
-                path,
-                &[
-                    "sh",
-                    "-c",
-                    "cat >> \"$(git rev-parse --git-path info/exclude)\"",
-                ],
-                Some(exclude),
-            )
-            .await?;
-        }
-        run(
-            agent,
-            path,
-            &["git", "fetch", "--quiet", "--", url, base],
-            None,
-        )
-        .await?;
-        run(
-            agent,
-            path,
-            &["git", "checkout", "--quiet", "-B", branch, "FETCH_HEAD"],
-            None,
-        )
-        .await?;
-    } else {
-        run(
-            agent,
-            ".",
-            &["git", "clone", "--quiet", "--branch", base, "--", url, path],
-            None,
-        )
-        .await?;
-        run(
-            agent,
-            path,
-            &["git", "checkout", "--quiet", "-b", branch],
-            None,
-        )
-        .await?;
+    let mut req = ExecRequest::argv([
+        "sh",
+        "-c",
+        PREPARE,
+        "sh",
+        path,
+        url,
+        base,
+        branch,
+        head.unwrap_or_default(),
+        EXCLUDE_UNTRACKED,
+    ]);
+    req.timeout_ms = Some(10 * 60 * 1000);
+    req.env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
+    let r = agent.exec(&req).await?;
+    if r.status.exit_code != Some(0) {
+        return Err(TaskError::failed(format!(
+            "setting up {path} at {base}: {}",
+            r.stderr.trim()
+        )));
     }
-    let pwd = run(agent, path, &["pwd"], None).await?;
-    Ok(pwd.stdout.trim().to_owned())
-}
-
-/// A `.git/info/exclude` line matching exactly `path` (relative to the repo's root).
-fn exclude_pattern(path: &str) -> String {
-    let mut out = String::from("/");
-    for c in path.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '!' | '#') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('\n');
-    out
+    Ok(r.stdout.trim().to_owned())
 }
 
 /// Commits what the agent left uncommitted (if anything); returns whether it did.

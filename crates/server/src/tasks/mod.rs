@@ -8,7 +8,7 @@
 //! sandbox; the task then waits in review.
 
 mod error;
-mod git;
+pub(crate) mod git;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -390,6 +390,7 @@ impl Tasks {
             })?
             .clone();
 
+        let mut stages = Stages::start();
         // From the workspace's prebuild when one is ready: set up already, and on QEMU
         // resumed from memory instead of booted.
         let request = CreateSandbox {
@@ -408,6 +409,7 @@ impl Tasks {
             .await?;
         let agent = self.inner.lifecycle.agent(&sandbox.id).await?;
         let sandbox_token = self.inner.store.get_sandbox(&sandbox.id).await?.agent_token;
+        stages.mark("sandbox");
 
         // A review starts from its parent's branch, kept in the host mirror and shipped
         // into the sandbox as a bundle (a VM cannot read the host's files).
@@ -421,15 +423,28 @@ impl Tasks {
             }
             None => repo.url.clone(),
         };
-        let dir =
-            git::prepare(&agent, &source, &task.repo, &task.base_branch, &task.branch).await?;
+        let head = match (&rec.parent_id, &sandbox.prebuild_id) {
+            (None, Some(prebuild)) => self.unchanged_since(prebuild, &spec, &task).await,
+            _ => None,
+        };
+        let dir = git::prepare(
+            &agent,
+            &source,
+            &task.repo,
+            &task.base_branch,
+            &task.branch,
+            head.as_deref(),
+        )
+        .await?;
         if rec.parent_id.is_some() {
             let _ = agent.delete(&source, false).await;
         }
+        stages.mark("repo");
         // A dev server that cannot start leaves the task to run: its service says why.
         if let Err(e) = crate::dev_services::ensure_in_first_repo(&agent, &spec).await {
             tracing::warn!(task = %id, error = %e, "could not start the dev commands");
         }
+        stages.mark("dev services");
         let local = !self.inner.lifecycle.driver().info().isolated;
         let mut config = AgentConfig::from_value(&spec.agent_config)
             .map_err(|e| TaskError::invalid(e.field, e.message))?;
@@ -478,7 +493,9 @@ impl Tasks {
             local,
         )
         .await?;
+        stages.mark("agent started");
         let (base_url, forward) = reach(&agent, launch.port, local).await?;
+        stages.mark("forward");
         let connected = connect(
             protocol,
             config.runtime,
@@ -501,10 +518,12 @@ impl Tasks {
                 ));
             }
         };
+        stages.mark("connected");
         let session = runtime
             .start_session(&session_spec)
             .await
             .map_err(TaskError::Runtime)?;
+        stages.mark("session");
         let handle = AgentHandle {
             base_url,
             session: session.id.clone(),
@@ -537,7 +556,32 @@ impl Tasks {
             .prompt(&session, &prompt)
             .await
             .map_err(TaskError::Runtime)?;
+        stages.mark("prompt");
+        tracing::info!(task = %id, sandbox = %sandbox.id, "dispatched: {stages}");
         self.pump(id, &agent, &dir, events, &turn).await
+    }
+
+    /// The commit the prebuild cloned the task's repo at, when its base branch still
+    /// points there (asked from the host, where git runs natively): the clone's repo is
+    /// then current as it is. `None` on any doubt, and the clone fetches.
+    async fn unchanged_since(
+        &self,
+        prebuild: &str,
+        spec: &atelier_core::WorkspaceSpec,
+        task: &Task,
+    ) -> Option<String> {
+        let rec = self.inner.store.get_prebuild(prebuild).await.ok()?;
+        let cloned = rec
+            .prebuild
+            .commits
+            .into_iter()
+            .find(|c| c.path == task.repo && c.branch == task.base_branch)?;
+        let url = crate::prebuild::git::seen_from_host(&cloned.url, &spec.network.host_services);
+        let asked = crate::prebuild::git::remote_head(&url, &task.base_branch);
+        match tokio::time::timeout(Duration::from_secs(5), asked).await {
+            Ok(Ok(Some(now))) if now == cloned.commit => Some(now),
+            _ => None,
+        }
     }
 
     /// After a manager restart: re-attach to the agents of tasks that were running and
@@ -1004,6 +1048,38 @@ impl Redactor {
             Value::Object(o) => o.values_mut().for_each(|x| self.json(x)),
             _ => {}
         }
+    }
+}
+
+/// How long each step of a dispatch took, for the log: where a slow start spends its time.
+struct Stages {
+    last: std::time::Instant,
+    done: Vec<(&'static str, Duration)>,
+}
+
+impl Stages {
+    fn start() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+            done: vec![],
+        }
+    }
+
+    fn mark(&mut self, stage: &'static str) {
+        let now = std::time::Instant::now();
+        self.done.push((stage, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total: Duration = self.done.iter().map(|(_, d)| *d).sum();
+        write!(f, "{} ms", total.as_millis())?;
+        for (stage, took) in &self.done {
+            write!(f, ", {stage} {} ms", took.as_millis())?;
+        }
+        Ok(())
     }
 }
 
