@@ -1035,6 +1035,19 @@ async fn a_task_starts_from_the_prebuild_and_commits_only_its_own_work() {
         !fetched(sandbox.clone()).await,
         "no fetch for a current prebuild"
     );
+    let r = api
+        .post(
+            &format!("/sandboxes/{sandbox}/exec"),
+            json!({"command": "git", "args": ["-C", "origin", "status", "--short", "--branch"]}),
+        )
+        .await;
+    let status = r.body["stdout"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        status.lines().next().unwrap_or_default(),
+        format!("## {}", task["branch"].as_str().unwrap()),
+        "on the task's branch, nothing left over: {}",
+        r.body
+    );
 
     // The base moves on: the next task's clone, whose repo is behind, fetches it.
     let work = dir.path().join("work");

@@ -82,6 +82,11 @@ pub async fn prepare(
     branch: &str,
     head: Option<&str>,
 ) -> TaskResult<String> {
+    if let Some(head) = head {
+        if let Some(dir) = branch_in_place(agent, path, branch, head).await {
+            return Ok(dir);
+        }
+    }
     let mut req = ExecRequest::argv([
         "sh",
         "-c",
@@ -104,6 +109,65 @@ pub async fn prepare(
         )));
     }
     Ok(r.stdout.trim().to_owned())
+}
+
+/// Starts `branch` at `head` by writing its ref and `HEAD` through the agent's file API,
+/// without a process in the guest: what `git checkout -B <branch> HEAD` does to a repo
+/// whose HEAD is `head` already and whose work tree and index are unchanged. Only for a
+/// prebuild's repo (already excluded, at `head`); `None` on any doubt, and git runs.
+async fn branch_in_place(
+    agent: &AgentClient,
+    path: &str,
+    branch: &str,
+    head: &str,
+) -> Option<String> {
+    let safe = |name: &str| {
+        !name.is_empty()
+            && name
+                .split('/')
+                .all(|c| !c.is_empty() && !c.starts_with('.') && !c.ends_with(".lock"))
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+    };
+    if !safe(branch) || head.len() != 40 || !head.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let git = format!("{path}/.git");
+    agent
+        .stat(&format!("{git}/info/exclude.atelier"))
+        .await
+        .ok()?;
+    let text = |b: bytes::Bytes| String::from_utf8(b.to_vec()).ok();
+    let current = text(agent.read_file(&format!("{git}/HEAD")).await.ok()?)?;
+    let at = match current.trim().strip_prefix("ref: ") {
+        None => current.trim().to_owned(),
+        Some(r) if safe(r) => match agent.read_file(&format!("{git}/{r}")).await {
+            Ok(loose) => text(loose)?.trim().to_owned(),
+            Err(_) => {
+                let packed = text(agent.read_file(&format!("{git}/packed-refs")).await.ok()?)?;
+                packed
+                    .lines()
+                    .filter_map(|l| l.split_once(' '))
+                    .find(|(_, name)| *name == r)
+                    .map(|(commit, _)| commit.to_owned())?
+            }
+        },
+        Some(_) => return None,
+    };
+    if at != head {
+        return None;
+    }
+    let git_dir: &str = &git;
+    let write = |rel: String, content: String| async move {
+        agent
+            .write_file(&format!("{git_dir}/{rel}"), content.into(), Some(0o644))
+            .await
+            .ok()
+    };
+    write(format!("refs/heads/{branch}"), format!("{head}\n")).await?;
+    write("HEAD".into(), format!("ref: refs/heads/{branch}\n")).await?;
+    Some(agent.stat(path).await.ok()?.path)
 }
 
 /// Commits what the agent left uncommitted (if anything); returns whether it did.
