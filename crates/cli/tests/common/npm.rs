@@ -52,9 +52,24 @@ impl NpmTool {
         }
     }
 
-    /// The pinned binary, installed with npm on first use.
+    /// The pinned binary, installed with npm on first use. Tests run in parallel
+    /// processes: a lock beside the cache makes one install while the others wait, so
+    /// that none runs a binary npm is still writing ("Text file busy").
     pub fn binary(&self) -> Result<PathBuf, String> {
         let dir = self.cache_dir().ok_or("no HOME to keep the npm cache in")?;
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        let lock_path = PathBuf::from(format!("{}.lock", dir.display()));
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| format!("cannot lock {}: {e}", lock_path.display()))?;
         let bin = dir.join("node_modules/.bin").join(self.bin);
         if bin.exists() && self.reports_version(&bin).is_ok() {
             return Ok(bin);
