@@ -50,13 +50,7 @@ pub struct AnthropicServer {
     /// The base URL Anthropic clients take (`ANTHROPIC_BASE_URL`): `http://127.0.0.1:PORT`.
     pub url: String,
     shared: Shared,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for AnthropicServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: super::loopback::LoopbackServer,
 }
 
 /// Tokens reported for every reply.
@@ -77,17 +71,11 @@ impl AnthropicServer {
             .route("/v1/messages/count_tokens", post(count_tokens))
             .fallback(other)
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| format!("cannot bind the scripted model: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = super::loopback::LoopbackServer::start(app).await?;
         Ok(AnthropicServer {
-            url: format!("http://{addr}"),
+            url: server.url.clone(),
             shared,
-            task,
+            _server: server,
         })
     }
 

@@ -100,13 +100,7 @@ pub struct GeminiServer {
     /// The base URL `@google/genai` takes (`GOOGLE_GEMINI_BASE_URL`): `http://127.0.0.1:PORT`.
     pub url: String,
     shared: Shared,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for GeminiServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: super::loopback::LoopbackServer,
 }
 
 /// Tokens reported for every reply.
@@ -123,17 +117,11 @@ impl GeminiServer {
             requests: Arc::new(Mutex::new(Vec::new())),
         };
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| format!("cannot bind the scripted model: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = super::loopback::LoopbackServer::start(app).await?;
         Ok(GeminiServer {
-            url: format!("http://{addr}"),
+            url: server.url.clone(),
             shared,
-            task,
+            _server: server,
         })
     }
 

@@ -4,6 +4,7 @@
 pub mod anthropic_server;
 pub mod gemini_server;
 pub mod git;
+pub mod loopback;
 pub mod model_server;
 pub mod npm;
 pub mod responses_server;

@@ -68,8 +68,10 @@ impl NpmTool {
             .write(true)
             .open(&lock_path)
             .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-        let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| format!("cannot lock {}: {e}", lock_path.display()))?;
+        // Released when the file is closed, at the end of this call.
+        lock_file
+            .lock()
+            .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
         let bin = dir.join("node_modules/.bin").join(self.bin);
         if bin.exists() && self.reports_version(&bin).is_ok() {
             return Ok(bin);

@@ -51,13 +51,7 @@ pub struct ResponsesServer {
     /// The base URL OpenAI clients take: `http://127.0.0.1:PORT/v1`.
     pub url: String,
     shared: Shared,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ResponsesServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: super::loopback::LoopbackServer,
 }
 
 /// Tokens reported for every reply.
@@ -77,17 +71,11 @@ impl ResponsesServer {
             .route("/v1/models", get(models))
             .fallback(other)
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| format!("cannot bind the scripted model: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = super::loopback::LoopbackServer::start(app).await?;
         Ok(ResponsesServer {
-            url: format!("http://{addr}/v1"),
+            url: format!("{}/v1", server.url),
             shared,
-            task,
+            _server: server,
         })
     }
 
