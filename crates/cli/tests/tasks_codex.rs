@@ -239,20 +239,5 @@ async fn a_real_codex_task_asks_edits_plans_and_reaches_review() {
         "the plan is in the events: {timeline}"
     );
 
-    // The secret stays out of everything the manager shows or logs.
-    for (what, text) in [
-        ("the task", task.to_string()),
-        ("its events", timeline.to_string()),
-        ("the manager's log", m.log()),
-    ] {
-        assert!(!text.contains(SECRET), "{what} shows the secret");
-    }
-
-    // Done: the commit stays in the preserved branch.
-    let r = api.post(&format!("/tasks/{id}/done"), json!({})).await;
-    assert_eq!(r.body["status"], "done", "{}", r.body);
-    assert_eq!(
-        common::mirrored_file(&m.data_dir, &branch, "NOTES.md"),
-        "Good day to you.\n"
-    );
+    common::secret_kept_out_and_done(&m, &api, &id, &task, &timeline, SECRET, &branch).await;
 }

@@ -420,6 +420,34 @@ pub async fn answer_until_review(
 
 /// The contents of `path` on `branch` in the (one) host-side mirror of the manager whose
 /// data directory is `data_dir`.
+/// The end of a real coding agent's task: `secret` is in neither the task, its events
+/// (`timeline`) nor the manager's log; marked done, its NOTES.md stays in the kept branch.
+pub async fn secret_kept_out_and_done(
+    m: &Manager,
+    api: &Api,
+    id: &str,
+    task: &serde_json::Value,
+    timeline: &serde_json::Value,
+    secret: &str,
+    branch: &str,
+) {
+    for (what, text) in [
+        ("the task", task.to_string()),
+        ("its events", timeline.to_string()),
+        ("the manager's log", m.log()),
+    ] {
+        assert!(!text.contains(secret), "{what} shows the secret");
+    }
+    let r = api
+        .post(&format!("/tasks/{id}/done"), serde_json::json!({}))
+        .await;
+    assert_eq!(r.body["status"], "done", "{}", r.body);
+    assert_eq!(
+        mirrored_file(&m.data_dir, branch, "NOTES.md"),
+        "Good day to you.\n"
+    );
+}
+
 pub fn mirrored_file(data_dir: &Path, branch: &str, path: &str) -> String {
     let mirror = std::fs::read_dir(data_dir.join("mirrors"))
         .expect("the mirrors")
