@@ -202,14 +202,7 @@ async fn asks_answers_and_keeps_the_branch(protocol: Option<&str>) {
             .is_empty(),
         "answered asks leave the feed"
     );
-    let diff = api
-        .req(reqwest::Method::GET, &format!("/tasks/{id}/diff"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let diff = api.diff(&id).await;
     assert!(diff.contains("+Good day to you."), "{diff}");
     let timeline = api.get(&format!("/tasks/{id}/events")).await;
     assert!(
@@ -786,14 +779,7 @@ async fn exposed_secrets_reach_the_agent_process_and_nothing_else() {
     let task = wait_status(&api, &id, "review").await;
     let seen = common::read_sse(events, 1000, Duration::from_secs(1)).await;
     let timeline = api.get(&format!("/tasks/{id}/events")).await.body;
-    let diff = api
-        .req(reqwest::Method::GET, &format!("/tasks/{id}/diff"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let diff = api.diff(&id).await;
     for (what, text) in [
         ("the task", task.to_string()),
         ("its events", timeline.to_string()),

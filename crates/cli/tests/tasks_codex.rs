@@ -185,14 +185,7 @@ async fn a_real_codex_task_asks_edits_plans_and_reaches_review() {
         task["progress"], 100,
         "the plan folds into progress: {task}"
     );
-    let diff = api
-        .req(reqwest::Method::GET, &format!("/tasks/{id}/diff"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let diff = api.diff(&id).await;
     assert!(diff.contains("+Good day to you."), "{diff}");
 
     // What the model saw: the key, the instructions and the command's output after the

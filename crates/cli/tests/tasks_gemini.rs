@@ -330,14 +330,7 @@ async fn a_real_gemini_task_over_acp_asks_edits_and_reaches_review() {
             .contains("made the greeting warmer"),
         "{task}"
     );
-    let diff = api
-        .req(reqwest::Method::GET, &format!("/tasks/{id}/diff"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let diff = api.diff(&id).await;
     assert!(diff.contains("+Good day to you."), "{diff}");
 
     // The timeline: the agent's words, each ask answered, the tools that ran.

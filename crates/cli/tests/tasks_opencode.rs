@@ -200,14 +200,7 @@ async fn a_real_opencode_task_edits_asks_and_reaches_review() {
         task["usage"]["input_tokens"].as_u64().unwrap_or(0) >= 400,
         "four working requests of 100 input tokens each: {task}"
     );
-    let diff = api
-        .req(reqwest::Method::GET, &format!("/tasks/{id}/diff"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let diff = api.diff(&id).await;
     assert!(diff.contains("+Good day to you."), "{diff}");
 
     // What the model saw: the key (through OpenCode's environment), the instructions, and

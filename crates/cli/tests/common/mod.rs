@@ -296,6 +296,17 @@ impl Api {
         }
     }
 
+    /// A task's diff, as the unified text `GET /tasks/{id}/diff` serves.
+    pub async fn diff(&self, task: &str) -> String {
+        self.req(reqwest::Method::GET, &format!("/tasks/{task}/diff"))
+            .send()
+            .await
+            .expect("the diff")
+            .text()
+            .await
+            .expect("the diff's text")
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send(self.req(reqwest::Method::GET, path)).await
     }
