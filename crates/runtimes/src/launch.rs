@@ -211,7 +211,7 @@ pub async fn connect(
         let mut cfg = opencode_client_config(base_url, kind);
         cfg.password = Some(server_token.to_owned());
         let runtime = OpenCodeRuntime::new(cfg)?;
-        wait_healthy(&runtime, within).await?;
+        runtime.wait_healthy(within).await?;
         return Ok(Arc::new(runtime));
     }
     let runtime: Arc<dyn AgentRuntime> = Arc::from(crate::runtime_for(
@@ -236,24 +236,4 @@ pub fn opencode_client_config(base_url: &str, kind: RuntimeKind) -> OpenCodeConf
         cfg.first_event_timeout = Duration::from_secs(60);
     }
     cfg
-}
-
-/// Polls the agent's health with short attempts: a server still starting may accept a
-/// connection and never answer on it, which would hold one long request past the deadline.
-async fn wait_healthy(runtime: &OpenCodeRuntime, within: Duration) -> Result<String> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let attempt = tokio::time::timeout(Duration::from_secs(2), runtime.health()).await;
-        match attempt {
-            Ok(Ok(version)) => return Ok(version),
-            Ok(Err(RuntimeError::Unauthorized)) => return Err(RuntimeError::Unauthorized),
-            Ok(Err(e)) if tokio::time::Instant::now() >= deadline => return Err(e),
-            Err(_) if tokio::time::Instant::now() >= deadline => {
-                return Err(RuntimeError::Protocol(
-                    "the agent takes connections but does not answer its health check".into(),
-                ))
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }

@@ -36,11 +36,16 @@ fn the_minimal_image_builds_once_and_is_reused() {
     let initrd = std::fs::read(&built.initramfs).unwrap();
     assert_eq!(&initrd[..2], [0x1f, 0x8b], "gzip'd initramfs");
 
+    // Another process building `minimal` (from other inputs) holds its build lock; a
+    // cached build is still returned at once, without waiting or rebuilding.
+    let lock_file = std::fs::File::create(cached_data_dir().join("images/.minimal.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive);
     let again = store
         .build("minimal", &|m| {
-            panic!("a cached image must not rebuild: {m}")
+            panic!("a cached image must not rebuild or wait: {m}")
         })
         .unwrap();
+    drop(held);
     assert_eq!(again, built);
     // The cache may hold builds from other inputs (other agent builds); ours is listed.
     let ours: Vec<_> = store

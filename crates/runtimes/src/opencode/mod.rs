@@ -309,14 +309,33 @@ impl OpenCodeRuntime {
     }
 
     /// Waits until the server answers its health check, up to `timeout`.
+    ///
+    /// Polls with short attempts: a server still starting may accept a connection and
+    /// never answer on it, which would hold one long request past the deadline. Each
+    /// attempt that times out gives the next twice as long (up to 16 s), so a server that
+    /// is only slow to answer (an emulated guest on a busy host) is still heard.
     pub async fn wait_healthy(&self, timeout: Duration) -> Result<String> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut patience = Duration::from_secs(2);
         loop {
-            match self.health().await {
-                Ok(v) => return Ok(v),
-                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                Err(RuntimeError::Unauthorized) => return Err(RuntimeError::Unauthorized),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = tokio::time::timeout(
+                patience.min(left).max(Duration::from_millis(100)),
+                self.health(),
+            )
+            .await;
+            let now = tokio::time::Instant::now();
+            match attempt {
+                Ok(Ok(version)) => return Ok(version),
+                Ok(Err(RuntimeError::Unauthorized)) => return Err(RuntimeError::Unauthorized),
+                Ok(Err(e)) if now >= deadline => return Err(e),
+                Err(_) if now >= deadline => {
+                    return Err(RuntimeError::Protocol(
+                        "the agent takes connections but does not answer its health check".into(),
+                    ))
+                }
+                Err(_) => patience = (patience * 2).min(Duration::from_secs(16)),
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }
@@ -1445,5 +1464,59 @@ mod tests {
         n.preload(&[json!({"info": {"id": "msg_u", "role": "user"}, "parts": [{"id": "prt_u", "type": "text", "text": "do it"}]})]);
         let out = n.push(&ev("message.part.updated", json!({"sessionID": SID, "part": {"type": "text", "text": "do it", "messageID": "msg_u", "sessionID": SID, "id": "prt_u"}})));
         assert!(out.is_empty());
+    }
+
+    /// A health endpoint that answers each request after `delay`, or never.
+    async fn slow_health_server(delay: Option<Duration>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let Some(delay) = delay else {
+                        // Holds the connection open without a word.
+                        tokio::time::sleep(Duration::from_secs(600)).await;
+                        return;
+                    };
+                    tokio::time::sleep(delay).await;
+                    let body = r#"{"healthy":true,"version":"1.2.3"}"#;
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_server_slower_than_one_attempt_is_still_heard() {
+        // Each answer takes 3 s, longer than the first 2 s attempt.
+        let url = slow_health_server(Some(Duration::from_secs(3))).await;
+        let runtime = OpenCodeRuntime::new(OpenCodeConfig::new(url)).unwrap();
+        let version = runtime.wait_healthy(Duration::from_secs(20)).await;
+        assert_eq!(version.unwrap(), "1.2.3");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_fails_by_the_deadline() {
+        let url = slow_health_server(None).await;
+        let runtime = OpenCodeRuntime::new(OpenCodeConfig::new(url)).unwrap();
+        let started = std::time::Instant::now();
+        let err = runtime
+            .wait_healthy(Duration::from_secs(3))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("does not answer its health check"),
+            "{err}"
+        );
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(6), "gave up after {took:?}");
     }
 }

@@ -306,10 +306,15 @@ impl ImageStore {
             progress(msg);
         };
         // Managers (and test runs) sharing a cache build an image once: the second waits
-        // for the first, then finds its build.
-        let result = self
-            .lock_across_processes(name, &report)
-            .and_then(|_lock| self.build_locked(name, &report));
+        // for the first, then finds its build. A build already there needs no lock, so a
+        // cached image never waits behind a build of other inputs.
+        let result = self.plan(name, &report).and_then(|plan| {
+            if plan.is_built() {
+                return Ok(plan.artifacts);
+            }
+            let _lock = self.lock_across_processes(name, &report)?;
+            self.build_locked(name, plan, &report)
+        });
         if let Err(e) = &result {
             report(&format!("failed: {e}"));
         }
@@ -356,11 +361,8 @@ impl ImageStore {
         change(steps.entry(name.to_owned()).or_default());
     }
 
-    fn build_locked(
-        &self,
-        name: &str,
-        progress: &dyn Fn(&str),
-    ) -> Result<BootArtifacts, ImageError> {
+    /// Where the build of `name` from the current inputs lives.
+    fn plan(&self, name: &str, progress: &dyn Fn(&str)) -> Result<BuildPlan, ImageError> {
         let kernel = self.kernel(progress)?;
         let busybox = self.busybox()?;
         let agent = self.guest_agent()?;
@@ -373,9 +375,35 @@ impl ImageStore {
             initramfs: dir.join("initramfs.img"),
             rootfs: dir.join("rootfs.ext4"),
         };
-        if dir.join("image.json").is_file() {
-            return Ok(artifacts);
+        Ok(BuildPlan {
+            kernel,
+            busybox,
+            agent,
+            extension,
+            id,
+            dir,
+            artifacts,
+        })
+    }
+
+    fn build_locked(
+        &self,
+        name: &str,
+        plan: BuildPlan,
+        progress: &dyn Fn(&str),
+    ) -> Result<BootArtifacts, ImageError> {
+        if plan.is_built() {
+            return Ok(plan.artifacts);
         }
+        let BuildPlan {
+            kernel,
+            busybox,
+            agent,
+            extension,
+            id,
+            dir,
+            artifacts,
+        } = plan;
         progress(&format!("building image {name} ({id})"));
         // Per process: two managers (or test runs) sharing a cache never touch each other's work.
         let partial = self
@@ -462,6 +490,23 @@ impl ImageStore {
             removed = true;
         }
         Ok(removed)
+    }
+}
+
+/// The inputs and the content-addressed place of one image build.
+struct BuildPlan {
+    kernel: Kernel,
+    busybox: PathBuf,
+    agent: PathBuf,
+    extension: Option<ImageExtension>,
+    id: String,
+    dir: PathBuf,
+    artifacts: BootArtifacts,
+}
+
+impl BuildPlan {
+    fn is_built(&self) -> bool {
+        self.dir.join("image.json").is_file()
     }
 }
 
