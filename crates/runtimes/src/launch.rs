@@ -226,6 +226,15 @@ pub async fn connect(
     Ok(runtime)
 }
 
+/// How long a freshly started agent may take to answer: the real OpenCode is a large
+/// program whose first start in an emulated guest on a busy host can pass a minute.
+pub fn start_within(kind: RuntimeKind) -> Duration {
+    match kind {
+        RuntimeKind::Opencode => Duration::from_secs(120),
+        _ => Duration::from_secs(60),
+    }
+}
+
 /// The client settings for an OpenCode-speaking agent: the real OpenCode's first request
 /// for a directory runs its instance bootstrap, which can take half a minute; the fake
 /// agent answers at once.

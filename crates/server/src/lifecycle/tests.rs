@@ -186,9 +186,11 @@ async fn a_sandbox_goes_up_stops_starts_pauses_and_is_destroyed() {
     let e = b.lifecycle.stop(&id).await.unwrap_err();
     assert!(matches!(e, LifecycleError::Transition(_)), "{e}");
 
-    assert_eq!(
-        b.lifecycle.start(&id).await.unwrap().state,
-        SandboxState::Starting
+    // The launch runs in the background; the fake machine may be up before the answer.
+    let starting = b.lifecycle.start(&id).await.unwrap().state;
+    assert!(
+        matches!(starting, SandboxState::Starting | SandboxState::Running),
+        "{starting:?}"
     );
     let deadline = b.lifecycle.settle_deadline();
     let started = b.lifecycle.wait_running(&id, deadline).await.unwrap();

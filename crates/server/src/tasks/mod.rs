@@ -501,7 +501,7 @@ impl Tasks {
             config.runtime,
             &base_url,
             &server_token,
-            Duration::from_secs(60),
+            atelier_runtimes::launch::start_within(config.runtime),
         )
         .await;
         let runtime = match connected {
