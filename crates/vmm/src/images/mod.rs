@@ -395,35 +395,29 @@ impl ImageStore {
         if plan.is_built() {
             return Ok(plan.artifacts);
         }
-        let BuildPlan {
-            kernel,
-            busybox,
-            agent,
-            extension,
-            id,
-            dir,
-            artifacts,
-        } = plan;
-        progress(&format!("building image {name} ({id})"));
+        progress(&format!("building image {name} ({})", plan.id));
         // Per process: two managers (or test runs) sharing a cache never touch each other's work.
-        let partial = self
-            .images_dir
-            .join(format!(".{name}-{id}.partial-{}", std::process::id()));
+        let partial = self.images_dir.join(format!(
+            ".{name}-{}.partial-{}",
+            plan.id,
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&partial);
         std::fs::create_dir_all(&partial)
             .map_err(ImageError::io(format!("creating {}", partial.display())))?;
-        let modules = initramfs::resolve_modules(&kernel.modules_dir, initramfs::GUEST_MODULES)?;
-        let bb = std::fs::read(&busybox).map_err(ImageError::io("reading busybox"))?;
+        let modules =
+            initramfs::resolve_modules(&plan.kernel.modules_dir, initramfs::GUEST_MODULES)?;
+        let bb = std::fs::read(&plan.busybox).map_err(ImageError::io("reading busybox"))?;
         let initrd = initramfs::build(&bb, &modules)?;
         std::fs::write(partial.join("initramfs.img"), initrd)
             .map_err(ImageError::io("writing the initramfs"))?;
         let staging = partial.join("root");
         match name {
-            "minimal" => rootfs::stage_minimal(&staging, &busybox, &agent)?,
+            "minimal" => rootfs::stage_minimal(&staging, &plan.busybox, &plan.agent)?,
             _ => rootfs::stage_dev(
                 &staging,
-                &agent,
-                extension.as_ref(),
+                &plan.agent,
+                plan.extension.as_ref(),
                 &self.images_dir.join(".cache/apt"),
                 progress,
             )?,
@@ -441,30 +435,30 @@ impl ImageStore {
         std::fs::remove_dir_all(&staging).map_err(ImageError::io("removing the staging dir"))?;
         let info = ImageInfo {
             name: name.to_owned(),
-            id: id.clone(),
-            kernel_version: kernel.version.clone(),
+            id: plan.id.clone(),
+            kernel_version: plan.kernel.version.clone(),
             rootfs_bytes: std::fs::metadata(partial.join("rootfs.ext4"))
                 .map(|m| m.len())
                 .unwrap_or(0),
             built_at_ms: crate::now_ms(),
-            dir: dir.clone(),
+            dir: plan.dir.clone(),
             contents,
         };
         let json =
             serde_json::to_vec_pretty(&info).map_err(|e| ImageError::Input(e.to_string()))?;
         std::fs::write(partial.join("image.json"), json)
             .map_err(ImageError::io("writing image.json"))?;
-        if dir.join("image.json").is_file() {
+        if plan.dir.join("image.json").is_file() {
             // Another process finished the same build first.
             let _ = std::fs::remove_dir_all(&partial);
-            return Ok(artifacts);
+            return Ok(plan.artifacts);
         }
-        std::fs::rename(&partial, &dir).map_err(ImageError::io(format!(
+        std::fs::rename(&partial, &plan.dir).map_err(ImageError::io(format!(
             "moving the build to {}",
-            dir.display()
+            plan.dir.display()
         )))?;
         progress(&format!("image {name} ready"));
-        Ok(artifacts)
+        Ok(plan.artifacts)
     }
 
     /// Built images.
