@@ -176,6 +176,29 @@ pub enum RuntimeError {
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
+/// The pauses between asks of a server that is starting: short at first, so a fast
+/// start is heard within milliseconds of it (every pause adds to a task's start), then
+/// growing to a tenth of a second, so a slow start is not flooded with refused
+/// connections (each one costs an emulated guest real work).
+#[derive(Debug)]
+pub(crate) struct StartPoll(Duration);
+
+impl StartPoll {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MOST: Duration = Duration::from_millis(100);
+
+    pub(crate) fn new() -> StartPoll {
+        StartPoll(Self::FIRST)
+    }
+
+    /// The next pause, longer each time up to the cap.
+    pub(crate) fn next_pause(&mut self) -> Duration {
+        let pause = self.0;
+        self.0 = (self.0 * 3 / 2).min(Self::MOST);
+        pause
+    }
+}
+
 /// How an event stream reconnects after the connection drops.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReconnectPolicy {
@@ -354,5 +377,12 @@ mod tests {
         assert_eq!(p.delay(4), Duration::from_millis(800));
         assert_eq!(p.delay(5), Duration::from_secs(1));
         assert_eq!(p.delay(40), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn start_polls_begin_short_and_grow_to_a_cap() {
+        let mut poll = StartPoll::new();
+        let pauses: Vec<u128> = (0..10).map(|_| poll.next_pause().as_millis()).collect();
+        assert_eq!(pauses, [10, 15, 22, 33, 50, 75, 100, 100, 100, 100]);
     }
 }

@@ -317,6 +317,7 @@ impl OpenCodeRuntime {
     pub async fn wait_healthy(&self, timeout: Duration) -> Result<String> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut patience = Duration::from_secs(2);
+        let mut poll = crate::StartPoll::new();
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let attempt = tokio::time::timeout(
@@ -335,7 +336,7 @@ impl OpenCodeRuntime {
                     ))
                 }
                 Err(_) => patience = (patience * 2).min(Duration::from_secs(16)),
-                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Ok(Err(_)) => tokio::time::sleep(poll.next_pause()).await,
             }
         }
     }

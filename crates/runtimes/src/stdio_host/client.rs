@@ -178,12 +178,13 @@ impl HostClient {
     /// Waits until the host answers, up to `timeout`.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<HostStatus> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut poll = crate::StartPoll::new();
         loop {
             match self.status().await {
                 Ok(s) => return Ok(s),
                 Err(RuntimeError::Unauthorized) => return Err(RuntimeError::Unauthorized),
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => tokio::time::sleep(poll.next_pause()).await,
             }
         }
     }
