@@ -646,40 +646,42 @@ impl AgentRuntime for OpenCodeRuntime {
 
     async fn events(&self, session: &Session, after: Option<Cursor>) -> Result<EventStream> {
         let mut norm = Normalizer::new(&session.id, &session.spec.directory);
-        // Know the user's messages and the part kinds already in the session, so a
-        // resumed or attached stream does not mistake the prompt for assistant text.
-        match self.messages(session, Some(50)).await {
-            Ok(msgs) => norm.preload(&msgs),
-            Err(RuntimeError::NotFound(m)) => return Err(RuntimeError::NotFound(m)),
-            Err(e) => tracing::warn!(session = %session.id, "preload: {e}"),
-        }
-        // And whether a turn is running now (idle sessions are absent from the map).
-        // Not when resuming: replayed events describe the past, so the state at the
-        // cursor is unknown and the replay itself will tell.
-        match self
-            .call(
+        let resumed = after.is_some();
+        let after = after.unwrap_or_default();
+        // Three independent requests, asked at once (each is a round trip into the
+        // sandbox, and a task's prompt waits for all three): the user's messages and the
+        // part kinds already in the session, so a resumed or attached stream does not
+        // mistake the prompt for assistant text; whether a turn is running now (idle
+        // sessions are absent from the map); and the subscription itself.
+        let (messages, status, first) = tokio::join!(
+            self.messages(session, Some(50)),
+            self.call(
                 Method::GET,
                 routes::SESSION_STATUS,
                 Self::dir(session),
                 &[],
                 None,
-            )
-            .await
-        {
-            Ok(map) if after.is_none() => {
+            ),
+            self.connect(session, after.last_event_id.as_deref()),
+        );
+        match messages {
+            Ok(msgs) => norm.preload(&msgs),
+            Err(RuntimeError::NotFound(m)) => return Err(RuntimeError::NotFound(m)),
+            Err(e) => tracing::warn!(session = %session.id, "preload: {e}"),
+        }
+        // Not when resuming: replayed events describe the past, so the state at the
+        // cursor is unknown and the replay itself will tell.
+        match status {
+            Ok(map) if !resumed => {
                 norm.set_busy(str_at(&map, &format!("/{}/type", session.id)) == Some("busy"))
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(session = %session.id, "preload status: {e}"),
         }
-        let resumed = after.is_some();
         if resumed {
             norm.set_resumed();
         }
-        let after = after.unwrap_or_default();
-        let first = self
-            .connect(session, after.last_event_id.as_deref())
-            .await?;
+        let first = first?;
         let mut pump = Pump {
             rt: self.clone(),
             session: session.clone(),
