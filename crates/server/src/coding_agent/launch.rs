@@ -224,27 +224,29 @@ pub async fn start(
         RuntimeError::Config { field, message } => LaunchError::Invalid { field, message },
         other => LaunchError::failed(other.to_string()),
     })?;
-    for file in &plan.files {
-        agent
-            .write_file(
-                &file.path,
-                Bytes::from(file.content.clone()),
-                Some(file.mode),
-            )
-            .await?;
-    }
-    let program = match &plan.program {
-        Program::Path(p) => p.clone(),
-        Program::Shipped(name) => manager_binary(agent, name, repo_dir, local).await?,
+    // The files, the env file and the binaries are independent: they go in at once,
+    // and only the service waits for all of them.
+    let files = futures::future::try_join_all(plan.files.iter().map(|file| {
+        agent.write_file(
+            &file.path,
+            Bytes::from(file.content.clone()),
+            Some(file.mode),
+        )
+    }));
+    let program = async {
+        match &plan.program {
+            Program::Path(p) => Ok(p.clone()),
+            Program::Shipped(name) => manager_binary(agent, name, repo_dir, local).await,
+        }
     };
-    let mut argv = vec![program];
-    argv.extend(plan.args.iter().cloned());
-    let argv = if plan.protocol.is_stdio() {
-        let host = manager_binary(agent, "atelier-stdio-host", repo_dir, local).await?;
-        let transcript = super::beside(repo_dir, TRANSCRIPT);
-        stdio_host::host_command(&host, port, &transcript, Some(repo_dir), &argv)
-    } else {
-        argv
+    let stdio_host = async {
+        if plan.protocol.is_stdio() {
+            manager_binary(agent, "atelier-stdio-host", repo_dir, local)
+                .await
+                .map(Some)
+        } else {
+            Ok(None)
+        }
     };
     // The stdio host takes its token from the environment and keeps it from the agent.
     let mut values = secrets.clone();
@@ -253,9 +255,20 @@ pub async fn start(
         .insert(plan.password_env().to_owned(), server_token.to_owned());
     let env_file = super::beside(repo_dir, ENV_FILE);
     let content = env_file_content(&values)?;
-    agent
-        .write_file(&env_file, Bytes::from(content), Some(0o600))
-        .await?;
+    let env_written = agent.write_file(&env_file, Bytes::from(content), Some(0o600));
+    let (files, program, stdio_host, env_written) =
+        tokio::join!(files, program, stdio_host, env_written);
+    files?;
+    env_written?;
+    let mut argv = vec![program?];
+    argv.extend(plan.args.iter().cloned());
+    let argv = match stdio_host? {
+        Some(host) => {
+            let transcript = super::beside(repo_dir, TRANSCRIPT);
+            stdio_host::host_command(&host, port, &transcript, Some(repo_dir), &argv)
+        }
+        None => argv,
+    };
     let argv = with_env_file(&env_file, argv);
     let spec = ServiceSpec {
         command: CommandLine::Argv(argv),
