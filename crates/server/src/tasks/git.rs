@@ -82,11 +82,6 @@ pub async fn prepare(
     branch: &str,
     head: Option<&str>,
 ) -> TaskResult<String> {
-    if let Some(head) = head {
-        if let Some(dir) = branch_in_place(agent, path, branch, head).await {
-            return Ok(dir);
-        }
-    }
     let mut req = ExecRequest::argv([
         "sh",
         "-c",
@@ -111,63 +106,89 @@ pub async fn prepare(
     Ok(r.stdout.trim().to_owned())
 }
 
-/// Starts `branch` at `head` by writing its ref and `HEAD` through the agent's file API,
-/// without a process in the guest: what `git checkout -B <branch> HEAD` does to a repo
-/// whose HEAD is `head` already and whose work tree and index are unchanged. Only for a
-/// prebuild's repo (already excluded, at `head`); `None` on any doubt, and git runs.
-async fn branch_in_place(
-    agent: &AgentClient,
-    path: &str,
-    branch: &str,
-    head: &str,
-) -> Option<String> {
-    let safe = |name: &str| {
-        !name.is_empty()
-            && name
-                .split('/')
-                .all(|c| !c.is_empty() && !c.starts_with('.') && !c.ends_with(".lock"))
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
-    };
-    if !safe(branch) || head.len() != 40 || !head.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
+/// A prebuild's repo (already excluded) whose `HEAD` is at the task's base commit, with
+/// its work tree and index unchanged: its branch is made by writing the branch's ref and
+/// `HEAD` through the agent's file API, without a process in the guest, which is what
+/// `git checkout -B <branch> HEAD` would do. Nothing in the work tree changes, so the
+/// coding agent may start in [`InPlace::dir`] while the branch is written.
+pub struct InPlace {
+    /// The repo's absolute path in the sandbox.
+    pub dir: String,
+    git: String,
+    branch: String,
+    head: String,
+}
+
+impl InPlace {
+    /// `None` on any doubt (a name git would refuse, a repo not at `head`, a read that
+    /// fails): then [`prepare`] runs git.
+    pub async fn find(agent: &AgentClient, path: &str, branch: &str, head: &str) -> Option<Self> {
+        if !safe_ref(branch) || head.len() != 40 || !head.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let git = format!("{path}/.git");
+        let text = |b: bytes::Bytes| String::from_utf8(b.to_vec()).ok();
+        let (exclude, head_file) = (format!("{git}/info/exclude.atelier"), format!("{git}/HEAD"));
+        let (excluded, current, dir) = tokio::join!(
+            agent.stat(&exclude),
+            agent.read_file(&head_file),
+            agent.stat(path),
+        );
+        excluded.ok()?;
+        let dir = dir.ok()?.path;
+        let current = text(current.ok()?)?;
+        let at = match current.trim().strip_prefix("ref: ") {
+            None => current.trim().to_owned(),
+            Some(r) if safe_ref(r) => match agent.read_file(&format!("{git}/{r}")).await {
+                Ok(loose) => text(loose)?.trim().to_owned(),
+                Err(_) => {
+                    let packed = text(agent.read_file(&format!("{git}/packed-refs")).await.ok()?)?;
+                    packed
+                        .lines()
+                        .filter_map(|l| l.split_once(' '))
+                        .find(|(_, name)| *name == r)
+                        .map(|(commit, _)| commit.to_owned())?
+                }
+            },
+            Some(_) => return None,
+        };
+        (at == head).then(|| InPlace {
+            dir,
+            git,
+            branch: branch.to_owned(),
+            head: head.to_owned(),
+        })
     }
-    let git = format!("{path}/.git");
-    agent
-        .stat(&format!("{git}/info/exclude.atelier"))
-        .await
-        .ok()?;
-    let text = |b: bytes::Bytes| String::from_utf8(b.to_vec()).ok();
-    let current = text(agent.read_file(&format!("{git}/HEAD")).await.ok()?)?;
-    let at = match current.trim().strip_prefix("ref: ") {
-        None => current.trim().to_owned(),
-        Some(r) if safe(r) => match agent.read_file(&format!("{git}/{r}")).await {
-            Ok(loose) => text(loose)?.trim().to_owned(),
-            Err(_) => {
-                let packed = text(agent.read_file(&format!("{git}/packed-refs")).await.ok()?)?;
-                packed
-                    .lines()
-                    .filter_map(|l| l.split_once(' '))
-                    .find(|(_, name)| *name == r)
-                    .map(|(commit, _)| commit.to_owned())?
-            }
-        },
-        Some(_) => return None,
-    };
-    if at != head {
-        return None;
+
+    /// Writes the branch's ref and points `HEAD` at it. Both land before the agent hears
+    /// the prompt, and a failed write leaves a repo that [`prepare`] still repairs.
+    pub async fn branch(&self, agent: &AgentClient) -> TaskResult<()> {
+        let write = |rel: String, content: String| {
+            let path = format!("{}/{rel}", self.git);
+            async move { agent.write_file(&path, content.into(), Some(0o644)).await }
+        };
+        let (r, h) = tokio::join!(
+            write(
+                format!("refs/heads/{}", self.branch),
+                format!("{}\n", self.head)
+            ),
+            write("HEAD".into(), format!("ref: refs/heads/{}\n", self.branch)),
+        );
+        r?;
+        h?;
+        Ok(())
     }
-    let git_dir: &str = &git;
-    let write = |rel: String, content: String| async move {
-        agent
-            .write_file(&format!("{git_dir}/{rel}"), content.into(), Some(0o644))
-            .await
-            .ok()
-    };
-    write(format!("refs/heads/{branch}"), format!("{head}\n")).await?;
-    write("HEAD".into(), format!("ref: refs/heads/{branch}\n")).await?;
-    Some(agent.stat(path).await.ok()?.path)
+}
+
+/// A ref name git takes as it is: no empty or dotted component, no `.lock`, plain bytes.
+fn safe_ref(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && !c.starts_with('.') && !c.ends_with(".lock"))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
 }
 
 /// Commits what the agent left uncommitted (if anything); returns whether it did.

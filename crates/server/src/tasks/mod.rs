@@ -403,10 +403,20 @@ impl Tasks {
             .store
             .set_task_sandbox(id, Some(&sandbox.id))
             .await?;
+        // Whether the base branch moved since the prebuild is asked of the host's git
+        // while the clone resumes.
+        let head = async {
+            match (&rec.parent_id, &sandbox.prebuild_id) {
+                (None, Some(prebuild)) => self.unchanged_since(prebuild, &spec, &task).await,
+                _ => None,
+            }
+        };
         let lifecycle = &self.inner.lifecycle;
-        let sandbox = lifecycle
-            .wait_running(&sandbox.id, lifecycle.settle_deadline())
-            .await?;
+        let (sandbox, head) = tokio::join!(
+            lifecycle.wait_running(&sandbox.id, lifecycle.settle_deadline()),
+            head
+        );
+        let sandbox = sandbox?;
         let agent = self.inner.lifecycle.agent(&sandbox.id).await?;
         let sandbox_token = self.inner.store.get_sandbox(&sandbox.id).await?.agent_token;
         stages.mark("sandbox");
@@ -423,19 +433,26 @@ impl Tasks {
             }
             None => repo.url.clone(),
         };
-        let head = match (&rec.parent_id, &sandbox.prebuild_id) {
-            (None, Some(prebuild)) => self.unchanged_since(prebuild, &spec, &task).await,
-            _ => None,
+        let prepare = || {
+            git::prepare(
+                &agent,
+                &source,
+                &task.repo,
+                &task.base_branch,
+                &task.branch,
+                head.as_deref(),
+            )
         };
-        let dir = git::prepare(
-            &agent,
-            &source,
-            &task.repo,
-            &task.base_branch,
-            &task.branch,
-            head.as_deref(),
-        )
-        .await?;
+        // A prebuild's repo already at the base commit gets its branch while the coding
+        // agent starts; any other is brought there by git first.
+        let in_place = match head.as_deref() {
+            Some(head) => git::InPlace::find(&agent, &task.repo, &task.branch, head).await,
+            None => None,
+        };
+        let dir = match &in_place {
+            Some(found) => found.dir.clone(),
+            None => prepare().await?,
+        };
         if rec.parent_id.is_some() {
             let _ = agent.delete(&source, false).await;
         }
@@ -483,16 +500,30 @@ impl Tasks {
             Some(task.title.clone()),
         );
         let server_token = agent::server_token(&sandbox_token);
-        let launch = agent::start(
-            &agent,
-            &config,
-            &secrets,
-            &server_token,
-            &dir,
-            &session_spec,
-            local,
-        )
-        .await?;
+        let branched = async {
+            let Some(found) = &in_place else {
+                return Ok(());
+            };
+            if let Err(e) = found.branch(&agent).await {
+                tracing::warn!(task = %id, error = %e, "writing the branch in place failed; git makes it");
+                prepare().await?;
+            }
+            TaskResult::Ok(())
+        };
+        let (branched, launch) = tokio::join!(
+            branched,
+            agent::start(
+                &agent,
+                &config,
+                &secrets,
+                &server_token,
+                &dir,
+                &session_spec,
+                local,
+            )
+        );
+        branched?;
+        let launch = launch?;
         stages.mark("agent started");
         let (base_url, forward) = reach(&agent, launch.port, local).await?;
         stages.mark("forward");
