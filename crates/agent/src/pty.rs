@@ -55,6 +55,9 @@ pub struct Sessions {
     /// The file roots: a shell's working directory is resolved against the first.
     roots: Arc<Roots>,
     detached_ttl: Duration,
+    /// The shells' home when not the agent user's own (tests: a login shell must not
+    /// read the profile of whoever runs them).
+    home: Option<PathBuf>,
     me: Weak<Sessions>,
 }
 
@@ -131,12 +134,23 @@ impl Sessions {
         roots: Arc<Roots>,
         detached_ttl: Duration,
     ) -> Arc<Self> {
+        Self::build(active, sandbox_env, roots, detached_ttl, None)
+    }
+
+    fn build(
+        active: ActiveGroups,
+        sandbox_env: SandboxEnv,
+        roots: Arc<Roots>,
+        detached_ttl: Duration,
+        home: Option<PathBuf>,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             map: Mutex::new(HashMap::new()),
             active,
             sandbox_env,
             roots,
             detached_ttl,
+            home,
             me: me.clone(),
         })
     }
@@ -276,7 +290,7 @@ impl Sessions {
         pty.resize(pty_process::Size::new(rows, cols))
             .map_err(|e| ApiError::internal(format!("sizing the pty: {e}")))?;
         let shell = login_shell();
-        let home = home_dir();
+        let home = self.home.clone().unwrap_or_else(home_dir);
         let env = self
             .sandbox_env
             .read()
@@ -662,7 +676,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_detached_session_expires_and_its_shell_is_hung_up() {
-        let sessions = Sessions::with_ttl(
+        let sessions = in_empty_home(
             ActiveGroups::default(),
             Default::default(),
             slash(),
@@ -697,6 +711,19 @@ mod tests {
         assert_ne!(next.session_id(), id);
     }
 
+    /// Sessions whose shells start in an empty home, so the login profile of the user
+    /// running the tests (and whatever it starts) stays out of them.
+    fn in_empty_home(
+        active: ActiveGroups,
+        sandbox_env: SandboxEnv,
+        roots: Arc<Roots>,
+        detached_ttl: Duration,
+    ) -> Arc<Sessions> {
+        let home = std::env::temp_dir().join("atelier-pty-test-home");
+        std::fs::create_dir_all(&home).unwrap();
+        Sessions::build(active, sandbox_env, roots, detached_ttl, Some(home))
+    }
+
     fn slash() -> Arc<Roots> {
         Arc::new(Roots::new(&[PathBuf::from("/")]).unwrap())
     }
@@ -706,7 +733,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let roots = Arc::new(Roots::new(&[dir.path().to_path_buf()]).unwrap());
         std::fs::create_dir(dir.path().join("workspace")).unwrap();
-        let sessions = Sessions::with_ttl(
+        let sessions = in_empty_home(
             ActiveGroups::default(),
             Default::default(),
             roots,
@@ -749,8 +776,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_shell_gets_the_sandbox_environment() {
         let env: SandboxEnv = Default::default();
-        let sessions =
-            Sessions::with_ttl(ActiveGroups::default(), env.clone(), slash(), DETACHED_TTL);
+        let sessions = in_empty_home(ActiveGroups::default(), env.clone(), slash(), DETACHED_TTL);
         env.write()
             .unwrap()
             .insert("ATELIER_TEST_SECRET".into(), "s3cr3t-value".into());

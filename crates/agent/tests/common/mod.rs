@@ -64,9 +64,14 @@ impl Agent {
             .map(String::from),
         );
         let stderr = std::fs::File::create(dir.path().join("agent.stderr")).unwrap();
+        // An empty home, so a terminal's login shell reads no profile of the user running
+        // the tests (nor runs what that profile starts).
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
             .env(TOKEN_ENV, TOKEN)
+            .env("HOME", &home)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
