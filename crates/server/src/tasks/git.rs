@@ -160,22 +160,20 @@ impl InPlace {
         })
     }
 
-    /// Writes the branch's ref and points `HEAD` at it. Both land before the agent hears
-    /// the prompt, and a failed write leaves a repo that [`prepare`] still repairs.
+    /// Writes the branch's ref, then points `HEAD` at it (in that order, so `HEAD` never
+    /// names a missing ref while the agent starts). Both land before the agent hears the
+    /// prompt, and a failed write leaves a repo that [`prepare`] still repairs.
     pub async fn branch(&self, agent: &AgentClient) -> TaskResult<()> {
         let write = |rel: String, content: String| {
             let path = format!("{}/{rel}", self.git);
             async move { agent.write_file(&path, content.into(), Some(0o644)).await }
         };
-        let (r, h) = tokio::join!(
-            write(
-                format!("refs/heads/{}", self.branch),
-                format!("{}\n", self.head)
-            ),
-            write("HEAD".into(), format!("ref: refs/heads/{}\n", self.branch)),
-        );
-        r?;
-        h?;
+        write(
+            format!("refs/heads/{}", self.branch),
+            format!("{}\n", self.head),
+        )
+        .await?;
+        write("HEAD".into(), format!("ref: refs/heads/{}\n", self.branch)).await?;
         Ok(())
     }
 }
